@@ -1,0 +1,138 @@
+"""Command line: `bench run`, `bench list`, `bench leaderboard`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
+DEFAULT_SUITES = ("noise", "digits-c")
+DEFAULT_RATIOS = "geom:0.3:0.95:6"
+
+
+def parse_ratios(spec: str) -> tuple[float, ...]:
+    """'0.3,0.5,0.8' or 'geom:LOW:HIGH:N' (keep ratios 1-r geometrically spaced, as in the paper)
+    or 'lin:LOW:HIGH:N'."""
+    try:
+        if spec.startswith(("geom:", "lin:")):
+            kind, low, high, count = spec.split(":")
+            low_f, high_f, n = float(low), float(high), int(count)
+            if not (0 < low_f < high_f < 1 and n >= 1):
+                raise ValueError
+            if kind == "geom":
+                keep = np.geomspace(1 - low_f, 1 - high_f, n)
+                return tuple(round(1 - float(k), 4) for k in keep)
+            return tuple(round(float(r), 4) for r in np.linspace(low_f, high_f, n))
+        ratios = tuple(float(part) for part in spec.split(",") if part.strip())
+        if not ratios:
+            raise ValueError
+        return ratios
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad ratio grid {spec!r}: use '0.3,0.5,0.8', 'geom:LOW:HIGH:N' or 'lin:LOW:HIGH:N' with 0 < LOW < HIGH < 1"
+        ) from None
+
+
+def names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
+    run.add_argument("--dataset", default="digits")
+    run.add_argument("--model", default="digits_cnn", help="a registered model or any timm model name")
+    run.add_argument("--pruner", type=names, default=DEFAULT_PRUNERS, help="comma-separated pruner names")
+    run.add_argument("--suite", type=names, default=DEFAULT_SUITES, help="comma-separated suite names")
+    run.add_argument("--ratios", type=parse_ratios, default=parse_ratios(DEFAULT_RATIOS), help=f"default {DEFAULT_RATIOS}")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
+    run.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs per prune step")
+    run.add_argument("--delta", type=float, default=0.005, help="prune-potential tolerance (absolute error)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="list installed pruners, suites, datasets and models")
+
+    board = sub.add_parser("leaderboard", help="validate result files and print the markdown leaderboard")
+    board.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    board.add_argument("--output", "-o", type=Path, help="also write the markdown to this file")
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from bench.recipes import default_recipes
+    from bench.runner import run
+    from bench.schema import RunConfig
+    from leaderboard import build_leaderboard
+
+    train, retrain = default_recipes(args.dataset, args.model)
+    if args.epochs is not None:
+        train = train.model_copy(update={"epochs": args.epochs})
+    if args.retrain_epochs is not None:
+        retrain = retrain.model_copy(update={"epochs": args.retrain_epochs})
+    config = RunConfig(
+        dataset=args.dataset,
+        model=args.model,
+        pruners=args.pruner,
+        suites=args.suite,
+        target_ratios=args.ratios,
+        train=train,
+        retrain=retrain,
+        seed=args.seed,
+        calibration_size=256,
+        delta=args.delta,
+    )
+    path = run(config, args.out, progress=not args.quiet)
+    print(f"wrote {path}", file=sys.stderr)
+    print(build_leaderboard(args.out))
+    return 0
+
+
+def command_list(_: argparse.Namespace) -> int:
+    from bench import registry
+    from bench.data import DATASETS
+    from bench.models import BENCH_MODELS
+
+    print("pruners: " + ", ".join(registry.available(registry.PRUNER_GROUP)))
+    print("suites:  " + ", ".join(registry.available(registry.SUITE_GROUP)))
+    print("datasets: " + ", ".join(sorted(DATASETS)))
+    print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")
+    return 0
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard import build_leaderboard
+
+    markdown = build_leaderboard(args.folder)
+    if args.output:
+        from bench.results import atomic_write_text
+
+        atomic_write_text(args.output, markdown)
+    print(markdown, end="")
+    return 0
+
+
+COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on hub retries without network
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, LookupError) as exc:  # bad input: one clear line, no traceback
+        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

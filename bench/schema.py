@@ -1,0 +1,171 @@
+"""Pydantic models of a run's configuration and of the result file it writes.
+
+Result files are data: every leaderboard number is recomputed from `networks[*].accuracy`.
+`derived` is stored for convenience and checked against a recomputation on load
+(see bench.results), so an edited cell cannot hide behind stale aggregates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+PARENT = "parent"  # pruner name of the unpruned network
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recipe(Strict):
+    """A training schedule; used for the parent and (with its own epochs) for every retrain."""
+
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: int = Field(default=0, ge=0)
+    augment: Literal["none", "crop-flip", "shift"] = "none"
+
+
+class RunConfig(Strict):
+    dataset: str
+    model: str
+    pruners: tuple[str, ...] = Field(min_length=1)
+    suites: tuple[str, ...] = ()
+    target_ratios: tuple[float, ...] = Field(min_length=1)
+    train: Recipe
+    retrain: Recipe
+    seed: int = Field(ge=0)
+    calibration_size: int = Field(gt=0)
+    delta: float = Field(default=0.005, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_ratios(self) -> RunConfig:
+        if any(not 0.0 < r < 1.0 for r in self.target_ratios):
+            raise ValueError(f"target ratios must lie in (0, 1), got {list(self.target_ratios)}")
+        if list(self.target_ratios) != sorted(set(self.target_ratios)):
+            raise ValueError("target ratios must be strictly increasing (cascade pruning)")
+        return self
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def protocol_hash(self) -> str:
+        """What must match for two runs to be ranked together: everything but pruner, suites, seed."""
+        protocol = self.model_dump(mode="json", exclude={"pruners", "suites", "seed"})
+        canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class Provenance(Strict):
+    config_hash: str
+    seed: int
+    packages: dict[str, str]  # python, torch, timm, prunebench, ... and each pruner's provider
+    data_checksum: str  # sha256 over train/val/test splits
+    distribution_checksums: dict[str, str]  # sha256 of every evaluated test set
+    platform: str
+    git_commit: str | None = None
+    created_at: datetime
+    wall_time_s: float = Field(ge=0)
+
+
+class Distribution(Strict):
+    name: str
+    suite: str  # "nominal" for the clean test set
+    corruption: str | None = None
+    severity: int | None = None
+    level: float | None = None
+    n_examples: int = Field(gt=0)
+
+    @property
+    def nominal(self) -> bool:
+        return self.suite == "nominal"
+
+
+class NetworkResult(Strict):
+    pruner: str
+    step: int = Field(ge=0)  # position in the cascade, 0 = parent
+    target_ratio: float = Field(ge=0, lt=1)
+    prune_ratio: float = Field(ge=0, le=1)  # measured on the retrained network
+    nonzero_params: int = Field(ge=0)
+    structured: bool
+    accuracy: dict[str, float]  # distribution name -> top-1 accuracy (or 1 - error metric)
+
+    @model_validator(mode="after")
+    def _check_accuracy(self) -> NetworkResult:
+        bad = {k: v for k, v in self.accuracy.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"accuracies must lie in [0, 1], got {bad}")
+        return self
+
+
+class PrunerMetrics(Strict):
+    pruner: str
+    nominal_potential: float
+    robust_potential_mean: float | None  # None without shifted distributions
+    robust_potential_min: float | None
+    monotone_nominal_potential: float
+    monotone_robust_potential_mean: float | None
+    monotone_robust_potential_min: float | None
+    potential_by_distribution: dict[str, float]
+    delta_excess_error: list[float]  # per cascade step: excess error of pruned minus parent's
+
+
+class Derived(Strict):
+    delta: float
+    parent_excess_error: float
+    pruners: list[PrunerMetrics]
+
+
+class RunResult(Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    config: RunConfig
+    provenance: Provenance
+    distributions: list[Distribution]
+    networks: list[NetworkResult]
+    derived: Derived
+    integrity: str = ""  # sha256 of the canonical JSON of everything else, set on save
+
+    @model_validator(mode="after")
+    def _check_cells(self) -> RunResult:
+        names = [d.name for d in self.distributions]
+        if len(set(names)) != len(names):
+            raise ValueError("distribution names must be unique")
+        if sum(d.nominal for d in self.distributions) != 1:
+            raise ValueError("exactly one distribution must have suite 'nominal'")
+        parents = [n for n in self.networks if n.pruner == PARENT]
+        if len(parents) != 1:
+            raise ValueError(f"exactly one network must be the parent, found {len(parents)}")
+        for net in self.networks:
+            missing = set(names) - set(net.accuracy)
+            extra = set(net.accuracy) - set(names)
+            if missing or extra:
+                raise ValueError(
+                    f"network {net.pruner} step {net.step}: accuracy keys do not match the distributions "
+                    f"(missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]})"
+                )
+        return self
+
+    def payload_digest(self) -> str:
+        payload = self.model_dump(mode="json", exclude={"integrity"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    @property
+    def parent(self) -> NetworkResult:
+        return next(n for n in self.networks if n.pruner == PARENT)
+
+    @property
+    def nominal(self) -> Distribution:
+        return next(d for d in self.distributions if d.nominal)

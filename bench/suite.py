@@ -1,0 +1,68 @@
+"""The Suite API: a suite turns a dataset's clean test set into named test distributions.
+
+Concrete suites live in `suites/` and are found through the `prunebench.suites` entry points.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bench.corruptions import corrupt, seed_for
+from bench.data import DataBundle, ImageSet
+
+
+@dataclass(frozen=True)
+class TestDistribution:
+    name: str
+    suite: str
+    images: ImageSet
+    corruption: str | None = None
+    severity: int | None = None
+    level: float | None = None
+
+
+class Suite(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    datasets: ClassVar[tuple[str, ...] | None] = None  # None: works on any dataset
+
+    def check_dataset(self, dataset: str) -> None:
+        if self.datasets is not None and dataset not in self.datasets:
+            raise ValueError(f"suite {self.name!r} is defined for {', '.join(self.datasets)}, not for {dataset!r}")
+
+    @abstractmethod
+    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+        """The shifted test sets; the clean test set is evaluated by the runner itself."""
+
+
+class CorruptionSuite(Suite):
+    """A table corruption -> strength per severity, applied to the clean test images.
+
+    Each (corruption, severity) test set is generated once per run with its own seed derived
+    from (run seed, suite, corruption, severity), so every network sees the same images.
+    """
+
+    table: ClassVar[dict[str, tuple[float, ...]]]
+
+    def distribution_name(self, corruption: str, severity: int, level: float) -> str:
+        return f"{self.name}/{corruption}/{severity}"
+
+    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+        self.check_dataset(data.name)
+        out = []
+        for corruption, levels in self.table.items():
+            for severity, level in enumerate(levels, start=1):
+                images = corrupt(data.test.images, corruption, level, seed_for(seed, self.name, corruption, severity))
+                out.append(
+                    TestDistribution(
+                        name=self.distribution_name(corruption, severity, level),
+                        suite=self.name,
+                        images=ImageSet(images, data.test.labels),
+                        corruption=corruption,
+                        severity=severity,
+                        level=level,
+                    )
+                )
+        return out

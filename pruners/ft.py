@@ -1,0 +1,36 @@
+"""FT: filter thresholding (Li et al. 2017 as used in the paper).
+
+Scores each output filter by the l1 norm of its weights and keeps the same fraction of the
+still-alive filters in every layer (at least one); the classifier's outputs are never pruned.
+No data used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.pruning import MaskPlan, Masks, PruneContext, Pruner, compressible_layers, top_units
+
+
+class FilterThresholding(Pruner):
+    name = "ft"
+    structured = True
+
+    def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
+        weights = {
+            name: layer.weight.detach()
+            for name, layer in compressible_layers(model).items()
+            if name != ctx.classifier
+        }
+        norms = {name: w.abs().flatten(1).sum(1) for name, w in weights.items()}
+        alive = {name: int((n > 0).sum()) for name, n in norms.items()}
+
+        def masks(keep: float) -> Masks:
+            out: Masks = {}
+            for name, w in weights.items():
+                kept = top_units(norms[name], round(keep * alive[name]))
+                out[name] = kept.view(-1, *([1] * (w.ndim - 1))).expand_as(w)
+            return out
+
+        return masks

@@ -1,0 +1,19 @@
+"""WT: global weight thresholding (magnitude pruning, Renda et al. 2020 as used in the paper).
+
+Scores every conv/linear weight by |W| and keeps the global top fraction; first layer and
+classifier included, no data used. In cascade mode |W| is that of the retrained weights.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bench.pruning import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
+
+
+class WeightThresholding(Pruner):
+    name = "wt"
+
+    def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
+        scores = {name: layer.weight.detach().abs() for name, layer in compressible_layers(model).items()}
+        return lambda keep: global_topk(scores, keep)

@@ -1,0 +1,1 @@
+"""Built-in suites; each is one file, registered through the `prunebench.suites` entry points."""

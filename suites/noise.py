@@ -1,0 +1,18 @@
+"""noise: additive uniform U(-eps, eps) and Gaussian N(0, sigma) noise in pixel space ([0, 1],
+clipped, quantised to 8 bits like the official corruption files), seeded per level."""
+
+from __future__ import annotations
+
+from bench.suite import CorruptionSuite
+
+
+class NoiseSuite(CorruptionSuite):
+    name = "noise"
+    description = "uniform and Gaussian pixel noise at several levels (any dataset)"
+    table = {
+        "uniform_noise": (0.1, 0.2, 0.3, 0.4),
+        "gaussian_noise": (0.05, 0.1, 0.15, 0.2),
+    }
+
+    def distribution_name(self, corruption: str, severity: int, level: float) -> str:
+        return f"{self.name}/{corruption}/{level:g}"
