@@ -7,7 +7,8 @@ No data used.
 
 from __future__ import annotations
 
-import torch
+import math
+
 from torch import nn
 
 from bench.pruning import MaskPlan, Masks, PruneContext, Pruner, compressible_layers, top_units
@@ -28,8 +29,11 @@ class FilterThresholding(Pruner):
 
         def masks(keep: float) -> Masks:
             out: Masks = {}
-            for name, w in weights.items():
-                kept = top_units(norms[name], round(keep * alive[name]))
+            for index, (name, w) in enumerate(weights.items()):
+                # round(keep * alive), with layers of equal width stepping at slightly different
+                # knobs so the size search can move one filter at a time
+                count = math.floor(keep * alive[name] + 0.5 - 1e-6 * (index + 1))
+                kept = top_units(norms[name], count)
                 out[name] = kept.view(-1, *([1] * (w.ndim - 1))).expand_as(w)
             return out
 

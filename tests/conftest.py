@@ -1,0 +1,40 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import copy
+
+import pytest
+import torch
+
+from bench.data import DataBundle, load_digits
+from bench.models import create_model
+from bench.recipes import DIGITS_TRAIN
+from bench.training import train
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def digits() -> DataBundle:
+    return load_digits(seed=0)
+
+
+@pytest.fixture(scope="session")
+def _trained_digits_cnn(digits: DataBundle) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_classes=10)
+    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 6}), seed=0, progress=False)
+    return model
+
+
+@pytest.fixture
+def digits_cnn(_trained_digits_cnn: torch.nn.Module) -> torch.nn.Module:
+    """A briefly trained small CNN; each test gets its own copy."""
+    return copy.deepcopy(_trained_digits_cnn)
+
+
+@pytest.fixture
+def resnet20() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("resnet20_cifar", num_classes=10).eval()

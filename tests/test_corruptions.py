@@ -1,0 +1,305 @@
+"""Tests for bench.corruptions: determinism, ranges, monotonicity and reference parity."""
+
+from __future__ import annotations
+
+import colorsys
+import io
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+from PIL import Image
+
+from bench.corruptions import CORRUPTIONS, corrupt, seed_for
+
+NOISES = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise"]
+
+# Levels by increasing severity 1..5 (ImageNet-C constants as in imagecorruptions 1.1.2;
+# uniform_noise is ours; zoom_blur levels are the exclusive ends of arange(1, level, 0.01)).
+SEVERITY_LEVELS: dict[str, list[float]] = {
+    "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],
+    "shot_noise": [60, 25, 12, 5, 3],
+    "impulse_noise": [0.03, 0.06, 0.09, 0.17, 0.27],
+    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],
+    "uniform_noise": [0.05, 0.1, 0.2, 0.3, 0.4],
+    "gaussian_blur": [1, 2, 3, 4, 6],
+    "defocus_blur": [3, 4, 6, 8, 10],
+    "zoom_blur": [1.11, 1.16, 1.21, 1.26, 1.31],
+    "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
+    "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "jpeg_compression": [25, 18, 15, 10, 7],
+}
+
+
+def natural_images(n: int = 12, size: int = 32, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """Smooth random images with some sharp edges, uint8 (n, channels, size, size)."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, channels, 6, 6, generator=gen)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    # 5x5 blocks do not line up with the pixelation grids at any tested level
+    coarse_blocks = torch.rand(n, 1, 5, 5, generator=gen)
+    blocks = torch.nn.functional.interpolate(coarse_blocks, size=(size, size), mode="nearest")
+    images = 0.15 + 0.5 * smooth + 0.3 * blocks
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return natural_images()
+
+
+def mad(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().mean().item()
+
+
+def test_registry_has_required_corruptions() -> None:
+    assert set(CORRUPTIONS) == set(SEVERITY_LEVELS)
+
+
+@pytest.mark.parametrize("name", sorted(SEVERITY_LEVELS))
+@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (2, 1, 24, 40), (3, 3, 8, 8)])
+def test_dtype_shape_range(name: str, shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(1)
+    images = (torch.rand(shape, generator=gen) * 255).round().to(torch.uint8)
+    level = SEVERITY_LEVELS[name][2]
+    out = corrupt(images, name, level, seed=3)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    y = CORRUPTIONS[name](images.float() / 255, level, torch.Generator().manual_seed(3))
+    assert y.dtype == torch.float32 and y.shape == images.shape
+    assert y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(SEVERITY_LEVELS))
+def test_deterministic_and_seed_dependent(images: torch.Tensor, name: str) -> None:
+    level = SEVERITY_LEVELS[name][2]
+    first = corrupt(images, name, level, seed=123)
+    assert torch.equal(first, corrupt(images, name, level, seed=123))
+    other = corrupt(images, name, level, seed=124)
+    if name in NOISES:
+        assert not torch.equal(first, other)
+    else:
+        assert torch.equal(first, other)
+
+
+def test_global_rng_is_not_used(images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a = corrupt(images, "gaussian_noise", 0.1, seed=5)
+    assert torch.equal(state, torch.get_rng_state())
+    torch.manual_seed(99)
+    assert torch.equal(a, corrupt(images, "gaussian_noise", 0.1, seed=5))
+
+
+@pytest.mark.parametrize("name", sorted(SEVERITY_LEVELS))
+def test_deviation_grows_with_severity(images: torch.Tensor, name: str) -> None:
+    deviations = [mad(corrupt(images, name, level, seed=7), images) for level in SEVERITY_LEVELS[name]]
+    assert all(b > a for a, b in zip(deviations, deviations[1:])), deviations
+    assert deviations[0] > 0.5, deviations
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [
+        ("gaussian_blur", 6),
+        ("defocus_blur", 6),
+        ("defocus_blur", 0.3),
+        ("zoom_blur", 1.31),
+        ("pixelate", 0.3),
+        ("contrast", 0.05),
+    ],
+)
+def test_constant_image_stays_constant(name: str, level: float) -> None:
+    images = torch.full((2, 3, 32, 32), 137, dtype=torch.uint8)
+    assert torch.equal(corrupt(images, name, level, seed=0), images)
+
+
+def test_defocus_kernel_mass_quirk_is_reproduced() -> None:
+    # imagecorruptions' disk() anti-aliases with reflect-101 borders, which adds mass once
+    # the disk reaches the grid edge (radius >= 7): a constant image gets slightly brighter.
+    images = torch.full((1, 3, 16, 16), 137, dtype=torch.uint8)
+    kernel_sum = reference_disk(8.0, 0.5).sum()
+    assert kernel_sum > 1.01
+    expected = round(137 * kernel_sum)
+    assert torch.equal(corrupt(images, "defocus_blur", 8.0, seed=0), torch.full_like(images, expected))
+
+
+def test_rounds_to_nearest() -> None:
+    images = torch.full((1, 1, 8, 8), 100, dtype=torch.uint8)
+    # 100.6 -> 101 (truncation would give 100), 100.4 -> 100
+    assert torch.equal(corrupt(images, "brightness", 0.6 / 255, seed=0), images + 1)
+    assert torch.equal(corrupt(images, "brightness", 0.4 / 255, seed=0), images)
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 2.5, 6.0])
+def test_gaussian_blur_matches_scipy(images: torch.Tensor, sigma: float) -> None:
+    images = images[:, :, :, 3:]  # non-square, catches H/W mix-ups
+    x = images.numpy() / 255.0
+    ref = ndi.gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+    ref = np.round(np.clip(ref, 0, 1) * 255)
+    out = corrupt(images, "gaussian_blur", sigma, seed=0).numpy().astype(np.float64)
+    assert np.abs(out - ref).max() <= 1
+
+
+def reference_disk(radius: float, alias_blur: float) -> np.ndarray:
+    """imagecorruptions' disk(), with cv2.GaussianBlur spelled out via scipy (reflect-101)."""
+    grid = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    half = 1 if radius <= 8 else 2
+    taps = np.exp(-np.arange(-half, half + 1) ** 2 / (2 * alias_blur**2))
+    taps /= taps.sum()
+    disk = ndi.correlate1d(disk, taps, axis=0, mode="mirror")
+    return ndi.correlate1d(disk, taps, axis=1, mode="mirror")
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 1.5, 3.0, 6.0, 10.0])
+@pytest.mark.parametrize("crop", [(32, 27), (8, 8)])
+def test_defocus_blur_matches_reference(images: torch.Tensor, radius: float, crop: tuple[int, int]) -> None:
+    images = images[:4, :, : crop[0], : crop[1]]  # 8x8: the 17x17 kernel is wider than the image
+    kernel = reference_disk(radius, 0.5)
+    x = images.numpy() / 255.0
+    ref = np.stack([[ndi.correlate(ch, kernel, mode="mirror") for ch in img] for img in x])
+    ref = np.round(np.clip(ref, 0, 1) * 255)
+    out = corrupt(images, "defocus_blur", radius, seed=0).numpy().astype(np.float64)
+    assert np.abs(out - ref).max() <= 1
+
+
+def reference_zoom_blur(image: np.ndarray, level: float) -> np.ndarray:
+    """imagecorruptions' zoom_blur on one (H, W, C) float image with factors arange(1, level, 0.01)."""
+    height, width = image.shape[:2]
+    factors = np.arange(1, level, 0.01)
+    out = np.zeros_like(image)
+    for z in factors:
+        ch0, ch1 = int(np.ceil(height / z)), int(np.ceil(width / z))
+        top0, top1 = (height - ch0) // 2, (width - ch1) // 2
+        zoomed = ndi.zoom(image[top0 : top0 + ch0, top1 : top1 + ch1], (z, z, 1), order=1)
+        out += zoomed[:height, :width]
+    return (image + out) / (len(factors) + 1)
+
+
+@pytest.mark.parametrize("level", [1.06, 1.16, 1.31])
+def test_zoom_blur_matches_reference(level: float) -> None:
+    images = natural_images(n=2, size=32)[:, :, :, :28]  # non-square on purpose
+    out = corrupt(images, "zoom_blur", level, seed=0).numpy().astype(np.float64)
+    for img, got in zip(images.numpy(), out):
+        ref = reference_zoom_blur(img.transpose(1, 2, 0) / 255.0, level).transpose(2, 0, 1)
+        assert np.abs(got - np.round(np.clip(ref, 0, 1) * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("level", [0.95, 0.6, 0.25])
+def test_pixelate_matches_pil(images: torch.Tensor, level: float) -> None:
+    out = corrupt(images, "pixelate", level, seed=0).numpy().astype(np.int16)
+    for img, got in zip(images.numpy(), out):
+        pil = Image.fromarray(img.transpose(1, 2, 0))
+        small = pil.resize((int(32 * level), int(32 * level)), Image.BOX)
+        ref = np.asarray(small.resize((32, 32), Image.NEAREST)).transpose(2, 0, 1).astype(np.int16)
+        assert np.abs(got - ref).max() <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_matches_pil(channels: int) -> None:
+    images = natural_images(n=3, channels=channels)
+    out = corrupt(images, "jpeg_compression", 18, seed=0)
+    for img, got in zip(images.numpy(), out.numpy()):
+        pil = Image.fromarray(img[0] if channels == 1 else img.transpose(1, 2, 0)).convert("RGB")
+        buffer = io.BytesIO()
+        pil.save(buffer, format="JPEG", quality=18)
+        decoded = Image.open(io.BytesIO(buffer.getvalue()))
+        if channels == 1:
+            ref = np.asarray(decoded.convert("L"))[None]
+        else:
+            ref = np.asarray(decoded.convert("RGB")).transpose(2, 0, 1)
+        assert np.array_equal(got, ref)
+
+
+def test_brightness_matches_hsv_roundtrip() -> None:
+    images = natural_images(n=2, size=16)
+    images[0, :, :2, :2] = 0  # black pixels become grey
+    images[1, :, 3, :] = 200  # grey row stays grey
+    out = corrupt(images, "brightness", 0.3, seed=0).numpy().astype(np.int16)
+    for img, got in zip(images.numpy() / 255.0, out):
+        ref = np.empty_like(img)
+        for i in range(img.shape[1]):
+            for j in range(img.shape[2]):
+                h, s, v = colorsys.rgb_to_hsv(*img[:, i, j])
+                ref[:, i, j] = colorsys.hsv_to_rgb(h, s, min(v + 0.3, 1.0))
+        assert np.abs(got - np.round(ref * 255)).max() <= 1
+    grey = torch.full((1, 1, 4, 4), 250, dtype=torch.uint8)
+    assert torch.equal(corrupt(grey, "brightness", 0.1, seed=0), torch.full_like(grey, 255))
+
+
+def test_contrast(images: torch.Tensor) -> None:
+    assert (corrupt(images, "contrast", 1.0, seed=0).int() - images.int()).abs().max() <= 1
+    x = images.numpy() / 255.0
+    means = x.mean(axis=(2, 3), keepdims=True)
+    ref = np.round(np.clip((x - means) * 0.3 + means, 0, 1) * 255)
+    assert np.abs(corrupt(images, "contrast", 0.3, seed=0).numpy() - ref).max() <= 1
+
+
+def test_uniform_noise_statistics() -> None:
+    images = torch.full((64, 3, 32, 32), 128, dtype=torch.uint8)
+    level = 0.2
+    diff = corrupt(images, "uniform_noise", level, seed=11).float() - images.float()
+    assert abs(diff.mean().item()) < 0.5
+    assert diff.abs().max().item() <= level * 255 + 1
+    assert diff.std().item() == pytest.approx(level * 255 / 3**0.5, rel=0.02)
+
+
+def test_gaussian_and_shot_noise_statistics() -> None:
+    images = torch.full((64, 3, 32, 32), 128, dtype=torch.uint8)
+    diff = corrupt(images, "gaussian_noise", 0.08, seed=2).float() - images.float()
+    assert abs(diff.mean().item()) < 0.5
+    assert diff.std().item() == pytest.approx(0.08 * 255, rel=0.03)
+    photons = 60
+    shot = corrupt(images, "shot_noise", photons, seed=2).float() / 255
+    assert shot.mean().item() == pytest.approx(128 / 255, abs=0.005)
+    assert shot.var().item() == pytest.approx(128 / 255 / photons, rel=0.05)
+
+
+def test_impulse_noise_fraction() -> None:
+    images = torch.full((64, 3, 32, 32), 128, dtype=torch.uint8)
+    out = corrupt(images, "impulse_noise", 0.1, seed=4)
+    salt = (out == 255).float().mean().item()
+    pepper = (out == 0).float().mean().item()
+    assert salt == pytest.approx(0.05, abs=0.005) and pepper == pytest.approx(0.05, abs=0.005)
+    assert torch.all((out == 128) | (out == 0) | (out == 255))
+    # channels are hit independently, like skimage random_noise on an (H, W, C) array
+    hit = out != 128
+    assert (hit.all(dim=1) != hit.any(dim=1)).any()
+
+
+def test_unknown_name_and_bad_input() -> None:
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="gaussian_noise") as info:
+        corrupt(images, "fog", 1.0, seed=0)
+    assert all(name in str(info.value) for name in CORRUPTIONS)
+    with pytest.raises(TypeError):
+        corrupt(images.float(), "contrast", 0.5, seed=0)
+    with pytest.raises(ValueError):
+        corrupt(images[0], "contrast", 0.5, seed=0)
+
+
+def test_seed_for_is_stable_and_distinguishes_types() -> None:
+    assert seed_for(0, "gaussian_noise", 3) == 7406346412779704241  # golden: must never change
+    parts = [(1,), (1.0,), ("1",), (True,), ((1,),), (1, 2), (12,)]
+    seeds = {seed_for(*p) for p in parts}
+    assert len(seeds) == 7
+    assert seed_for(np.int64(5), "x") == seed_for(5, "x")
+    assert all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(TypeError):
+        seed_for(object())
+
+
+def test_parity_with_imagecorruptions(images: torch.Tensor) -> None:
+    ic = pytest.importorskip("imagecorruptions.corruptions")
+    for severity, level in enumerate(SEVERITY_LEVELS["contrast"], start=1):
+        for img, got in zip(images.numpy(), corrupt(images, "contrast", level, seed=0).numpy()):
+            ref = ic.contrast(img.transpose(1, 2, 0), severity).transpose(2, 0, 1)
+            assert np.abs(got - np.round(ref)).max() <= 1
+    for severity, radius in zip([2, 3, 4, 5], [4, 6, 8, 10]):  # severity 1 uses alias_blur 0.1
+        for img, got in zip(images.numpy(), corrupt(images, "defocus_blur", radius, seed=0).numpy()):
+            ref = ic.defocus_blur(img.transpose(1, 2, 0), severity).transpose(2, 0, 1)
+            assert np.abs(got - np.round(ref)).max() <= 1

@@ -1,0 +1,107 @@
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from bench.metrics import derive
+from bench.results import ResultFileError, load_result, parse_result, save_result
+from bench.schema import PARENT, Distribution, NetworkResult, Provenance, Recipe, RunConfig, RunResult
+from leaderboard import render_leaderboard
+
+RECIPE = Recipe(epochs=1, batch_size=8, lr=0.1)
+
+
+def make_result(pruner: str = "wt", model: str = "digits_cnn") -> RunResult:
+    config = RunConfig(
+        dataset="digits", model=model, pruners=(pruner,), suites=("noise",), target_ratios=(0.5, 0.8),
+        train=RECIPE, retrain=RECIPE, seed=0, calibration_size=4,
+    )
+    dists = [
+        Distribution(name="digits/clean", suite="nominal", n_examples=100),
+        Distribution(name="noise/gaussian_noise/0.1", suite="noise", corruption="gaussian_noise", severity=1, level=0.1, n_examples=100),
+    ]
+    nets = [
+        NetworkResult(pruner=PARENT, step=0, target_ratio=0, prune_ratio=0, nonzero_params=1000, structured=False,
+                      accuracy={"digits/clean": 0.95, "noise/gaussian_noise/0.1": 0.90}),
+        NetworkResult(pruner=pruner, step=1, target_ratio=0.5, prune_ratio=0.5, nonzero_params=500, structured=False,
+                      accuracy={"digits/clean": 0.95, "noise/gaussian_noise/0.1": 0.897}),
+        NetworkResult(pruner=pruner, step=2, target_ratio=0.8, prune_ratio=0.8, nonzero_params=200, structured=False,
+                      accuracy={"digits/clean": 0.95, "noise/gaussian_noise/0.1": 0.80}),
+    ]
+    return RunResult(
+        config=config,
+        provenance=Provenance(
+            config_hash=config.config_hash(), seed=0, packages={"torch": "x"}, data_checksum="abc",
+            distribution_checksums={d.name: "0" for d in dists}, platform="test",
+            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc), wall_time_s=1.0,
+        ),
+        distributions=dists,
+        networks=nets,
+        derived=derive(dists, nets, config.delta),
+    )
+
+
+def test_round_trip(tmp_path):
+    original = make_result()
+    path = save_result(original, tmp_path / "run.json")
+    loaded = load_result(path)
+    assert loaded.model_dump(exclude={"integrity"}) == original.model_dump(exclude={"integrity"})
+    assert loaded.derived.pruners[0].nominal_potential == 0.8
+    assert loaded.derived.pruners[0].robust_potential_mean == 0.5
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
+
+
+def edit(path, change):
+    raw = json.loads(path.read_text())
+    change(raw)
+    path.write_text(json.dumps(raw))
+
+
+def test_hand_edited_accuracy_is_rejected(tmp_path):
+    path = save_result(make_result(), tmp_path / "run.json")
+    edit(path, lambda raw: raw["networks"][2]["accuracy"].update({"noise/gaussian_noise/0.1": 0.95}))
+    with pytest.raises(ResultFileError, match="integrity check failed"):
+        load_result(path)
+
+
+def test_edited_cells_with_a_recomputed_seal_still_fail_the_derived_check(tmp_path):
+    result = make_result()
+    cells = [n.model_copy(update={"accuracy": {**n.accuracy, "noise/gaussian_noise/0.1": 0.95}}) for n in result.networks]
+    forged = result.model_copy(update={"networks": cells})
+    forged = forged.model_copy(update={"integrity": forged.payload_digest()})
+    with pytest.raises(ResultFileError, match="derived metrics disagree"):
+        parse_result(forged.model_dump_json(), "forged.json")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda raw: raw["networks"][1]["accuracy"].update({"digits/clean": 1.7}), r"networks\.1.*\[0, 1\]"),
+        (lambda raw: raw["networks"][1].pop("prune_ratio"), r"networks\.1\.prune_ratio: Field required"),
+        (lambda raw: raw.update({"schema_version": 99}), "schema_version 99 is not supported"),
+        (lambda raw: raw["config"].update({"target_ratios": [0.8, 0.5]}), "strictly increasing"),
+        (lambda raw: raw.update({"surprise": 1}), "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_malformed_files_fail_with_a_readable_message(tmp_path, change, message):
+    path = save_result(make_result(), tmp_path / "run.json")
+    edit(path, change)
+    with pytest.raises(ResultFileError, match=message) as info:
+        load_result(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_json_is_rejected(tmp_path):
+    path = save_result(make_result(), tmp_path / "run.json")
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(ResultFileError, match="not valid JSON"):
+        load_result(path)
+
+
+def test_leaderboard_escapes_hostile_names():
+    board = render_leaderboard([make_result(pruner="evil|name\n# header", model="m|x")])
+    pruner_rows = [line for line in board.splitlines() if "evil" in line]
+    assert len(pruner_rows) == 1
+    assert r"evil\|name \# header" in pruner_rows[0]
+    assert pruner_rows[0].count("|") - pruner_rows[0].count(r"\|") == 8  # 7 columns -> 8 separators
+    assert "## digits · m\\|x" in board
