@@ -10,8 +10,8 @@ class NoiseSuite(CorruptionSuite):
     name = "noise"
     description = "uniform and Gaussian pixel noise at several levels (any dataset)"
     table = {
-        "uniform_noise": (0.1, 0.2, 0.3, 0.4),
-        "gaussian_noise": (0.05, 0.1, 0.15, 0.2),
+        "uniform_noise": (0.1, 0.15, 0.2, 0.25),
+        "gaussian_noise": (0.04, 0.06, 0.08, 0.1),
     }
 
     def distribution_name(self, corruption: str, severity: int, level: float) -> str:
