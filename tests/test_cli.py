@@ -1,0 +1,86 @@
+"""`bench run` end to end on the embedded digits data, through the real CLI entry point."""
+
+import json
+
+import pytest
+
+from bench.cli import main, parse_ratios
+from bench.metrics import derive
+from bench.results import load_result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    args = ["run", "--suite", "noise,digits-c", "--pruner", "wt,pfp", "--ratios", "0.5,0.9",
+            "--epochs", "5", "--retrain-epochs", "1", "--out", str(out), "--quiet"]
+    return out, args
+
+
+def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, capsys):
+    out, args = finished_run
+    assert main(args) == 0
+    board = capsys.readouterr().out
+    (path,) = out.glob("*.json")
+    result = load_result(path)
+
+    assert [d.name for d in result.distributions][0] == "digits/clean"
+    assert len(result.distributions) == 1 + 8 + 55  # clean + noise + digits-c
+    assert [(n.pruner, n.step) for n in result.networks] == [("parent", 0), ("wt", 1), ("wt", 2), ("pfp", 1), ("pfp", 2)]
+    for net in result.networks[1:]:
+        assert abs(net.prune_ratio - net.target_ratio) < 0.01
+    parent_clean = result.parent.accuracy["digits/clean"]
+    assert parent_clean > 0.8, "the parent did not learn"
+    assert result.provenance.seed == 0 and result.provenance.packages["torch"].startswith("2.14")
+    assert set(result.provenance.distribution_checksums) == {d.name for d in result.distributions}
+
+    # the printed numbers are the ones recomputed from the file's cells
+    metrics = {m.pruner: m for m in derive(result.distributions, result.networks, result.config.delta).pruners}
+    for pruner, m in metrics.items():
+        row = next(line for line in board.splitlines() if f"| {pruner} " in line)
+        assert f"{100 * m.nominal_potential:.1f}" in row
+        assert f"{100 * m.robust_potential_mean:.1f}" in row
+
+
+def test_second_run_reuses_the_cached_parent(finished_run, capsys):
+    out, args = finished_run
+    (cached,) = (out / ".cache" / "parents").glob("*.pt")
+    stamp = cached.stat().st_mtime_ns
+    seed1 = [a if a != "wt,pfp" else "wt" for a in args]
+    assert main(seed1) == 0
+    assert cached.stat().st_mtime_ns == stamp
+    first, second = (load_result(p) for p in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime))
+    assert second.parent.accuracy == first.parent.accuracy
+    # same seed, same data, same config of wt: identical cells
+    assert [n.accuracy for n in second.networks if n.pruner == "wt"] == [n.accuracy for n in first.networks if n.pruner == "wt"]
+
+
+def test_leaderboard_command_rejects_a_corrupted_file(finished_run, capsys, tmp_path):
+    out, _ = finished_run
+    path = next(out.glob("*.json"))
+    raw = json.loads(path.read_text())
+    raw["networks"][1]["accuracy"]["digits/clean"] = 0.123
+    (tmp_path / "edited.json").write_text(json.dumps(raw))
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    assert "edited.json: integrity check failed" in capsys.readouterr().err
+
+
+def test_list_shows_builtins(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("wt", "ft", "sipp", "pfp", "random", "noise", "digits-c", "resnet20_cifar", "digits_cnn"):
+        assert name in text
+
+
+def test_ratio_grids():
+    assert parse_ratios("0.3,0.5") == (0.3, 0.5)
+    geom = parse_ratios("geom:0.3:0.95:6")
+    assert geom[0] == 0.3 and geom[-1] == 0.95 and len(geom) == 6
+    assert list(geom) == sorted(geom)
+    with pytest.raises(Exception, match="bad ratio grid"):
+        parse_ratios("geom:0.9:0.3:4")
+
+
+def test_bad_suite_for_dataset_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--suite", "nosie", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "no suite named 'nosie' is installed. Did you mean noise?" in capsys.readouterr().err

@@ -1,0 +1,47 @@
+import torch
+
+from bench.data import load_digits, stratified_split
+from bench.runner import load_suite
+
+
+def test_digits_split_is_stratified_seeded_and_disjoint():
+    a, b = load_digits(0), load_digits(0)
+    assert a.checksum == b.checksum
+    assert load_digits(1).checksum != a.checksum
+    assert a.train.images.shape[1:] == (3, 32, 32) and a.train.images.dtype == torch.uint8
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    counts = torch.bincount(a.test.labels, minlength=10)
+    assert counts.min() >= 50 and counts.max() <= 56  # ~30 % of each class
+    import numpy as np
+
+    parts = stratified_split(np.repeat(np.arange(3), 10), (0.3, 0.1), seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(30))
+    assert [len(p) for p in parts] == [9, 3, 18]
+
+
+def test_normalisation_uses_train_statistics():
+    data = load_digits(0)
+    x = data.normalize(data.train.images)
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
+
+
+def test_corruption_suites_are_deterministic_and_graded_in_strength():
+    data = load_digits(0)
+    suite = load_suite("digits-c")
+    first = suite.distributions(data, seed=0)
+    again = suite.distributions(data, seed=0)
+    assert len(first) == 55 and len({d.name for d in first}) == 55
+    assert [d.images.checksum for d in first] == [d.images.checksum for d in again]
+    other = suite.distributions(data, seed=1)
+    noisy = [d for d in first if d.corruption == "gaussian_noise"]
+    assert noisy[0].images.checksum != next(d for d in other if d.name == noisy[0].name).images.checksum
+    clean = data.test.images.float()
+    change = [float((d.images.images.float() - clean).abs().mean()) for d in noisy]
+    assert change == sorted(change) and change[0] > 0
+
+
+def test_digits_c_refuses_other_datasets():
+    import pytest
+
+    with pytest.raises(ValueError, match="defined for digits"):
+        load_suite("digits-c").check_dataset("cifar10")
