@@ -88,7 +88,7 @@ def train(
 
 
 @torch.inference_mode()
-def correct_predictions(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 512) -> torch.Tensor:
+def correct_predictions(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 256) -> torch.Tensor:
     """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work."""
     model.eval()
     hits = [
@@ -98,5 +98,5 @@ def correct_predictions(model: nn.Module, data: DataBundle, test: ImageSet, batc
     return torch.cat(hits)
 
 
-def accuracy(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 256) -> float:
     return float(correct_predictions(model, data, test, batch_size).float().mean())
