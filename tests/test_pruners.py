@@ -87,26 +87,17 @@ def test_ft_removes_whole_filters_and_never_classifier_outputs(digits, digits_cn
         assert (~alive).any(), f"{name}: no filter was removed"
 
 
-@pytest.mark.parametrize("pruner", ["sipp", "pfp"])
-def test_data_informed_masks_depend_on_the_calibration_data(pruner, digits, digits_cnn):
+@pytest.mark.parametrize("pruner, uses_data", [("sipp", True), ("pfp", True), ("wt", False), ("ft", False)])
+def test_masks_depend_on_calibration_data_only_for_data_informed_pruners(pruner, uses_data, digits, digits_cnn):
     parent_nonzero = count_nonzero(digits_cnn)
     masks = []
     for start in (0, 64):
         model = copy.deepcopy(digits_cnn)
         prune_to_ratio(model, load_pruner(pruner), 0.7, parent_nonzero, context(model, digits, start=start, size=64))
         masks.append(current_masks(model))
-    assert any(not torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
-
-
-@pytest.mark.parametrize("pruner", ["wt", "ft"])
-def test_data_free_masks_ignore_the_calibration_data(pruner, digits, digits_cnn):
-    parent_nonzero = count_nonzero(digits_cnn)
-    masks = []
-    for start in (0, 64):
-        model = copy.deepcopy(digits_cnn)
-        prune_to_ratio(model, load_pruner(pruner), 0.7, parent_nonzero, context(model, digits, start=start, size=64))
-        masks.append(current_masks(model))
-    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+    differs = any(not torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+    assert differs == uses_data
+    assert load_pruner(pruner).uses_data == uses_data
 
 
 def test_pfp_prunes_channels_and_their_producing_filters(digits, digits_cnn):
