@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
     run.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs per prune step")
     run.add_argument("--delta", type=float, default=0.005, help="prune-potential tolerance (absolute error)")
+    run.add_argument("--calibration-size", type=int, default=256, help="images in the S set of data-informed pruners")
+    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                     help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
     run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -87,8 +90,9 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         retrain=retrain,
         seed=args.seed,
-        calibration_size=256,
+        calibration_size=args.calibration_size,
         delta=args.delta,
+        channels_last=args.channels_last,
     )
     path = run(config, args.out, progress=not args.quiet)
     print(f"wrote {path}", file=sys.stderr)

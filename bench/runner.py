@@ -23,7 +23,7 @@ from bench.metrics import derive
 from bench.models import create_model
 from bench.pruning import PruneContext, Pruner, classifier_name, count_nonzero, current_masks, prune_to_ratio
 from bench.results import save_result
-from bench.schema import PARENT, Distribution, NetworkResult, Provenance, RunConfig, RunResult
+from bench.schema import PARENT, Distribution, NetworkResult, Provenance, RunConfig, RunResult, pack_hits
 from bench.suite import Suite, TestDistribution
 from bench.training import correct_predictions, train
 
@@ -80,6 +80,7 @@ def parent_cache_path(config: RunConfig, data: DataBundle, cache_dir: Path) -> P
         "model": config.model,
         "train": config.train.model_dump(mode="json"),
         "seed": config.seed,
+        "channels_last": config.channels_last,
         "torch": torch.__version__,
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -90,6 +91,8 @@ def trained_parent(config: RunConfig, data: DataBundle, cache_dir: Path, progres
     """Train the unpruned parent, or load it when the same (data, model, recipe, seed) was trained."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=data.num_classes, in_chans=data.train.images.shape[1])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     path = parent_cache_path(config, data, cache_dir)
     if path.exists():
         log.info("parent: loaded from cache %s", path)
@@ -111,8 +114,9 @@ def test_distributions(config: RunConfig, data: DataBundle) -> list[TestDistribu
     return [clean] + [d for suite in suites for d in suite.distributions(data, config.seed)]
 
 
-def evaluate(model: nn.Module, data: DataBundle, distributions: list[TestDistribution]) -> dict[str, float]:
-    return {d.name: float(correct_predictions(model, data, d.images).float().mean()) for d in distributions}
+def evaluate(model: nn.Module, data: DataBundle, distributions: list[TestDistribution]) -> dict[str, torch.Tensor]:
+    """Per-example top-1 correctness on every distribution."""
+    return {d.name: correct_predictions(model, data, d.images) for d in distributions}
 
 
 def network_record(
@@ -126,6 +130,7 @@ def network_record(
     distributions: list[TestDistribution],
 ) -> NetworkResult:
     nonzero = count_nonzero(model)
+    hits = evaluate(model, data, distributions)
     return NetworkResult(
         pruner=pruner,
         step=step,
@@ -133,7 +138,8 @@ def network_record(
         prune_ratio=1.0 - nonzero / parent_nonzero,
         nonzero_params=nonzero,
         structured=structured,
-        accuracy=evaluate(model, data, distributions),
+        accuracy={name: float(h.double().mean()) for name, h in hits.items()},
+        hits={name: pack_hits(h.numpy()) for name, h in hits.items()},
     )
 
 

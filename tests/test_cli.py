@@ -55,14 +55,25 @@ def test_second_run_reuses_the_cached_parent(finished_run, capsys):
     assert [n.accuracy for n in second.networks if n.pruner == "wt"] == [n.accuracy for n in first.networks if n.pruner == "wt"]
 
 
-def test_leaderboard_command_rejects_a_corrupted_file(finished_run, capsys, tmp_path):
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (("networks", 1, "accuracy", "digits/clean"), 0.123, "accuracy on 'digits/clean' is 0.123 but its per-example hits give"),
+        (("provenance", "platform"), "edited", "integrity check failed"),
+    ],
+)
+def test_leaderboard_command_rejects_an_edited_file(finished_run, capsys, tmp_path, field, value, message):
     out, _ = finished_run
     path = next(out.glob("*.json"))
     raw = json.loads(path.read_text())
-    raw["networks"][1]["accuracy"]["digits/clean"] = 0.123
+    target = raw
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
     (tmp_path / "edited.json").write_text(json.dumps(raw))
     assert main(["leaderboard", str(tmp_path)]) == 2
-    assert "edited.json: integrity check failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "edited.json" in err and message in err
 
 
 def test_list_shows_builtins(capsys):

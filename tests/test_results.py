@@ -105,3 +105,22 @@ def test_leaderboard_escapes_hostile_names():
     assert r"evil\|name \# header" in pruner_rows[0]
     assert pruner_rows[0].count("|") - pruner_rows[0].count(r"\|") == 8  # 7 columns -> 8 separators
     assert "## digits · m\\|x" in board
+
+
+def test_per_example_hits_round_trip_and_must_agree_with_accuracy(tmp_path):
+    import numpy as np
+
+    from bench.schema import pack_hits, unpack_hits
+
+    hits = np.arange(100) % 20 != 0  # 95 of 100 correct
+    assert np.array_equal(unpack_hits(pack_hits(hits), 100), hits)
+    result = make_result()
+    parent = result.networks[0].model_copy(update={"hits": {"digits/clean": pack_hits(hits)}})
+    with_hits = result.model_copy(update={"networks": [parent, *result.networks[1:]]})
+    loaded = load_result(save_result(RunResult.model_validate(with_hits.model_dump()), tmp_path / "run.json"))
+    assert np.array_equal(unpack_hits(loaded.networks[0].hits["digits/clean"], 100), hits)
+
+    wrong = with_hits.model_dump()
+    wrong["networks"][0]["hits"]["digits/clean"] = pack_hits(np.arange(100) % 2 == 0)  # 50 %
+    with pytest.raises(ValueError, match="per-example hits give 0.5"):
+        RunResult.model_validate(wrong)
