@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration-size", type=int, default=256, help="images in the S set of data-informed pruners")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
+    run.add_argument("--threads", type=int, default=2, help="CPU threads per job (part of the numerics; recorded)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--workers", type=int, default=1, help="parallel jobs (local process pool, or Ray CPUs)")
+    run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -71,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from bench.executors import make_executor
     from bench.recipes import default_recipes
     from bench.runner import run
     from bench.schema import RunConfig
@@ -93,8 +98,13 @@ def command_run(args: argparse.Namespace) -> int:
         calibration_size=args.calibration_size,
         delta=args.delta,
         channels_last=args.channels_last,
+        threads=args.threads,
     )
-    path = run(config, args.out, progress=not args.quiet)
+    executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
+    try:
+        path = run(config, args.out, progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     print(f"wrote {path}", file=sys.stderr)
     print(build_leaderboard(args.out))
     return 0

@@ -103,4 +103,8 @@ def find_result_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ResultFileError(f"{folder}: no such results folder (run `bench run --out {folder}` first)")
-    return sorted(p for p in folder.rglob(f"*{RESULT_SUFFIX}") if not p.name.startswith("."))
+    # hidden folders hold job artifacts (.cache) and temporary files
+    return sorted(
+        p for p in folder.rglob(f"*{RESULT_SUFFIX}")
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

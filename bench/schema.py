@@ -68,6 +68,7 @@ class RunConfig(Strict):
     calibration_size: int = Field(gt=0)
     delta: float = Field(default=0.005, ge=0, lt=1)
     channels_last: bool = True  # NHWC memory format: ~2x faster CPU evaluation, same fp32 math
+    threads: int = Field(default=2, gt=0)  # CPU threads per job: part of the numerics (reduction order)
 
     @model_validator(mode="after")
     def _check_ratios(self) -> RunConfig:

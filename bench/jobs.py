@@ -1,0 +1,246 @@
+"""Content-addressed jobs: every stage of a run is a pure function of a hashed spec.
+
+Stages and their artifacts under a store folder (the run's cache):
+
+    parents/<key>.pt + .json   the trained unpruned network
+    steps/<key>.pt + .json     one prune + retrain step of a cascade chain (key chains the previous)
+    evals/<key>.json           per-example correctness of one network on one test set
+    testsets/<sha256>.npz      the test sets themselves, addressed by content
+
+A spec holds everything that determines the artifact (including the CPU thread count, which
+changes float reduction order). Artifacts are written atomically and the `.json` of a network is
+written last, so its presence means "done": a killed run resumes exactly where it stopped, and a
+rerun with more suites only adds evaluations. Job functions take plain strings so any executor
+(processes, Ray) can ship them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench import registry
+from bench.data import DataBundle, ImageSet, load_dataset
+from bench.models import create_model
+from bench.pruning import PruneContext, Pruner, classifier_name, count_nonzero, current_masks, prune_to_ratio
+from bench.results import atomic_write_text
+from bench.schema import RunConfig, pack_hits
+from bench.training import correct_predictions, train
+
+JOB_VERSION = 1  # bump when a job's computation changes, so old artifacts are not reused
+
+
+def spec_key(spec: Mapping[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    def path(self, kind: str, key: str, suffix: str) -> Path:
+        return Path(self.root) / kind / f"{key}{suffix}"
+
+    def done(self, kind: str, key: str) -> bool:
+        return self.path(kind, key, ".json").exists()
+
+    def read_json(self, kind: str, key: str) -> dict[str, Any]:
+        return json.loads(self.path(kind, key, ".json").read_text())
+
+    def write_json(self, kind: str, key: str, payload: Mapping[str, Any]) -> None:
+        atomic_write_text(self.path(kind, key, ".json"), json.dumps(payload, sort_keys=True))
+
+    def save_network(self, kind: str, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
+        path = self.path(kind, key, ".pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+        self.write_json(kind, key, meta)  # last: marks the job done
+
+    def load_weights(self, kind: str, key: str, model: nn.Module) -> nn.Module:
+        model.load_state_dict(torch.load(self.path(kind, key, ".pt"), map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def save_testset(self, images: ImageSet) -> None:
+        path = self.path("testsets", images.checksum, ".npz")
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=images.images.numpy(), labels=images.labels.numpy())
+        os.replace(tmp, path)
+
+    def load_testset(self, checksum: str) -> ImageSet:
+        with np.load(self.path("testsets", checksum, ".npz")) as archive:
+            images = ImageSet(torch.from_numpy(archive["images"]), torch.from_numpy(archive["labels"]))
+        if images.checksum != checksum:
+            raise RuntimeError(f"test set {checksum[:12]} in {self.root} is corrupted (checksum differs)")
+        return images
+
+
+# ---- specs -----------------------------------------------------------------------------------
+
+
+def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
+    return {
+        "job": "parent",
+        "version": JOB_VERSION,
+        "dataset": config.dataset,
+        "data": data_checksum,
+        "model": config.model,
+        "train": config.train.model_dump(mode="json"),
+        "seed": config.seed,
+        "channels_last": config.channels_last,
+        "threads": config.threads,
+        "torch": torch.__version__,
+    }
+
+
+def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str) -> dict[str, Any]:
+    return {
+        "job": "step",
+        "version": JOB_VERSION,
+        "previous": previous_key,
+        "pruner": pruner,
+        "pruner_package": list(registry.distribution_of(registry.PRUNER_GROUP, pruner)),
+        "step": step,
+        "target_ratio": config.target_ratios[step - 1],
+        "retrain": config.retrain.model_dump(mode="json"),
+        "seed": config.seed,
+        "calibration_size": config.calibration_size,
+        "threads": config.threads,
+    }
+
+
+def eval_spec(network_key: str, testset_checksum: str, threads: int) -> dict[str, Any]:
+    return {"job": "eval", "version": JOB_VERSION, "network": network_key, "testset": testset_checksum, "threads": threads}
+
+
+def chain_keys(config: RunConfig, pruner: str, parent_key: str) -> list[str]:
+    keys, previous = [], parent_key
+    for step in range(1, len(config.target_ratios) + 1):
+        previous = spec_key(step_spec(config, pruner, step, previous))
+        keys.append(previous)
+    return keys
+
+
+# ---- job functions -----------------------------------------------------------------------------
+
+
+@contextmanager
+def job_environment(config: RunConfig) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def new_model(config: RunConfig, data: DataBundle) -> nn.Module:
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, num_classes=data.num_classes, in_chans=data.train.images.shape[1])
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+def load_checked_dataset(config: RunConfig, checksum: str) -> DataBundle:
+    data = load_dataset(config.dataset, config.seed)
+    if data.checksum != checksum:
+        raise RuntimeError(f"dataset {config.dataset!r} on this worker differs from the run's (checksum mismatch)")
+    return data
+
+
+def run_parent_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False) -> str:
+    config = RunConfig.model_validate_json(config_json)
+    store = Store(Path(store_root))
+    key = spec_key(parent_spec(config, data_checksum))
+    if store.done("parents", key):
+        return key
+    with job_environment(config):
+        data = load_checked_dataset(config, data_checksum)
+        model = new_model(config, data)
+        train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress)
+        store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
+    return key
+
+
+def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_name: str, parent_key: str,
+                  progress: bool = False) -> list[str]:
+    """Cascade prune -> retrain over the ratio grid, resuming after the last finished step."""
+    config = RunConfig.model_validate_json(config_json)
+    store = Store(Path(store_root))
+    keys = chain_keys(config, pruner_name, parent_key)
+    todo = [step for step, key in enumerate(keys, start=1) if not store.done("steps", key)]
+    if not todo:
+        return keys
+    with job_environment(config):
+        data = load_checked_dataset(config, data_checksum)
+        pruner = registry.load(registry.PRUNER_GROUP, pruner_name)()
+        first = todo[0]
+        model = new_model(config, data)
+        if first == 1:
+            store.load_weights("parents", parent_key, model)
+        else:
+            store.load_weights("steps", keys[first - 2], model)
+        parent_nonzero = store.read_json("parents", parent_key)["nonzero_params"]
+        ctx = PruneContext(
+            calibration=data.normalize(data.val.images[: config.calibration_size]),
+            seed=config.seed,
+            classifier=classifier_name(model),
+        )
+        for step in range(first, len(keys) + 1):
+            run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
+    return keys
+
+
+def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int, config: RunConfig,
+             data: DataBundle, ctx: PruneContext, parent_nonzero: int, progress: bool) -> None:
+    target = config.target_ratios[step - 1]
+    outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx)
+    masks = current_masks(model)
+    train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
+          progress=progress)
+    nonzero = count_nonzero(model)
+    meta = {
+        "pruner": pruner.name,
+        "step": step,
+        "target_ratio": target,
+        "prune_ratio": 1.0 - nonzero / parent_nonzero,
+        "nonzero_params": nonzero,
+        "structured": pruner.structured,
+        "keep_knob": outcome.keep_knob,
+    }
+    store.save_network("steps", key, model, meta)
+
+
+def run_eval_job(config_json: str, store_root: str, data_checksum: str, kind: str, network_key: str,
+                 testsets: list[str]) -> None:
+    """Evaluate one network on every listed test set that has no evaluation artifact yet."""
+    config = RunConfig.model_validate_json(config_json)
+    store = Store(Path(store_root))
+    todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config.threads)))]
+    if not todo:
+        return
+    with job_environment(config):
+        data = load_checked_dataset(config, data_checksum)
+        model = store.load_weights(kind, network_key, new_model(config, data))
+        for checksum in todo:
+            hits = correct_predictions(model, data, store.load_testset(checksum)).numpy()
+            store.write_json(
+                "evals",
+                spec_key(eval_spec(network_key, checksum, config.threads)),
+                {"hits": pack_hits(hits), "accuracy": float(hits.mean()), "n_examples": int(hits.size)},
+            )

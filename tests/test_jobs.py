@@ -1,0 +1,99 @@
+"""Content-addressed jobs: resume after SIGKILL, incremental suites, and executors agree."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.executors import LocalExecutor, RayExecutor
+from bench.results import load_result
+from bench.runner import run
+from bench.recipes import DIGITS_TRAIN
+from bench.schema import RunConfig
+
+ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.6,0.75,0.85,0.9",
+        "--epochs", "4", "--retrain-epochs", "2", "--quiet"]
+
+
+def small_config(suites=("noise",)) -> RunConfig:
+    recipe = DIGITS_TRAIN.model_copy(update={"epochs": 3})
+    return RunConfig(
+        dataset="digits", model="digits_cnn", pruners=("wt", "pfp"), suites=suites, target_ratios=(0.5, 0.8),
+        train=recipe, retrain=recipe.model_copy(update={"epochs": 1}), seed=0, calibration_size=64,
+    )
+
+
+def cells(path: Path) -> dict:
+    result = load_result(path)
+    return {
+        "networks": [n.model_dump() for n in result.networks],
+        "distributions": [d.model_dump() for d in result.distributions],
+        "derived": result.derived.model_dump(),
+    }
+
+
+def bench_command(out: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "bench"), "run", *ARGS, "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def sequential_result(tmp_path_factory) -> Path:
+    return run(small_config(), tmp_path_factory.mktemp("sequential"), progress=False)
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(bench_command(tmp_path / "whole"), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(bench_command(out), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps = out / ".cache" / "steps"
+    deadline = time.monotonic() + 300
+    while not list(steps.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not list(out.glob("*.json")), "a result file was written by the killed run"
+    finished_before = {p: p.stat().st_mtime_ns for p in steps.glob("*.pt")}
+    assert finished_before
+
+    subprocess.run(bench_command(out), check=True, env=env, capture_output=True)
+    for path, stamp in finished_before.items():
+        assert path.stat().st_mtime_ns == stamp, "a finished step was recomputed"
+    (resumed,) = out.glob("*.json")
+    (whole,) = (tmp_path / "whole").glob("*.json")
+    assert cells(resumed) == cells(whole)
+
+
+def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
+    cache = sequential_result.parent / ".cache"
+    networks = {p: p.stat().st_mtime_ns for kind in ("parents", "steps") for p in (cache / kind).glob("*.pt")}
+    evals_before = set((cache / "evals").glob("*.json"))
+    path = run(small_config(suites=("noise", "digits-c")), tmp_path, cache_dir=cache, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in networks} == networks
+    new_evals = set((cache / "evals").glob("*.json")) - evals_before
+    assert len(new_evals) == 5 * 55  # 5 networks x the 55 digits-c test sets
+    grown, original = load_result(path), load_result(sequential_result)
+    for before, after in zip(original.networks, grown.networks):
+        assert all(after.accuracy[name] == value for name, value in before.accuracy.items())
+
+
+def test_process_pool_matches_sequential(sequential_result, tmp_path):
+    path = run(small_config(), tmp_path, progress=False, executor=LocalExecutor(workers=2, progress=False))
+    assert cells(path) == cells(sequential_result)
+
+
+def test_ray_executor_matches_local(sequential_result, tmp_path):
+    pytest.importorskip("ray")
+    executor = RayExecutor(num_cpus=2, progress=False)
+    try:
+        path = run(small_config(), tmp_path, progress=False, executor=executor)
+    finally:
+        executor.close()
+    assert cells(path) == cells(sequential_result)
