@@ -1,75 +1,167 @@
 """Compile validated result files into a ranked markdown leaderboard.
 
-Every number is recomputed from the per-(network, distribution) accuracies of the files;
-stored aggregates are never read. Runs are ranked only against runs of the same protocol
-(dataset, model, ratio grid, training and retraining recipes, delta) and the same suites.
+Every number is recomputed from the per-(network, distribution) accuracies and per-example bits
+of the files; stored aggregates are never read. Runs are ranked only against runs of the same
+protocol (dataset, model, ratio grid, training and retraining recipes, delta) and the same suites.
+The output is a pure function of the files (fixed bootstrap seed, sorted keys), so a committed
+LEADERBOARD.md can be compared byte for byte with a regenerated one.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean, pstdev
 
 from tabulate import tabulate
 
-from bench.metrics import derive
 from bench.results import ResultFileError, find_result_files, load_result
-from bench.schema import RunResult
+from bench.schema import PARENT, PrunerMetrics, RunResult
+from bench.uncertainty import (
+    Interval,
+    PotentialIntervals,
+    ReplicateKey,
+    bootstrap_pruners,
+    group_replicates,
+    has_hits,
+    replicate_metrics,
+)
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&$])")
 
 
 def escape(text: str) -> str:
-    """Render an untrusted string inert inside a markdown table cell."""
+    """Render an untrusted string inert inside a markdown table cell or heading."""
     flat = " ".join(str(text).split())  # newlines would end the row
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+    # control and format characters (ANSI escapes, bidi overrides) are shown as code points
+    visible = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("C") else c for c in flat)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", visible)
 
 
-@dataclass(frozen=True)
-class GroupKey:
-    dataset: str
-    model: str
-    suites: tuple[str, ...]
-    protocol: str
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def group_key(result: RunResult) -> GroupKey:
-    return GroupKey(result.config.dataset, result.config.model, result.config.suites, result.config.protocol_hash())
+def pct(value: float) -> str:
+    """A fraction as a percentage with one decimal; never "-0.0" from float noise."""
+    return f"{round(100 * value, 1) + 0.0:.1f}"
 
 
 def percent(values: Sequence[float | None]) -> str:
     present = [v for v in values if v is not None]
     if not present:
         return "–"
-    mean = 100 * fmean(present)
-    return f"{mean:.1f}" if len(present) == 1 else f"{mean:.1f} ± {100 * pstdev(present):.1f}"
+    mean = fmean(present)
+    return pct(mean) if len(present) == 1 else f"{pct(mean)} ± {pct(pstdev(present))}"
 
 
-def group_table(results: list[RunResult]) -> str:
-    rows: dict[str, list[tuple[float, float | None, float | None]]] = defaultdict(list)
-    for result in results:
-        for m in derive(result.distributions, result.networks, result.config.delta).pruners:
-            rows[m.pruner].append((m.nominal_potential, m.robust_potential_mean, m.robust_potential_min))
+def with_interval(interval: Interval | None) -> str:
+    if interval is None:
+        return "–"
+    return f"{pct(interval.estimate)} [{pct(interval.low)}, {pct(interval.high)}]"
 
-    def ranking(item: tuple[str, list[tuple[float, float | None, float | None]]]) -> tuple[float, float]:
-        robust = [r for _, r, _ in item[1] if r is not None]
-        return (-(fmean(robust) if robust else -1.0), -fmean(n for n, _, _ in item[1]))
 
-    table = []
-    for rank, (pruner, values) in enumerate(sorted(rows.items(), key=ranking), start=1):
-        nominal = [n for n, _, _ in values]
-        robust_mean = [r for _, r, _ in values]
-        gaps = [n - r if r is not None else None for n, r, _ in values]
-        table.append(
-            [rank, escape(pruner), len(values), percent(nominal), percent(robust_mean),
-             percent([m for _, _, m in values]), percent(gaps)]
-        )
+def _metrics(results: Sequence[RunResult]) -> dict[str, list[PrunerMetrics]]:
+    """Pruner -> its recomputed metrics in each of its replicates (one file per seed)."""
+    pruners = sorted({n.pruner for r in results for n in r.networks if n.pruner != PARENT})
+    return {p: [m for _, m in replicate_metrics(results, p)] for p in pruners}
+
+
+def _ranked(metrics: dict[str, list[PrunerMetrics]]) -> list[str]:
+    """Pruners by robust P mean, then nominal P (point estimates), then name."""
+
+    def key(pruner: str) -> tuple[float, float, str]:
+        robust = [m.robust_potential_mean for m in metrics[pruner] if m.robust_potential_mean is not None]
+        return (-(fmean(robust) if robust else -1.0), -fmean(m.nominal_potential for m in metrics[pruner]), pruner)
+
+    return sorted(metrics, key=key)
+
+
+def _gap_cell(values: list[PrunerMetrics], intervals: PotentialIntervals | None) -> str:
+    if intervals is None or intervals.gap is None:
+        return percent([m.nominal_potential - m.robust_potential_mean if m.robust_potential_mean is not None else None
+                        for m in values])
+    return f"{with_interval(intervals.gap)}, p = {intervals.gap_p_value:.3f}"
+
+
+def group_table(
+    ranked: list[str], metrics: dict[str, list[PrunerMetrics]], intervals: dict[str, PotentialIntervals] | None
+) -> str:
+    rows = []
+    for rank, pruner in enumerate(ranked, start=1):
+        values = metrics[pruner]
+        found = intervals[pruner] if intervals else None
+        rows.append([
+            str(rank),
+            escape(pruner),
+            str(len(values)),
+            with_interval(found.nominal) if found else percent([m.nominal_potential for m in values]),
+            with_interval(found.robust_mean) if found else percent([m.robust_potential_mean for m in values]),
+            percent([m.robust_potential_min for m in values]),
+            _gap_cell(values, found),
+        ])
     headers = ["rank", "pruner", "seeds", "nominal P (%)", "robust P mean (%)", "robust P min (%)", "gap (pp)"]
-    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    return table(rows, headers)
+
+
+def interval_note(intervals: dict[str, PotentialIntervals] | None, samples: int, seed: int, confidence: float) -> str:
+    if intervals is None:
+        return ("Cells are mean ± std over seeds; no bootstrap intervals because some result files of this "
+                "protocol carry no per-example hits.")
+    return (
+        f"Brackets: {100 * confidence:g} % bootstrap percentile intervals over {samples} resamples of the test "
+        "images (paired: every network of a run is scored on the same resampled images) and of the seeds "
+        f"(bootstrap seed {seed}). p: two-sided bootstrap p-value of gap = 0 (at least {2 / (samples + 1):.3f} with "
+        f"{samples} resamples). Robust P min: mean ± std over seeds."
+    )
+
+
+def _severity_label(severity: int | None) -> str:
+    return "–" if severity is None else str(severity)
+
+
+def suite_tables(suite: str, ranked: list[str], metrics: dict[str, list[PrunerMetrics]], result: RunResult) -> list[str]:
+    """P per corruption (mean over severities), then per (corruption, severity); %, mean over seeds."""
+    dists = [d for d in result.distributions if d.suite == suite and not d.nominal]
+    corruptions = list(dict.fromkeys(d.corruption or d.name for d in dists))
+    severities = sorted({d.severity for d in dists}, key=lambda s: (s is None, s or 0))
+    cells = {
+        (p, d.corruption or d.name, d.severity): fmean(m.potential_by_distribution[d.name] for m in metrics[p])
+        for p in ranked
+        for d in dists
+    }
+
+    def mean_over(pruner: str, corruption: str | None) -> str:
+        values = [v for (p, c, _), v in cells.items() if p == pruner and corruption in (None, c)]
+        return pct(fmean(values))
+
+    means = [[escape(p), *(mean_over(p, c) for c in corruptions), mean_over(p, None)] for p in ranked]
+    parts = [
+        "",
+        f"### Suite {escape(suite)}: P per corruption (%, mean over severities and seeds)",
+        "",
+        table(means, ["pruner", *(escape(c) for c in corruptions), "mean"]),
+    ]
+    if len(severities) > 1:
+        rows = [
+            [escape(p), _severity_label(s),
+             *(pct(cells[(p, c, s)]) if (p, c, s) in cells else "–" for c in corruptions)]
+            for p in ranked
+            for s in severities
+        ]
+        parts += [
+            "",
+            f"### Suite {escape(suite)}: P per corruption and severity (%, mean over seeds)",
+            "",
+            table(rows, ["pruner", "severity", *(escape(c) for c in corruptions)]),
+        ]
+    return parts
 
 
 def protocol_line(result: RunResult) -> str:
@@ -81,41 +173,73 @@ def protocol_line(result: RunResult) -> str:
     )
 
 
-def render_leaderboard(results: Sequence[RunResult]) -> str:
+def group_section(
+    key: ReplicateKey, members: list[RunResult], breakdown: bool, samples: int, seed: int, confidence: float
+) -> list[str]:
+    metrics = _metrics(members)
+    ranked = _ranked(metrics)
+    intervals = bootstrap_pruners(members, samples, confidence, seed) if all(map(has_hits, members)) else None
+    seeds = sorted({r.config.seed for r in members})
+    parts = [
+        "",
+        f"## {escape(key.dataset)} · {escape(key.model)} · suites: {escape(', '.join(key.suites) or 'none')}",
+        "",
+        f"Protocol `{key.protocol}`: {escape(protocol_line(members[0]))}; seeds {seeds}.",
+        "",
+        group_table(ranked, metrics, intervals),
+        "",
+        interval_note(intervals, samples, seed, confidence),
+    ]
+    if breakdown:
+        suites = dict.fromkeys(d.suite for d in members[0].distributions if not d.nominal)
+        for suite in suites:
+            parts += suite_tables(suite, ranked, metrics, members[0])
+    return parts
+
+
+def render_leaderboard(
+    results: Sequence[RunResult],
+    *,
+    breakdown: bool = False,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> str:
+    """Markdown: one section per (dataset, model, suites, protocol), aggregates with bootstrap
+    intervals and, with `breakdown`, P per (corruption, severity) for every suite."""
     if not results:
         return "# prunebench leaderboard\n\nNo result files found.\n"
-    groups: dict[GroupKey, list[RunResult]] = defaultdict(list)
-    for result in results:
-        groups[group_key(result)].append(result)
     parts = [
         "# prunebench leaderboard",
         "",
         "P(δ, D): largest measured prune ratio with error on D within δ of the unpruned parent's error on D. "
         "Nominal P uses the clean test set; robust P is the mean (and min) of P over the shifted test sets. "
-        "Gap = nominal P − robust P mean. Rows are ranked by robust P mean, only within one protocol.",
+        "Gap = nominal P − robust P mean. Rows are ranked by robust P mean, only within one protocol. "
+        "Seeds count distinct seeds; of several files with the same pruner and seed, the newest is used.",
     ]
-    for key in sorted(groups, key=lambda k: (k.dataset, k.model, k.suites, k.protocol)):
-        members = groups[key]
-        seeds = sorted({r.config.seed for r in members})
-        parts += [
-            "",
-            f"## {escape(key.dataset)} · {escape(key.model)} · suites: {escape(', '.join(key.suites) or 'none')}",
-            "",
-            f"Protocol `{key.protocol}`: {escape(protocol_line(members[0]))}; seeds {seeds}.",
-            "",
-            group_table(members),
-        ]
+    for key, members in group_replicates(results).items():
+        parts += group_section(key, members, breakdown, samples, seed, confidence)
     return "\n".join(parts) + "\n"
 
 
-def build_leaderboard(folder: Path) -> str:
-    """Validate every result file under `folder` and render the leaderboard."""
+def _load(paths: Sequence[Path]) -> tuple[list[RunResult], list[str]]:
     results, errors = [], []
-    for path in find_result_files(folder):
+    for path in paths:
         try:
             results.append(load_result(path))
         except ResultFileError as exc:
             errors.append(str(exc))
+    return results, errors
+
+
+def validate_files(paths: Sequence[Path]) -> list[str]:
+    """One error message per invalid result file (unreadable, not JSON, off-schema, edited); [] if all pass."""
+    return _load(paths)[1]
+
+
+def build_leaderboard(folder: Path, *, breakdown: bool = True) -> str:
+    """Validate every result file under `folder` and render the leaderboard."""
+    results, errors = _load(find_result_files(folder))
     if errors:
         raise ResultFileError("invalid result files:\n" + "\n".join(errors))
-    return render_leaderboard(results)
+    return render_leaderboard(results, breakdown=breakdown)

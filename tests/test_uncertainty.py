@@ -1,0 +1,192 @@
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from bench.metrics import derive, prune_potential
+from bench.schema import (
+    PARENT, Distribution, NetworkResult, Provenance, Recipe, RunConfig, RunResult, pack_hits,
+)
+from bench.uncertainty import (
+    bootstrap_potentials, bootstrap_pruners, gap_p_value, group_replicates, potential_batch, replicates,
+)
+
+RECIPE = Recipe(epochs=1, batch_size=8, lr=0.1)
+RATIOS = (0.5, 0.8, 0.9)
+NOISE = [("noise/gaussian_noise/1", "gaussian_noise", 1), ("noise/gaussian_noise/2", "gaussian_noise", 2)]
+
+
+def make_run(
+    lost: dict[str, dict[str, list[int]]],
+    n: int = 400,
+    parent_correct: int = 360,
+    seed: int = 0,
+    shifted: list[tuple[str, str, int]] = NOISE,
+    suite: str = "noise",
+    model: str = "digits_cnn",
+    ratios: tuple[float, ...] = RATIOS,
+    created: int = 0,
+) -> RunResult:
+    """A result with real per-example bits: the parent gets `parent_correct` of `n` images right
+    on every distribution; step k of a pruner loses lost[pruner][distribution][k] of those images
+    (random ones, nested: a later step loses the images of the earlier steps too).
+
+    `lost` is keyed by "clean" for the nominal set and "shifted" for every shifted one unless a
+    distribution name is given explicitly.
+    """
+    pruners = tuple(lost)
+    config = RunConfig(
+        dataset="digits", model=model, pruners=pruners, suites=(suite,), target_ratios=ratios,
+        train=RECIPE, retrain=RECIPE, seed=seed, calibration_size=4,
+    )
+    dists = [Distribution(name="digits/clean", suite="nominal", n_examples=n)] + [
+        Distribution(name=name, suite=suite, corruption=corruption, severity=severity, n_examples=n)
+        for name, corruption, severity in shifted
+    ]
+    rng = np.random.default_rng(seed)
+    parent_hits = {}
+    for d in dists:
+        hits = np.zeros(n, dtype=bool)
+        hits[rng.permutation(n)[:parent_correct]] = True
+        parent_hits[d.name] = hits
+
+    def network(pruner: str, step: int, hits: dict[str, np.ndarray]) -> NetworkResult:
+        ratio = 0.0 if step == 0 else ratios[step - 1]
+        return NetworkResult(
+            pruner=pruner, step=step, target_ratio=ratio, prune_ratio=ratio, nonzero_params=1000 - int(1000 * ratio),
+            structured=False, accuracy={k: float(v.mean()) for k, v in hits.items()},
+            hits={k: pack_hits(v) for k, v in hits.items()},
+        )
+
+    nets = [network(PARENT, 0, parent_hits)]
+    for pruner, per_dist in lost.items():
+        order = {d.name: rng.permutation(np.flatnonzero(parent_hits[d.name])) for d in dists}
+        for step in range(1, len(ratios) + 1):
+            hits = {}
+            for d in dists:
+                count = (per_dist.get(d.name) or per_dist["clean" if d.nominal else "shifted"])[step - 1]
+                hits[d.name] = parent_hits[d.name].copy()
+                hits[d.name][order[d.name][:count]] = False
+            nets.append(network(pruner, step, hits))
+    return RunResult(
+        config=config,
+        provenance=Provenance(
+            config_hash=config.config_hash(), seed=seed, packages={"torch": "x"}, data_checksum="abc",
+            distribution_checksums={d.name: "0" for d in dists}, platform="test",
+            created_at=datetime(2026, 1, 1, created, tzinfo=timezone.utc), wall_time_s=1.0,
+        ),
+        distributions=dists,
+        networks=nets,
+        derived=derive(dists, nets, config.delta),
+    )
+
+
+# delta = 0.5 % of 400 images = 2 images: losing 1 passes (mostly), losing 40 always fails
+GAP = {"wt": {"clean": [0, 0, 0], "shifted": [0, 40, 40]}}  # fine on clean, breaks under noise at 0.8
+NO_GAP = {"wt": {"clean": [0, 2, 40], "shifted": [0, 2, 40]}}  # the same borderline step everywhere
+
+
+def test_potential_batch_matches_the_scalar_metric_on_every_resample():
+    rng = np.random.default_rng(1)
+    ratios = [0.3, 0.5, 0.7, 0.9]
+    errors = rng.uniform(0.08, 0.14, size=(4, 50))
+    parent = rng.uniform(0.08, 0.12, size=50)
+    for rule in ("paper", "monotone"):
+        batch = potential_batch(ratios[::-1], errors[::-1], parent, 0.01, rule)  # grid order must not matter
+        scalar = [prune_potential(ratios, errors[:, b], parent[b], 0.01, rule) for b in range(50)]
+        assert batch.tolist() == scalar
+
+
+def test_intervals_contain_the_point_estimates_of_the_plain_metrics():
+    result = make_run(GAP)
+    found = bootstrap_potentials([result], "wt", samples=300)
+    plain = derive(result.distributions, result.networks, result.config.delta).pruners[0]
+    assert found.nominal.estimate == plain.nominal_potential == 0.9
+    assert found.robust_mean.estimate == plain.robust_potential_mean == 0.5
+    assert found.gap.estimate == pytest.approx(0.4)
+    for interval in (found.nominal, found.robust_mean, found.gap):
+        assert interval.low <= interval.estimate <= interval.high
+    assert found.replicates == 1 and found.samples == 300 and found.gap_draws.shape == (300,)
+
+
+def test_resampling_is_paired_a_copy_of_the_parent_passes_in_every_resample():
+    found = bootstrap_potentials([make_run({"wt": {"clean": [0, 0, 0], "shifted": [0, 0, 0]}})], "wt", samples=500)
+    assert (found.nominal.low, found.nominal.high) == (0.9, 0.9)
+    assert (found.robust_mean.low, found.robust_mean.high) == (0.9, 0.9)
+    assert found.gap_p_value == 1.0
+
+
+def test_four_times_more_test_images_narrow_the_interval():
+    # 8 shifted sets, each with a step that loses 0.2 % of the images (delta is 0.5 %)
+    shifted = [(f"noise/gaussian_noise/{s}", "gaussian_noise", s) for s in range(1, 9)]
+
+    def width(scale: int) -> float:
+        lost = {"wt": {"clean": [0, 0, 0], "shifted": [0, scale, 40 * scale]}}
+        run = make_run(lost, n=500 * scale, parent_correct=450 * scale, shifted=shifted)
+        found = bootstrap_potentials([run], "wt", samples=400)
+        assert found.robust_mean.estimate == 0.8  # the same accuracies at both sizes
+        return found.robust_mean.high - found.robust_mean.low
+
+    small, large = width(1), width(4)
+    assert small > 0.02 and large < small / 2
+
+
+def test_clear_gap_has_a_small_p_value_and_no_gap_a_large_one():
+    gap = bootstrap_potentials([make_run(GAP, seed=s) for s in range(2)], "wt", samples=999)
+    assert gap.gap.low > 0.3 and gap.gap_p_value == pytest.approx(2 / 1000)
+    same = bootstrap_potentials([make_run(NO_GAP, seed=s) for s in range(2)], "wt", samples=999)
+    assert same.gap.low < 0 < same.gap.high and same.gap_p_value > 0.5
+
+
+def test_p_value_of_constant_draws():
+    assert gap_p_value(np.zeros(99)) == 1.0
+    assert gap_p_value(np.full(99, -0.1)) == pytest.approx(0.02)
+
+
+def test_seeds_are_resampled_and_a_seed_counts_once():
+    lost = [{"wt": {"clean": [0, 40, 40], "shifted": [0, 40, 40]}},  # P = 0.5
+            {"wt": {"clean": [0, 0, 40], "shifted": [0, 0, 40]}},  # P = 0.8
+            {"wt": {"clean": [0, 0, 0], "shifted": [0, 0, 0]}}]  # P = 0.9
+    runs = [make_run(spec, seed=s) for s, spec in enumerate(lost)]
+    found = bootstrap_potentials(runs, "wt", samples=500)
+    assert found.replicates == 3 and found.nominal.estimate == pytest.approx(2.2 / 3)
+    assert 0.5 <= found.nominal.low < found.nominal.estimate < found.nominal.high <= 0.9
+
+    rerun = make_run(lost[2], seed=2, created=1)  # seed 2 again, newer: replaces the first seed-2 file
+    assert replicates([*runs, rerun], "wt")[-1] is rerun
+    assert bootstrap_potentials([*runs, rerun], "wt", samples=10).replicates == 3
+
+
+def test_deterministic_and_independent_of_file_order_and_other_pruners():
+    runs = [make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, seed=s) for s in range(3)]
+    first = bootstrap_pruners(runs, samples=200, seed=7)
+    again = bootstrap_pruners(runs[::-1], samples=200, seed=7)
+    alone = bootstrap_potentials(runs, "wt", samples=200, seed=7)
+    assert first == again and first["wt"] == alone
+    assert np.array_equal(first["wt"].gap_draws, alone.gap_draws)
+    other = bootstrap_potentials(runs, "wt", samples=200, seed=8)
+    assert not np.array_equal(other.gap_draws, alone.gap_draws)
+
+
+def test_bad_input_is_a_clear_error():
+    run = make_run(GAP)
+    with pytest.raises(ValueError, match="no result file ran pruner 'sipp'"):
+        bootstrap_potentials([run], "sipp")
+    with pytest.raises(ValueError, match="span 2 protocols"):
+        bootstrap_pruners([run, make_run(GAP, ratios=(0.5, 0.7, 0.9))])
+    assert len(group_replicates([run, make_run(GAP, ratios=(0.5, 0.7, 0.9))])) == 2
+    bare = run.model_copy(update={"networks": [n.model_copy(update={"hits": {}}) for n in run.networks]})
+    with pytest.raises(ValueError, match="no per-example hits"):
+        bootstrap_pruners([bare])
+
+
+def test_resampled_accuracy_is_the_hit_rate_on_one_index_resample_shared_by_all_networks():
+    from bench.schema import unpack_hits
+    from bench.uncertainty import _digest, _rng, resampled_accuracy
+
+    run = make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, n=97)
+    accuracy = resampled_accuracy(run, run.networks, 40, seed=3)
+    indices = _rng(3, "images", _digest(run)).integers(0, 97, size=(40, 97))  # the draws it makes
+    for dist in run.distributions:
+        hits = np.stack([unpack_hits(net.hits[dist.name], 97) for net in run.networks])
+        assert np.array_equal(accuracy[dist.name], hits[:, indices].mean(axis=2))
