@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="validate result files and print the markdown leaderboard")
     board.add_argument("folder", type=Path, nargs="?", default=Path("results"))
     board.add_argument("--output", "-o", type=Path, help="also write the markdown to this file")
+    board.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                       help="aggregate tables only, no per-(corruption, severity) tables")
+
+    validate = sub.add_parser("validate", help="check result files (schema, hits, integrity, derived metrics)")
+    validate.add_argument("files", type=Path, nargs="+")
+
+    plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files")
+    plot.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    plot.add_argument("--output", "-o", type=Path, default=Path("plots"), help="folder for the PNG and PDF files")
     return parser
 
 
@@ -125,7 +134,7 @@ def command_list(_: argparse.Namespace) -> int:
 def command_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard import build_leaderboard
 
-    markdown = build_leaderboard(args.folder)
+    markdown = build_leaderboard(args.folder, breakdown=args.breakdown)
     if args.output:
         from bench.results import atomic_write_text
 
@@ -134,7 +143,35 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_leaderboard}
+def command_validate(args: argparse.Namespace) -> int:
+    from leaderboard.build import validate_files
+
+    errors = validate_files(args.files)
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
+    return 1 if errors else 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from bench.plots import make_plots
+    from bench.results import ResultFileError, find_result_files, load_result
+
+    results = [load_result(path) for path in find_result_files(args.folder)]
+    if not results:
+        raise ResultFileError(f"{args.folder}: no result files to plot")
+    for path in make_plots(results, args.output):
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "run": command_run,
+    "list": command_list,
+    "leaderboard": command_leaderboard,
+    "validate": command_validate,
+    "plot": command_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """`bench run` end to end on the embedded digits data, through the real CLI entry point."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,19 @@ def test_ratio_grids():
 def test_bad_suite_for_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--suite", "nosie", "--out", str(tmp_path), "--quiet"]) == 2
     assert "no suite named 'nosie' is installed. Did you mean noise?" in capsys.readouterr().err
+
+
+def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
+    out, _ = finished_run
+    good = next(out.glob("*.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(good.read_text().replace('"schema_version": 1', '"schema_version": 7'))
+    assert main(["validate", str(good)]) == 0
+    assert main(["validate", str(good), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 result files valid" in captured.out and "schema_version 7 is not supported" in captured.err
+
+    assert main(["plot", str(out), "-o", str(tmp_path / "plots")]) == 0
+    written = capsys.readouterr().out.split()
+    assert any(p.endswith("potential.png") for p in written) and any(p.endswith(".pdf") for p in written)
+    assert all((tmp_path / "plots" / Path(p).name).stat().st_size > 1000 for p in written)
