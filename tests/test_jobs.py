@@ -22,7 +22,7 @@ ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.6,0.75,0.8
 def small_config(suites=("noise",)) -> RunConfig:
     recipe = DIGITS_TRAIN.model_copy(update={"epochs": 3})
     return RunConfig(
-        dataset="digits", model="digits_cnn", pruners=("wt", "pfp"), suites=suites, target_ratios=(0.5, 0.8),
+        dataset="digits", model="digits_cnn", pruners=("wt", "sipp"), suites=suites, target_ratios=(0.5, 0.8),
         train=recipe, retrain=recipe.model_copy(update={"epochs": 1}), seed=0, calibration_size=64,
     )
 
