@@ -136,6 +136,32 @@ def chain_keys(config: RunConfig, pruner: str, parent_key: str) -> list[str]:
     return keys
 
 
+@dataclass(frozen=True)
+class NetworkRef:
+    """Where a run's network lives in the store: kind "parents" or "steps", and its key."""
+
+    kind: str
+    key: str
+    pruner: str  # "parent" for the unpruned network
+    step: int
+
+
+def run_networks(config: RunConfig, data_checksum: str) -> list[NetworkRef]:
+    """The parent and every cascade step of a run, in result-file order."""
+    parent_key = spec_key(parent_spec(config, data_checksum))
+    refs = [NetworkRef("parents", parent_key, "parent", 0)]
+    for pruner in config.pruners:
+        refs += [NetworkRef("steps", key, pruner, step)
+                 for step, key in enumerate(chain_keys(config, pruner, parent_key), start=1)]
+    return refs
+
+
+def load_network(store: Store, config: RunConfig, data: DataBundle, ref: NetworkRef) -> nn.Module:
+    if not store.done(ref.kind, ref.key):
+        raise FileNotFoundError(f"network {ref.pruner} step {ref.step} is not in {store.root}; rerun `bench run`")
+    return store.load_weights(ref.kind, ref.key, new_model(config, data))
+
+
 # ---- job functions -----------------------------------------------------------------------------
 
 

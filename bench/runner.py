@@ -9,16 +9,24 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
 
 from bench import registry
 from bench.data import DataBundle, load_dataset
 from bench.metrics import derive
 from bench.executors import Executor, LocalExecutor
-from bench.jobs import Store, eval_spec, run_chain_job, run_eval_job, run_parent_job, spec_key
+from bench.jobs import (
+    NetworkRef,
+    Store,
+    eval_spec,
+    run_chain_job,
+    run_eval_job,
+    run_networks,
+    run_parent_job,
+    spec_key,
+)
 from bench.pruning import Pruner
 from bench.results import save_result
-from bench.schema import PARENT, Distribution, NetworkResult, Provenance, RunConfig, RunResult
+from bench.schema import Distribution, NetworkResult, Provenance, RunConfig, RunResult
 from bench.suite import Suite, TestDistribution
 
 NOMINAL = "nominal"
@@ -77,26 +85,21 @@ def result_path(config: RunConfig, out_dir: Path) -> Path:
     return out_dir / f"{config.dataset}-{config.model}-s{config.seed}-{config.config_hash()[:12]}.json"
 
 
-def network_results(
-    config: RunConfig, store: Store, parent_key: str, chains: dict[str, list[str]], testsets: dict[str, str]
-) -> list[NetworkResult]:
+def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], testsets: dict[str, str]) -> list[NetworkResult]:
     """Assemble the result cells from the job artifacts."""
-    parent_meta = store.read_json("parents", parent_key)
-    networks = [("parents", parent_key, {
-        "pruner": PARENT, "step": 0, "target_ratio": 0.0, "prune_ratio": 0.0,
-        "nonzero_params": parent_meta["nonzero_params"], "structured": False,
-    })]
-    networks += [("steps", key, store.read_json("steps", key)) for keys in chains.values() for key in keys]
+    parent_nonzero = store.read_json("parents", refs[0].key)["nonzero_params"]
+    parent_meta = {"prune_ratio": 0.0, "target_ratio": 0.0, "nonzero_params": parent_nonzero, "structured": False}
     records = []
-    for kind, key, meta in networks:
+    for ref in refs:
+        meta = parent_meta if ref.kind == "parents" else store.read_json(ref.kind, ref.key)
         evals = {
-            name: store.read_json("evals", spec_key(eval_spec(key, checksum, config.threads)))
+            name: store.read_json("evals", spec_key(eval_spec(ref.key, checksum, config.threads)))
             for name, checksum in testsets.items()
         }
         records.append(
             NetworkResult(
-                pruner=meta["pruner"],
-                step=meta["step"],
+                pruner=ref.pruner,
+                step=ref.step,
                 target_ratio=meta["target_ratio"],
                 prune_ratio=meta["prune_ratio"],
                 nonzero_params=meta["nonzero_params"],
@@ -136,16 +139,15 @@ def run(
     bars = progress and isinstance(executor, LocalExecutor) and executor.workers == 1
 
     (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars))], desc="parent")
-    chain_lists = executor.run(
+    executor.run(
         [(run_chain_job, (cfg, root, checksum, name, parent_key, bars)) for name in config.pruners], desc="cascades"
     )
-    chains = dict(zip(config.pruners, chain_lists))
-    networks = [("parents", parent_key)] + [("steps", key) for keys in chain_lists for key in keys]
+    refs = run_networks(config, checksum)
     executor.run(
-        [(run_eval_job, (cfg, root, checksum, kind, key, list(testsets.values()))) for kind, key in networks],
+        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()))) for ref in refs],
         desc="evaluations",
     )
-    cells = network_results(config, store, parent_key, chains, testsets)
+    cells = network_results(config, store, refs, testsets)
     described = [
         Distribution(
             name=d.name,
