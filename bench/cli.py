@@ -80,7 +80,39 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files")
     plot.add_argument("folder", type=Path, nargs="?", default=Path("results"))
     plot.add_argument("--output", "-o", type=Path, default=Path("plots"), help="folder for the PNG and PDF files")
+    analyze = sub.add_parser("analyze", help="analyses of a finished run beyond test accuracy")
+    analyses = analyze.add_subparsers(dest="analysis", required=True)
+    for name, text in (("similarity", "agreement with the parent under uniform pixel noise"),
+                       ("features", "confidence on each other's 10 % most informative pixels")):
+        sub_analysis = analyses.add_parser(name, help=text)
+        sub_analysis.add_argument("result", type=Path, help="a result file written by bench run")
+        sub_analysis.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
+        sub_analysis.add_argument("--images", type=int, default=None, help="number of test images (default: all / 200)")
+        sub_analysis.add_argument("--plot", type=Path, default=None, help="also save PNG+PDF with this path stem")
+        sub_analysis.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    analyses.choices["similarity"].add_argument("--draws", type=int, default=20, help="noise draws per image")
     return parser
+
+
+def command_analyze(args: argparse.Namespace) -> int:
+    from bench import analysis
+    from bench.results import atomic_write_text
+
+    if args.analysis == "similarity":
+        report = analysis.similarity_analysis(args.result, args.cache, draws=args.draws, n_images=args.images,
+                                              progress=True)
+        table, save_plot = analysis.similarity_table(report), analysis.save_similarity_plot
+    else:
+        images = {} if args.images is None else {"n_images": args.images}
+        report = analysis.features_analysis(args.result, args.cache, progress=True, **images)
+        table, save_plot = analysis.features_table(report), analysis.save_features_plot
+    print(table)
+    if args.plot:
+        for path in save_plot(report, args.plot):
+            print(path, file=sys.stderr)
+    if args.json:
+        atomic_write_text(args.json, report.model_dump_json(indent=1))
+    return 0
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -171,6 +203,7 @@ COMMANDS = {
     "leaderboard": command_leaderboard,
     "validate": command_validate,
     "plot": command_plot,
+    "analyze": command_analyze,
 }
 
 

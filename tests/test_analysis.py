@@ -1,0 +1,149 @@
+"""Functional similarity under noise and informative features, on a small real run."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.analysis import (
+    CONTROL,
+    CONTROL_KIND,
+    NOISE_MODEL,
+    AnalysisNetwork,
+    RunNetworks,
+    control_spec,
+    features_analysis,
+    features_table,
+    functional_similarity,
+    informative_features,
+    load_run_networks,
+    save_features_plot,
+    save_similarity_plot,
+    similarity_analysis,
+    similarity_table,
+)
+from bench.jobs import job_environment, spec_key
+from bench.recipes import DIGITS_TRAIN
+from bench.results import load_result
+from bench.runner import run
+from bench.schema import PARENT, RunConfig
+
+EPSILONS = (0.0, 0.15, 0.3)
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
+
+
+@pytest.fixture(scope="module")
+def result_path(tmp_path_factory) -> Path:
+    # NCHW and one thread: on a busy 2-core machine, channels_last BatchNorm training and two
+    # OpenMP threads each slow training down ~10x. The parent is trained long enough that the
+    # one-epoch retrain does not leave a pruned network better trained than its parent.
+    recipe = DIGITS_TRAIN.model_copy(update={"epochs": 8, "batch_size": 32, "lr": 1e-2})
+    config = RunConfig(
+        dataset="digits", model="digits_cnn", pruners=("wt",), target_ratios=(0.5, 0.9), train=recipe,
+        retrain=recipe.model_copy(update={"epochs": 1, "lr": 1e-3}), seed=0, calibration_size=64,
+        channels_last=False, threads=1,
+    )
+    return run(config, tmp_path_factory.mktemp("analysis"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def networks(result_path) -> RunNetworks:
+    return load_run_networks(result_path)
+
+
+def small_test(networks: RunNetworks, n: int):
+    return networks.data.test.subset(torch.arange(n))
+
+
+def similarity(networks: RunNetworks, nets, images, **kwargs):
+    with job_environment(networks.result.config):  # its thread count: 2 threads crawl on a busy 2-core machine
+        return functional_similarity(nets, networks.data, images, **kwargs)
+
+
+def test_networks_are_parent_steps_and_a_cached_control(result_path, networks):
+    assert [(n.pruner, n.step) for n in networks.networks] == [(PARENT, 0), ("wt", 1), ("wt", 2), (CONTROL, 0)]
+    result = networks.result
+    key = spec_key(control_spec(result.config, networks.data.checksum))
+    store_file = result_path.parent / ".cache" / CONTROL_KIND / f"{key}.pt"
+    stamp = store_file.stat().st_mtime_ns
+    again = load_run_networks(load_result(result_path), result_path.parent / ".cache")
+    assert store_file.stat().st_mtime_ns == stamp, "the control was retrained instead of read from the store"
+    for a, b in zip(networks.networks[-1].model.state_dict().values(), again.networks[-1].model.state_dict().values()):
+        assert torch.equal(a, b)
+    parent, control = networks.networks[0].model, networks.networks[-1].model
+    assert not torch.equal(next(parent.parameters()), next(control.parameters()))
+    with pytest.raises(ValueError, match="cache folder"):
+        load_run_networks(result)
+
+
+def test_parent_agrees_with_itself_at_every_epsilon(networks):
+    parent = networks.networks[0]
+    twin = AnalysisNetwork("parent copy", "copy", 0, 0.0, copy.deepcopy(parent.model))
+    report = similarity(networks, [parent, twin], small_test(networks, 64), epsilons=EPSILONS, draws=2)
+    for name in ("parent", "parent copy"):
+        for eps in EPSILONS:
+            cell = report.cell(name, eps)
+            assert cell.agreement == 1.0
+            assert cell.softmax_l2 == 0.0
+    assert report.cell("parent", 0.3).accuracy < report.cell("parent", 0.0).accuracy
+
+
+def test_similarity_of_a_heavily_pruned_network_falls_with_noise(result_path, networks, tmp_path):
+    report = similarity_analysis(result_path, epsilons=EPSILONS, draws=3, n_images=150)
+    assert report.noise == NOISE_MODEL and report.draws == 3 and report.n_images == 150
+    assert report.networks == [n.label for n in networks.networks]
+    heavy = networks.networks[2].label  # wt at 90 %
+    clean, noisy = report.cell(heavy, 0.0), report.cell(heavy, 0.3)
+    assert noisy.agreement < clean.agreement
+    assert noisy.softmax_l2 > clean.softmax_l2
+    for cell in report.cells:
+        assert 0.0 <= cell.agreement <= 1.0 and 0.0 <= cell.accuracy <= 1.0 and 0.0 <= cell.softmax_l2 <= 2**0.5
+    assert [(p.pruner, p.epsilon) for p in report.potentials] == [("wt", e) for e in EPSILONS]
+    table = similarity_table(report)
+    assert "Label agreement" in table and heavy in table
+    for path in save_similarity_plot(report, tmp_path / "similarity"):
+        assert path.read_bytes().startswith(MAGIC[path.suffix])
+
+
+def test_noiseless_pass_reproduces_the_result_files_accuracies(result_path, networks):
+    report = similarity_analysis(result_path, epsilons=(0.0,), control=False)
+    result = networks.result
+    assert report.n_images == result.nominal.n_examples
+    for net in result.networks:
+        (cell,) = [c for c in report.cells if (c.pruner, c.step) == (net.pruner, net.step)]
+        assert cell.accuracy == pytest.approx(net.accuracy[result.nominal.name], abs=1e-12)
+    assert report.potentials[0].potential == result.derived.pruners[0].nominal_potential
+
+
+def test_similarity_is_deterministic_and_independent_of_batch_size(networks):
+    test = small_test(networks, 80)
+    args = {"epsilons": (0.0, 0.2), "draws": 2}
+    first = similarity(networks, networks.networks[:3], test, seed=5, batch_size=32, **args)
+    second = similarity(networks, networks.networks[:3], test, seed=5, batch_size=32, **args)
+    assert first == second
+    rebatched = similarity(networks, networks.networks[:3], test, seed=5, batch_size=80, **args)
+    for a, b in zip(first.cells, rebatched.cells):
+        assert (a.agreement, a.accuracy) == (b.agreement, b.accuracy)
+        assert a.softmax_l2 == pytest.approx(b.softmax_l2, abs=1e-6)
+    other = similarity(networks, networks.networks[:3], test, seed=6, batch_size=32, **args)
+    noisy = [c.softmax_l2 for c in first.cells if c.epsilon > 0]
+    assert noisy != [c.softmax_l2 for c in other.cells if c.epsilon > 0]
+
+
+def test_parents_pixels_are_most_informative_for_itself(result_path, networks, tmp_path):
+    report = features_analysis(result_path, n_images=60)
+    n = len(networks.networks)
+    matrix = np.array(report.matrix)
+    assert matrix.shape == (n, n) and report.n_images == 60 and report.kept_pixels == 102
+    assert ((0.0 <= matrix) & (matrix <= 1.0)).all()
+    assert matrix[0, 0] == matrix[0].max(), "row: the parent's pixels inform no network more than the parent"
+    assert matrix[0, 0] == matrix[:, 0].max(), "column: no network's pixels inform the parent more than its own"
+    assert "pixels of" in features_table(report)
+    with job_environment(networks.result.config):
+        one_shot = informative_features(networks.networks[:2], networks.data, small_test(networks, 16),
+                                        saliency="gradient")
+    assert np.array(one_shot.matrix).shape == (2, 2) and one_shot.saliency == "gradient"
+    for path in save_features_plot(report, tmp_path / "features"):
+        assert path.read_bytes().startswith(MAGIC[path.suffix])
