@@ -15,7 +15,7 @@ from bench.runner import run
 from bench.recipes import DIGITS_TRAIN
 from bench.schema import RunConfig
 
-ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.6,0.75,0.85,0.9",
+ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.7,0.9",
         "--epochs", "4", "--retrain-epochs", "2", "--quiet"]
 
 
