@@ -7,28 +7,60 @@ Images are kept as uint8 NCHW, the format of the official corruption files; netw
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.files import DataMissing, data_root, decode_image, download_allowed
+
+
+class TestSource(Protocol):
+    """What evaluation needs from a test set: labels, a content checksum and uint8 NCHW batches.
+
+    `reference()` is None when the job cache must keep a copy of the images (generated sets),
+    else a small JSON description to re-open the files (bench.files.NpyRows, ImageFiles).
+    """
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+
+    @property
+    def checksum(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def reference(self) -> dict[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class ImageSet:
     images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
+    labels: torch.Tensor  # int64 (N,) class per image, or (N, H, W) class per pixel (segmentation)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
+        n, _, h, w = self.images.shape
+        if tuple(self.labels.shape) not in ((n,), (n, h, w)):
+            raise ValueError(f"labels shape {tuple(self.labels.shape)} fits neither {n} images nor their {h}x{w} pixels")
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return zip(self.images.split(batch_size), self.labels.split(batch_size))
+
+    def reference(self) -> None:
+        return None
 
     def subset(self, indices: torch.Tensor) -> ImageSet:
         return ImageSet(self.images[indices].contiguous(), self.labels[indices].contiguous())
@@ -51,6 +83,7 @@ class DataBundle:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    task: str = "classification"  # or "segmentation": labels are (N, H, W) masks, metric mIoU
 
     @cached_property
     def checksum(self) -> str:
@@ -115,10 +148,177 @@ def load_digits(seed: int) -> DataBundle:
     )
 
 
-DATASETS: dict[str, Callable[[int], DataBundle]] = {"digits": load_digits}
+# The paper's CIFAR normalisation (torchprune training/cifar/common.yaml)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_dataset(name: str, seed: int) -> DataBundle:
+def saved_split(path: Path, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: a stratified seeded split, saved on first use and reused after."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("n") != len(labels) or saved.get("seed") != seed:
+            raise ValueError(f"{path} holds a split of {saved.get('n')} images (seed {saved.get('seed')}), "
+                             f"not of these {len(labels)} (seed {seed}); delete it to make a new one")
+        val = np.array(saved["val"], dtype=np.int64)
+    else:
+        from bench.results import atomic_write_text
+
+        val, _ = stratified_split(labels, (val_fraction,), seed)
+        atomic_write_text(path, json.dumps({"n": len(labels), "seed": seed, "val": val.tolist()}))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, val
+
+
+def load_cifar10(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """torchvision's CIFAR-10 (python pickle batches, md5-checked by torchvision) from the data root.
+
+    45k/5k train/validation split, stratified and seeded, saved under `<root>/splits/`; the
+    official 10k test set. Downloaded only with `--download`.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = data_root()
+    try:
+        parts = [CIFAR10(str(root), train=train, download=download_allowed()) for train in (True, False)]
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+        raise DataMissing(
+            f"CIFAR-10 not found (or its md5 differs) in {root / 'cifar-10-batches-py'}: rerun with --download, "
+            f"or extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into {root} "
+            "(--data-dir or $PRUNEBENCH_DATA choose the folder)"
+        ) from exc
+    train_full, test = (
+        ImageSet(torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(p.targets, dtype=torch.int64))
+        for p in parts
+    )
+    train_idx, val_idx = saved_split(root / "splits" / f"cifar10-seed{seed}.json", train_full.labels.numpy(), 0.1, seed)
+    return DataBundle(
+        name="cifar10",
+        train=train_full.subset(torch.from_numpy(train_idx)),
+        val=train_full.subset(torch.from_numpy(val_idx)),
+        test=test,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+    )
+
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def folder_images(folder: Path, per_class: int | None = None, classes: list[str] | None = None) -> tuple[list[str], list[int], list[str]]:
+    """ImageFolder layout `<folder>/<class>/*.JPEG`: sorted files, their class indices and the classes.
+
+    `per_class` keeps the first K files of each class (sorted by name): a fixed, class-balanced subset
+    that picks the same images in every corruption folder.
+    """
+    if not folder.is_dir():
+        raise DataMissing(f"{folder} is missing")
+    classes = classes or sorted(p.name for p in folder.iterdir() if p.is_dir())
+    paths, targets = [], []
+    for index, name in enumerate(classes):
+        files = sorted(str(p) for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = files[:per_class] if per_class is not None else files
+        paths += files
+        targets += [index] * len(files)
+    if not paths:
+        raise DataMissing(f"{folder} holds no images in <class>/*.JPEG folders")
+    return paths, targets, classes
+
+
+def resize_center_crop(image: torch.Tensor, resize: int = 256, crop: int = 224) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.center_crop(TF.resize(image, [resize], antialias=True), [crop, crop])
+
+
+def load_imagenet(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """ImageNet in ImageFolder layout `<root>/imagenet/{train,val}/<wnid>/*.JPEG`.
+
+    Images are decoded once and kept as uint8 at Resize(256) + CenterCrop(224) (the standard test
+    view, also the ImageNet-C view), so the full training set needs ~180 GB: use `--per-class K`
+    for a class-balanced subset. 10 % of the train images form the validation (calibration) split.
+    """
+    folder = data_root() / "imagenet"
+    if not folder.is_dir():
+        raise DataMissing(
+            f"ImageNet not found in {folder}: place the ILSVRC2012 train and val images as "
+            f"{folder}/train/<wnid>/*.JPEG and {folder}/val/<wnid>/*.JPEG (val sorted into class folders)"
+        )
+
+    def decoded(split: str, classes: list[str] | None) -> tuple[ImageSet, list[str]]:
+        paths, targets, classes = folder_images(folder / split, per_class, classes)
+        images = torch.stack([resize_center_crop(decode_image(p)) for p in paths])
+        return ImageSet(images, torch.tensor(targets, dtype=torch.int64)), classes
+
+    train_full, classes = decoded("train", None)
+    test, _ = decoded("val", classes)
+    train_idx, val_idx = saved_split(folder / f"prunebench-split-seed{seed}-k{per_class}.json",
+                                     train_full.labels.numpy(), 0.1, seed)
+    return DataBundle(
+        name="imagenet",
+        train=train_full.subset(torch.from_numpy(train_idx)),
+        val=train_full.subset(torch.from_numpy(val_idx)),
+        test=test,
+        num_classes=len(classes),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
+
+
+VOC_SIZE = 513  # the paper's crop: short side resized to 513, centre crop 513 x 513
+
+
+def load_voc(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """Pascal VOC 2012 segmentation (torchvision layout `<root>/VOCdevkit/VOC2012`), 21 classes.
+
+    Every image and mask is stored once at the evaluation view (short side S, centre crop S x S,
+    S = `--image-size`, default 513; masks nearest, 255 = ignore), so corruptions run on exactly
+    what the network sees and nothing is JPEG re-encoded. Train: VOC `train` minus 10 % held out as
+    the validation (calibration) split; test: VOC `val`. Training augments these crops (random
+    scale, flip, crop; bench.segmentation.augment_train_batch).
+    """
+    from bench import segmentation
+
+    size = image_size or VOC_SIZE
+    root = data_root()
+    try:
+        train_full, test = (
+            segmentation.load_segmentation_set("voc2012", root, split, size, download=download_allowed())
+            for split in ("train", "val")
+        )
+    except FileNotFoundError as exc:
+        raise DataMissing(f"{exc} (rerun with --download to fetch it)") from exc
+    train_set, test_set = (ImageSet(s.images, s.masks) for s in (train_full, test))
+    train_idx, val_idx = saved_split(root / "splits" / f"voc2012-seed{seed}.json",
+                                     np.zeros(len(train_set), dtype=np.int64), 0.1, seed)
+    return DataBundle(
+        name="voc",
+        train=train_set.subset(torch.from_numpy(train_idx)),
+        val=train_set.subset(torch.from_numpy(val_idx)),
+        test=test_set,
+        num_classes=segmentation.NUM_CLASSES,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        task="segmentation",
+    )
+
+
+def _digits(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    return load_digits(seed)
+
+
+DATASETS: dict[str, Callable[[int, int | None, int | None], DataBundle]] = {
+    "digits": _digits,
+    "cifar10": load_cifar10,
+    "imagenet": load_imagenet,
+    "voc": load_voc,
+}
+
+
+def load_dataset(name: str, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](seed)
+    return DATASETS[name](seed, per_class, image_size)

@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from bench import registry
-from bench.data import DataBundle, ImageSet, load_dataset
+from bench.data import DataBundle, ImageSet, TestSource, load_dataset
+from bench.files import source_from_reference
 from bench.models import create_model
 from bench.pruning import PruneContext, Pruner, classifier_name, count_nonzero, current_masks, prune_to_ratio
 from bench.results import atomic_write_text
-from bench.schema import RunConfig, pack_hits
-from bench.training import correct_predictions, train
+from bench.schema import RunConfig
+from bench.training import evaluate, train
 
 JOB_VERSION = 1  # bump when a job's computation changes, so old artifacts are not reused
 
@@ -73,16 +74,25 @@ class Store:
         model.load_state_dict(torch.load(self.path(kind, key, ".pt"), map_location="cpu", weights_only=True))
         return model.eval()
 
-    def save_testset(self, images: ImageSet) -> None:
-        path = self.path("testsets", images.checksum, ".npz")
+    def save_testset(self, source: TestSource) -> None:
+        """Generated test sets are copied (npz); file-backed ones are stored as a reference (json)."""
+        reference = source.reference()
+        if reference is not None:
+            if not self.done("testsets", source.checksum):
+                self.write_json("testsets", source.checksum, reference)
+            return
+        path = self.path("testsets", source.checksum, ".npz")
         if path.exists():
             return
+        assert isinstance(source, ImageSet)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=images.images.numpy(), labels=images.labels.numpy())
+        np.savez(tmp, images=source.images.numpy(), labels=source.labels.numpy())
         os.replace(tmp, path)
 
-    def load_testset(self, checksum: str) -> ImageSet:
+    def load_testset(self, checksum: str) -> TestSource:
+        if self.done("testsets", checksum):
+            return source_from_reference(self.read_json("testsets", checksum))
         with np.load(self.path("testsets", checksum, ".npz")) as archive:
             images = ImageSet(torch.from_numpy(archive["images"]), torch.from_numpy(archive["labels"]))
         if images.checksum != checksum:
@@ -102,6 +112,8 @@ def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
         "model": config.model,
         "train": config.train.model_dump(mode="json"),
         "seed": config.seed,
+        "pretrained": config.pretrained,
+        "per_class": config.per_class,
         "channels_last": config.channels_last,
         "threads": config.threads,
         "torch": torch.__version__,
@@ -124,8 +136,9 @@ def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str) -> d
     }
 
 
-def eval_spec(network_key: str, testset_checksum: str, threads: int) -> dict[str, Any]:
-    return {"job": "eval", "version": JOB_VERSION, "network": network_key, "testset": testset_checksum, "threads": threads}
+def eval_spec(network_key: str, testset_checksum: str, config: RunConfig) -> dict[str, Any]:
+    return {"job": "eval", "version": JOB_VERSION, "network": network_key, "testset": testset_checksum,
+            "threads": config.threads, "precision": config.precision}
 
 
 def chain_keys(config: RunConfig, pruner: str, parent_key: str) -> list[str]:
@@ -176,14 +189,16 @@ def job_environment(config: RunConfig) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def new_model(config: RunConfig, data: DataBundle) -> nn.Module:
+def new_model(config: RunConfig, data: DataBundle, initial: bool = False) -> nn.Module:
+    """The run's architecture; `initial`: the parent's starting point (timm weights if pretrained)."""
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=data.num_classes, in_chans=data.train.images.shape[1])
+    model = create_model(config.model, num_classes=data.num_classes, in_chans=data.train.images.shape[1],
+                         pretrained=initial and config.pretrained)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
 def load_checked_dataset(config: RunConfig, checksum: str) -> DataBundle:
-    data = load_dataset(config.dataset, config.seed)
+    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     if data.checksum != checksum:
         raise RuntimeError(f"dataset {config.dataset!r} on this worker differs from the run's (checksum mismatch)")
     return data
@@ -197,7 +212,7 @@ def run_parent_job(config_json: str, store_root: str, data_checksum: str, progre
         return key
     with job_environment(config):
         data = load_checked_dataset(config, data_checksum)
-        model = new_model(config, data)
+        model = new_model(config, data, initial=True)
         train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress)
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
@@ -257,16 +272,12 @@ def run_eval_job(config_json: str, store_root: str, data_checksum: str, kind: st
     """Evaluate one network on every listed test set that has no evaluation artifact yet."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
-    todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config.threads)))]
+    todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config)))]
     if not todo:
         return
     with job_environment(config):
         data = load_checked_dataset(config, data_checksum)
         model = store.load_weights(kind, network_key, new_model(config, data))
         for checksum in todo:
-            hits = correct_predictions(model, data, store.load_testset(checksum)).numpy()
-            store.write_json(
-                "evals",
-                spec_key(eval_spec(network_key, checksum, config.threads)),
-                {"hits": pack_hits(hits), "accuracy": float(hits.mean()), "n_examples": int(hits.size)},
-            )
+            outcome = evaluate(model, data, store.load_testset(checksum), precision=config.precision)
+            store.write_json("evals", spec_key(eval_spec(network_key, checksum, config)), outcome)

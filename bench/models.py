@@ -256,12 +256,25 @@ digits_cnn = _register("digits_cnn", DigitsCNN)
 BENCH_MODELS: tuple[str, ...] = tuple(_registered)
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3) -> nn.Module:
-    """Randomly initialised ``name`` from timm's registry (bench models or timm built-ins)."""
+def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False) -> nn.Module:
+    """``name`` from timm's registry (bench models or timm built-ins), randomly initialised or with
+    timm's pretrained weights (fetched from the Hugging Face hub unless HF_HUB_OFFLINE=1 and cached)."""
+    from bench.segmentation import SEGMENTATION_MODELS, create_segmentation_model
+
+    if name in SEGMENTATION_MODELS:  # torchvision segmentation nets (DeepLabV3 ...), aux head included
+        return create_segmentation_model(name, num_classes=num_classes, pretrained=pretrained)
     if not timm.is_model(name):
         matches = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f" Close matches: {', '.join(matches)}." if matches else ""
         raise ValueError(
             f"Unknown model '{name}'.{hint} Bench models: {', '.join(BENCH_MODELS)}."
         )
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+    except (OSError, RuntimeError) as exc:
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"pretrained weights for {name!r} are not reachable ({type(exc).__name__}: {exc}); connect to the "
+            "Hugging Face hub once (unset HF_HUB_OFFLINE) so timm caches them, or drop --pretrained"
+        ) from exc

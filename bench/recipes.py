@@ -13,9 +13,22 @@ CIFAR_RESNET = Recipe(
     schedule="multistep", milestones=(91, 136), gamma=0.1, warmup_epochs=5, augment="crop-flip",
 )
 
+# torchprune training/imagenet/resnet.yaml (90 epochs, lr 0.1 at batch 256, steps 30/60/80, 5 warmup);
+# with --pretrained, pass --epochs 0 to keep timm's weights as the parent.
+IMAGENET_RESNET = Recipe(
+    epochs=90, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
+    schedule="multistep", milestones=(30, 60, 80), gamma=0.1, warmup_epochs=5, augment="crop-flip",
+)
+
+# torchprune training/voc/deeplab.yaml: SGD lr 0.02, wd 1e-4, batch 16, 45 epochs, poly(0.9)
+DEEPLAB_VOC = Recipe(epochs=45, batch_size=16, optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4,
+                     schedule="poly")
+
 RECIPES: dict[str, tuple[Recipe, Recipe]] = {
+    "voc": (DEEPLAB_VOC, DEEPLAB_VOC),
     "digits": (DIGITS_TRAIN, DIGITS_RETRAIN),
     "cifar10": (CIFAR_RESNET, CIFAR_RESNET),
+    "imagenet": (IMAGENET_RESNET, IMAGENET_RESNET),
 }
 
 

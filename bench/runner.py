@@ -73,12 +73,30 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def selected(config: RunConfig, distributions: list[TestDistribution]) -> list[TestDistribution]:
+    """Apply `--corruptions` / `--severities`; names that match nothing are an error."""
+    for option, wanted, present in (
+        ("--corruptions", config.corruptions, {d.corruption for d in distributions}),
+        ("--severities", config.severities, {d.severity for d in distributions}),
+    ):
+        unknown = sorted(set(wanted or ()) - present, key=str)
+        if unknown:
+            known = ", ".join(str(p) for p in sorted(present - {None}, key=str)) or "none"
+            raise ValueError(f"{option}: {unknown} not offered by suites {list(config.suites)} (available: {known})")
+    return [
+        d for d in distributions
+        if (config.corruptions is None or d.corruption is None or d.corruption in config.corruptions)
+        and (config.severities is None or d.severity is None or d.severity in config.severities)
+    ]
+
+
 def test_distributions(config: RunConfig, data: DataBundle) -> list[TestDistribution]:
     suites = [load_suite(name) for name in config.suites]
     for suite in suites:
         suite.check_dataset(data.name)
+        suite.configure(config)
     clean = TestDistribution(name=f"{data.name}/clean", suite=NOMINAL, images=data.test)
-    return [clean] + [d for suite in suites for d in suite.distributions(data, config.seed)]
+    return [clean] + selected(config, [d for suite in suites for d in suite.distributions(data, config.seed)])
 
 
 def result_path(config: RunConfig, out_dir: Path) -> Path:
@@ -93,7 +111,7 @@ def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], tes
     for ref in refs:
         meta = parent_meta if ref.kind == "parents" else store.read_json(ref.kind, ref.key)
         evals = {
-            name: store.read_json("evals", spec_key(eval_spec(ref.key, checksum, config.threads)))
+            name: store.read_json("evals", spec_key(eval_spec(ref.key, checksum, config)))
             for name, checksum in testsets.items()
         }
         records.append(
@@ -105,7 +123,7 @@ def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], tes
                 nonzero_params=meta["nonzero_params"],
                 structured=meta["structured"],
                 accuracy={name: e["accuracy"] for name, e in evals.items()},
-                hits={name: e["hits"] for name, e in evals.items()},
+                hits={name: e["hits"] for name, e in evals.items() if "hits" in e},
             )
         )
     return records
@@ -129,7 +147,7 @@ def run(
     executor = executor or LocalExecutor(progress=progress)
     for name in config.pruners:
         load_pruner(name)  # fail fast on unknown names, before any training
-    data = load_dataset(config.dataset, config.seed)
+    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     distributions = test_distributions(config, data)
     for d in distributions:
         store.save_testset(d.images)

@@ -49,11 +49,15 @@ class Recipe(Strict):
     lr: float = Field(gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    schedule: Literal["cosine", "multistep", "constant", "poly"] = "cosine"  # poly: (1 - t/T)^0.9
     milestones: tuple[int, ...] = ()
     gamma: float = Field(default=0.1, gt=0)
     warmup_epochs: int = Field(default=0, ge=0)
     augment: Literal["none", "crop-flip", "shift"] = "none"
+    # generalization-aware (re)training, the paper's Mix1: each image is replaced with probability
+    # 5/6 by one of these corruptions at a uniform severity 1-5 of `corruption_table`
+    corruption_mix: tuple[str, ...] = ()
+    corruption_table: Literal["cifar10-c", "imagenet-c"] = "cifar10-c"
 
 
 class RunConfig(Strict):
@@ -69,6 +73,12 @@ class RunConfig(Strict):
     delta: float = Field(default=0.005, ge=0, lt=1)
     channels_last: bool = True  # NHWC memory format: ~2x faster CPU evaluation, same fp32 math
     threads: int = Field(default=2, gt=0)  # CPU threads per job: part of the numerics (reduction order)
+    precision: Literal["fp32", "bf16"] = "fp32"  # evaluation under bf16 autocast on request
+    pretrained: bool = False  # parent from timm pretrained weights (then fine-tuned for train.epochs)
+    per_class: int | None = Field(default=None, gt=0)  # class-balanced subset of folder datasets
+    image_size: int | None = Field(default=None, gt=0)  # evaluation crop of segmentation data (VOC: 513)
+    corruptions: tuple[str, ...] | None = None  # keep only these corruptions of the suites
+    severities: tuple[int, ...] | None = None  # keep only these severities of the suites
 
     @model_validator(mode="after")
     def _check_ratios(self) -> RunConfig:

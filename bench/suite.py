@@ -5,19 +5,23 @@ Concrete suites live in `suites/` and are found through the `prunebench.suites` 
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.corruptions import corrupt, seed_for
-from bench.data import DataBundle, ImageSet
+from bench.data import DataBundle, ImageSet, TestSource
+
+if TYPE_CHECKING:
+    from bench.schema import RunConfig
 
 
 @dataclass(frozen=True)
 class TestDistribution:
     name: str
     suite: str
-    images: ImageSet
+    images: TestSource
     corruption: str | None = None
     severity: int | None = None
     level: float | None = None
@@ -27,6 +31,18 @@ class Suite(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     datasets: ClassVar[tuple[str, ...] | None] = None  # None: works on any dataset
+    corruptions: tuple[str, ...] | None = None  # the run's --corruptions (None: all)
+    severities: tuple[int, ...] | None = None  # the run's --severities (None: all)
+    per_class: int | None = None  # the run's --per-class (folder-based suites)
+
+    def configure(self, config: RunConfig) -> None:
+        """Take the run's selection, so suites can skip what will not be evaluated."""
+        self.corruptions, self.severities, self.per_class = config.corruptions, config.severities, config.per_class
+
+    def wanted(self, corruption: str, severity: int) -> bool:
+        return (self.corruptions is None or corruption in self.corruptions) and (
+            self.severities is None or severity in self.severities
+        )
 
     def check_dataset(self, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
@@ -54,6 +70,8 @@ class CorruptionSuite(Suite):
         out = []
         for corruption, levels in self.table.items():
             for severity, level in enumerate(levels, start=1):
+                if not self.wanted(corruption, severity):
+                    continue
                 images = corrupt(data.test.images, corruption, level, seed_for(seed, self.name, corruption, severity))
                 out.append(
                     TestDistribution(
@@ -62,7 +80,7 @@ class CorruptionSuite(Suite):
                         images=ImageSet(images, data.test.labels),
                         corruption=corruption,
                         severity=severity,
-                        level=level,
+                        level=float(level) if isinstance(level, numbers.Real) else None,
                     )
                 )
         return out

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.data import DataBundle, ImageSet
+from bench.data import DataBundle, TestSource
 from bench.pruning import Masks, apply_masks
 from bench.schema import Recipe
 
@@ -30,6 +30,8 @@ def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
         factor *= 0.5 * (1.0 + math.cos(math.pi * min(epoch / max(recipe.epochs, 1), 1.0)))
     elif recipe.schedule == "multistep":
         factor *= recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    elif recipe.schedule == "poly":
+        factor *= max(0.0, 1.0 - epoch / max(recipe.epochs, 1)) ** 0.9
     return factor
 
 
@@ -52,6 +54,28 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     return out
 
 
+def corruption_mix(images: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """The paper's Mix training: each image stays clean with probability 1/6, else gets one of
+    `recipe.corruption_mix` (uniform) at a uniform severity 1-5, with the test files' constants."""
+    if not recipe.corruption_mix:
+        return images
+    from bench.corruption_tables import table_named
+    from bench.corruptions import corrupt
+
+    table = table_named(recipe.corruption_table)
+    n = images.shape[0]
+    severity = torch.randint(0, 6, (n,), generator=generator)  # 0 = clean
+    which = torch.randint(0, len(recipe.corruption_mix), (n,), generator=generator)
+    seeds = torch.randint(0, 2**62, (len(recipe.corruption_mix), 6), generator=generator)
+    out = images.clone()
+    for c, name in enumerate(recipe.corruption_mix):
+        for s in range(1, 6):
+            chosen = torch.nonzero((which == c) & (severity == s)).flatten()
+            if len(chosen):
+                out[chosen] = corrupt(images[chosen], name, table[name][s - 1], int(seeds[c, s]))
+    return out
+
+
 def train(
     model: nn.Module,
     data: DataBundle,
@@ -68,16 +92,26 @@ def train(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     train_set = data.train
     steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
+    segmentation = data.task == "segmentation"
     model.train()
     step = 0
     for _ in tqdm(range(recipe.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
         order = torch.randperm(len(train_set), generator=generator)
         for batch in order.split(recipe.batch_size):
+            if segmentation and len(batch) < 2:
+                continue  # BatchNorm after global pooling (ASPP) needs two images
             factor = lr_factor(recipe, step, steps_per_epoch)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
-            images = augment(train_set.images[batch], recipe.augment, generator)
-            loss = F.cross_entropy(model(data.normalize(images)), train_set.labels[batch])
+            images = corruption_mix(train_set.images[batch], recipe, generator)
+            if segmentation:
+                from bench.segmentation import augment_train_batch, segmentation_loss
+
+                images, targets = augment_train_batch(images, train_set.labels[batch], images.shape[-1], generator)
+                loss = segmentation_loss(model(data.normalize(images)), targets)
+            else:
+                images = augment(images, recipe.augment, generator)
+                loss = F.cross_entropy(model(data.normalize(images)), train_set.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -88,15 +122,54 @@ def train(
 
 
 @torch.inference_mode()
-def correct_predictions(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 256) -> torch.Tensor:
-    """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work."""
+def correct_predictions(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 256,
+                        precision: str = "fp32") -> torch.Tensor:
+    """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work.
+
+    `precision="bf16"` runs the forward under CPU/GPU autocast to bfloat16 (argmax of bf16 logits).
+    """
     model.eval()
-    hits = [
-        model(data.normalize(images)).argmax(1) == labels
-        for images, labels in zip(test.images.split(batch_size), test.labels.split(batch_size))
-    ]
+    device = next(model.parameters()).device
+    hits = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for images, labels in test.batches(batch_size):
+            hits.append(model(data.normalize(images.to(device))).argmax(1).cpu() == labels)
     return torch.cat(hits)
 
 
-def accuracy(model: nn.Module, data: DataBundle, test: ImageSet, batch_size: int = 256) -> float:
+@torch.inference_mode()
+def segmentation_confusion(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 8,
+                           precision: str = "fp32") -> torch.Tensor:
+    """One (K, K) confusion matrix over every pixel of the test set (dataset-level mIoU)."""
+    from bench.segmentation import confusion_matrix
+
+    model.eval()
+    confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for images, masks in test.batches(batch_size):
+            logits = model(data.normalize(images))
+            if logits.shape[-2:] != masks.shape[-2:]:
+                logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+            confusion += confusion_matrix(logits.argmax(1), masks, data.num_classes)
+    return confusion
+
+
+def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: str = "fp32") -> dict[str, object]:
+    """The evaluation artifact of one network on one test set.
+
+    Classification: top-1 accuracy and the per-example hits behind it. Segmentation: mIoU of the
+    dataset-level confusion matrix (stored too); no per-example hits.
+    """
+    from bench.schema import pack_hits
+
+    if data.task == "segmentation":
+        from bench.segmentation import mean_iou
+
+        confusion = segmentation_confusion(model, data, test, precision=precision)
+        return {"accuracy": mean_iou(confusion), "confusion": confusion.tolist(), "n_examples": len(test)}
+    hits = correct_predictions(model, data, test, precision=precision).numpy()
+    return {"hits": pack_hits(hits), "accuracy": float(hits.mean()), "n_examples": int(hits.size)}
+
+
+def accuracy(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 256) -> float:
     return float(correct_predictions(model, data, test, batch_size).float().mean())

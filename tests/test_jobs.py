@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.executors import LocalExecutor, RayExecutor
 from bench.results import load_result
@@ -97,3 +98,19 @@ def test_ray_executor_matches_local(sequential_result, tmp_path):
     finally:
         executor.close()
     assert cells(path) == cells(sequential_result)
+
+
+def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits_cnn):
+    from bench.jobs import eval_spec, spec_key
+    from bench.training import correct_predictions
+
+    dtypes = []
+    handle = digits_cnn.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    fp32 = correct_predictions(digits_cnn, digits, digits.test)
+    bf16 = correct_predictions(digits_cnn, digits, digits.test, precision="bf16")
+    handle.remove()
+    assert dtypes[0] == torch.float32 and dtypes[-1] == torch.bfloat16
+    assert (fp32 == bf16).float().mean() > 0.97  # same network, rounding flips only borderline images
+    config = small_config()
+    bf16_config = config.model_copy(update={"precision": "bf16"})
+    assert spec_key(eval_spec("net", "set", config)) != spec_key(eval_spec("net", "set", bf16_config))

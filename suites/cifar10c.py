@@ -1,0 +1,71 @@
+"""cifar10c: the official CIFAR-10-C files (Hendrycks & Dietterich 2019), 19 corruptions x 5 severities.
+
+Layout `<data root>/CIFAR-10-C/<corruption>.npy`: uint8 (50000, 32, 32, 3), severity s in rows
+[(s-1)*10^4, s*10^4) of the same 10k test images in order, and `labels.npy` (uint8 (50000,)).
+Files are memory-mapped and streamed batch by batch, never loaded whole; select a subset with
+`--corruptions` / `--severities`. `--download` fetches CIFAR-10-C.tar from Zenodo, checks it against
+the pinned md5 and sha256 below and extracts it. Every file is checked against the folder's sha256
+manifest (`prunebench-manifest.json`: written by `bench data make-c`, else recorded on first use of
+an extracted archive) and a file that differs is refused. Any folder in this layout works, e.g.
+one written by `bench data make-c` (`$PRUNEBENCH_CIFAR10C` points to a folder elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.corruption_tables import CIFAR10_C
+from bench.data import DataBundle
+from bench.files import (
+    Archive,
+    DataMissing,
+    NpyRows,
+    data_root,
+    fetch_archive,
+    local_manifest,
+    verify_files,
+)
+from bench.suite import Suite, TestDistribution
+
+ARCHIVE = Archive(
+    url="https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1",
+    filename="CIFAR-10-C.tar",
+    md5="56bf5dcef84df0e2308c6dcbcbbd8499",  # as listed on Zenodo
+    sha256="c72763e101c723b7c507b96205f7e938912a5d587376173b825850cf3cb876a7",  # as listed by TFDS
+    size=2_918_471_680,
+)
+FOLDER_ENV = "PRUNEBENCH_CIFAR10C"
+
+
+def cifar10c_folder() -> Path:
+    return Path(os.environ.get(FOLDER_ENV, data_root() / "CIFAR-10-C")).expanduser().resolve()
+
+
+class Cifar10C(Suite):
+    name = "cifar10c"
+    description = "official CIFAR-10-C .npy files, 19 corruptions x 5 severities (memory-mapped)"
+    datasets = ("cifar10",)
+
+    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+        folder = cifar10c_folder()
+        if not folder.is_dir():
+            fetch_archive(ARCHIVE, folder.parent, how_to=(
+                f"CIFAR-10-C not found in {folder}: rerun with --download (fetches {ARCHIVE.filename}, 2.9 GB, "
+                f"from {ARCHIVE.url}), extract that archive into {folder.parent}, or write a folder in the same "
+                f"layout with `bench data make-c --dataset cifar10 --out {folder}`"))
+        pairs = [(c, s) for c in CIFAR10_C for s in range(1, 6) if self.wanted(c, s)]
+        files = sorted({f"{c}.npy" for c, _ in pairs}) + ["labels.npy"]
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise DataMissing(f"{folder} lacks {', '.join(missing)} (select others with --corruptions)")
+        hashes = verify_files(folder, local_manifest(folder, files), files)
+        per_severity = len(data.test)
+        out = []
+        for corruption, severity in pairs:
+            rows = NpyRows(str(folder / f"{corruption}.npy"), str(folder / "labels.npy"),
+                           (severity - 1) * per_severity, severity * per_severity,
+                           (hashes[f"{corruption}.npy"], hashes["labels.npy"]))
+            out.append(TestDistribution(name=f"{self.name}/{corruption}/{severity}", suite=self.name, images=rows,
+                                        corruption=corruption, severity=severity))
+        return out
