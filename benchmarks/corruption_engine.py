@@ -1,26 +1,25 @@
 """prunebench's batched torch corruption engine vs imagecorruptions per image, at 32 px (goal >= 5x).
 
 Images: all 1,797 scikit-learn digits, upsampled to uint8 3x32x32 (``bench.data.load_digits(0)``,
-test + validation + train splits). Every one of the 11 corruptions both implement runs at the
-ImageNet-C severity-3 constant of imagecorruptions 1.1.2 on both sides:
+test + validation + train splits). All 19 corruptions run at the ImageNet-C severity-3 constant
+of imagecorruptions 1.1.2 on both sides (``bench.corruption_tables.IMAGENET_C``):
 
-* torch: ``bench.corruptions.corrupt(images, name, level, seed)`` on the whole uint8 NCHW batch
-  (uint8 -> float -> corruption -> rounded uint8). zoom_blur needs the library's severity-3 zoom
-  step 0.02 (``corrupt`` always uses the CIFAR default 0.01, which would do twice the work), so it
-  calls ``bench.corruptions.zoom_blur`` with ``step=0.02`` inside the same uint8 wrapper;
+* torch: ``bench.corruptions.corrupt(images, name, IMAGENET_C[name][2], seed)`` on the whole uint8
+  NCHW batch (uint8 -> float -> corruption -> rounded uint8);
 * library: ``imagecorruptions.corrupt(image, severity=3, corruption_name=name)`` per HWC uint8
   image, in a Python loop (its only interface), with ``cv2.setNumThreads(1)``; the rest of the
   library is single-threaded numpy / scipy / scikit-image / PIL. The HWC numpy copies are made
-  once, outside the timing.
+  once, outside the timing. glass_blur alone takes ~30 s per library pass.
 
 Torch is timed with ``torch.set_num_threads(2)`` (interleaved with the library) and again with
 1 thread for a single-core comparison. A parity column checks both sides do the same work:
 mean |corrupted - clean| on each side and, for the deterministic corruptions, the largest pixel
 difference between the two outputs (the library truncates to uint8, torch rounds: 1 is expected).
-RATIO is the geometric mean over the 11 corruptions of the 2-thread speedup.
+The random corruptions are checked draw for draw in tests/test_corruption_parity.py instead.
+RATIO is the geometric mean over the 19 corruptions of the 2-thread speedup.
 
 Run: .venv/bin/python benchmarks/corruption_engine.py [--repeats 3] [--torch-passes 10]
-(needs ``.venv/bin/pip install imagecorruptions==1.1.2``; see _imagecorruptions_compat.py)
+(needs ``.venv/bin/pip install -e '.[test]'`` for imagecorruptions; see bench/_reference.py)
 """
 
 from __future__ import annotations
@@ -33,29 +32,25 @@ from importlib.metadata import version
 
 import numpy as np
 import torch
+from _timing import (
+    compare,
+    geometric_mean,
+    machine_summary,
+    markdown_table,
+    measure,
+    ratio_line,
+    run_benchmark,
+    warn_if_busy,
+)
 
-from _imagecorruptions_compat import load_imagecorruptions
-from _timing import compare, geometric_mean, machine_summary, markdown_table, measure, ratio_line, run_benchmark, warn_if_busy
-from bench.corruptions import corrupt, seed_for, zoom_blur
+from bench._reference import load_imagecorruptions
+from bench.corruption_tables import ALL_CORRUPTIONS, IMAGENET_C
+from bench.corruptions import RANDOM_CORRUPTIONS, corrupt, normalize_level, seed_for
 from bench.data import load_digits
 
 SEVERITY = 3
-# imagecorruptions 1.1.2, corruptions.py, severity 3 (index 2 of each table)
-LEVELS: dict[str, float] = {
-    "gaussian_noise": 0.18,
-    "shot_noise": 12,
-    "impulse_noise": 0.09,
-    "speckle_noise": 0.35,
-    "gaussian_blur": 3,
-    "defocus_blur": 6,  # radius; the library's alias_blur at severity 3 is 0.5 = bench's default
-    "zoom_blur": 1.21,  # np.arange(1, 1.21, 0.02): 11 zoom factors
-    "contrast": 0.2,
-    "brightness": 0.3,
-    "pixelate": 0.4,
-    "jpeg_compression": 15,
-}
-ZOOM_STEP = 0.02
-RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"}
+LEVELS = {name: normalize_level(IMAGENET_C[name][SEVERITY - 1]) for name in ALL_CORRUPTIONS}
+RANDOM = RANDOM_CORRUPTIONS
 GOAL = 5.0
 
 
@@ -70,12 +65,7 @@ class Measured:
 
 
 def torch_side(name: str, images: torch.Tensor, seed: int) -> torch.Tensor:
-    if name != "zoom_blur":
-        return corrupt(images, name, LEVELS[name], seed)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        out = zoom_blur(images.to(torch.float32) / 255.0, LEVELS[name], generator, step=ZOOM_STEP)
-    return (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return corrupt(images, name, LEVELS[name], seed)
 
 
 def repeated(fn: Callable[[], object], passes: int) -> Callable[[], None]:
@@ -152,7 +142,7 @@ def main() -> str:
         rows.append(
             [
                 name,
-                f"{LEVELS[name]:g}",
+                str(LEVELS[name]),
                 f"{1000 * lib / n:.4f}",
                 f"{1000 * t2 / n:.4f}",
                 f"{1000 * t1 / n:.4f}",
@@ -188,7 +178,7 @@ def main() -> str:
     )
     print(f"geometric mean speedup: {geometric_mean(speedups2):.2f}x with 2 threads, {geometric_mean(speedups1):.2f}x with 1 thread")
     print(f"below {GOAL:g}x with 2 threads: {', '.join(missed) if missed else 'none'}")
-    return ratio_line("corruption_engine", geometric_mean(speedups2), f">= {GOAL:g}, geometric mean over 11 corruptions, 2 threads")
+    return ratio_line("corruption_engine", geometric_mean(speedups2), f">= {GOAL:g}, geometric mean over 19 corruptions, 2 threads")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Import imagecorruptions 1.1.2 on this stack (for the corruption_engine benchmark only).
+"""Import the reference implementation, imagecorruptions 1.1.2, on this stack (tests, benchmarks).
+
+Used by tests/test_corruption_parity.py and benchmarks/corruption_engine.py to compare
+bench.corruptions with the library; nothing else in bench/ imports this module, and
+bench.corruptions never imports the package (frost only reads its texture files).
 
 The package breaks three ways here (shared/notes/perf_probe.md, section 0):
 
@@ -9,8 +13,8 @@ The package breaks three ways here (shared/notes/perf_probe.md, section 0):
    scikit-image 0.19: the function is wrapped to translate the keyword. This must happen
    before the import, because the package binds ``from skimage.filters import gaussian``.
 
-Install with ``.venv/bin/pip install imagecorruptions==1.1.2`` (pulls scikit-image and
-opencv-python). Nothing in bench/ imports this.
+Install with ``pip install -e '.[test]'`` (imagecorruptions==1.1.2 pulls scikit-image and
+opencv-python).
 """
 
 from __future__ import annotations

@@ -1,0 +1,258 @@
+"""Generate corrupted test sets in the official CIFAR-10-C file layout (`bench data make-c`).
+
+Layout (as the released CIFAR-10-C / CIFAR-100-C, Zenodo 2535967): one ``<corruption>.npy``
+per corruption, uint8 ``(S * N, H, W, C)``, where block ``k`` (rows ``[k * N, (k + 1) * N)``)
+holds the k-th requested severity of the same N test images in their order, plus
+``labels.npy`` (the N labels repeated S times; uint8 when they fit, else int64).  With the
+default ``severities=(1, 2, 3, 4, 5)`` this is exactly the official layout: severity s at rows
+``[(s - 1) * N, s * N)``.  A subset of severities keeps the same order, only shorter: e.g.
+``(2, 5)`` gives severity 2 at ``[0, N)`` and 5 at ``[N, 2N)``; ``prunebench-make-c.json``
+records which severities (and the table, seed and corruptions) a folder holds.
+
+Reproducible byte for byte: image i at (corruption, severity) draws its random numbers from its
+own generator seeded with ``seed_for(seed, "make-c", corruption, severity, i)``, so the files do
+not depend on the chunk size and two runs give identical bytes.  Images are processed in
+chunks (memory bounded: one chunk of float images plus a memory-mapped output file).  Every
+file is written to a temporary name in the output folder and renamed into place
+(``os.replace``), so an interrupted run never leaves a partial file under a final name.  The
+sha256 of every file written is merged into ``prunebench-manifest.json`` (the format that
+``bench.files.verify_files`` checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.corruption_tables import (
+    ALL_CORRUPTIONS,
+    CIFAR10_C,
+    TABLES,
+    Constant,
+    table_named,
+)
+
+if TYPE_CHECKING:  # torch is imported lazily: `bench --help` must stay fast
+    import torch
+
+MANIFEST = "prunebench-manifest.json"  # same name as bench.files.LOCAL_MANIFEST
+PARAMETERS = "prunebench-make-c.json"
+SEVERITIES = (1, 2, 3, 4, 5)
+SEED_SCHEME = "seed_for(seed, 'make-c', corruption, severity, image_index)"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _replace(temporary: Path, path: Path) -> None:
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = _temporary(path)
+    try:
+        temporary.write_text(text)
+        _replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    temporary = _temporary(path)
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        _replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if str(images.dtype) != "torch.uint8" or images.dim() != 4:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
+
+
+def _label_array(labels: torch.Tensor, repeats: int) -> np.ndarray:
+    values = labels.long().numpy()
+    fits = values.size == 0 or (values.min() >= 0 and values.max() <= 255)
+    return np.tile(values.astype(np.uint8 if fits else np.int64), repeats)
+
+
+def _selection(
+    table: Mapping[str, Sequence[Constant]], corruptions: Sequence[str] | None, severities: Sequence[int]
+) -> tuple[list[str], list[int]]:
+    names = [n for n in ALL_CORRUPTIONS if n in table] + [n for n in table if n not in ALL_CORRUPTIONS]
+    if corruptions is not None:
+        unknown = [n for n in corruptions if n not in table]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; this table has: {', '.join(names)}")
+        names = list(dict.fromkeys(corruptions))
+    chosen = sorted({int(s) for s in severities})
+    if not chosen or any(s not in SEVERITIES for s in chosen):
+        raise ValueError(f"severities must be a non-empty subset of 1-5, got {tuple(severities)}")
+    return names, chosen
+
+
+def make_c(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    out_dir: str | Path,
+    table: Mapping[str, Sequence[Constant]] = CIFAR10_C,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    progress: bool = True,
+    chunk_size: int = 1000,
+) -> dict[str, str]:
+    """Write ``<corruption>.npy`` and ``labels.npy`` for uint8 NCHW ``images`` into ``out_dir``.
+
+    ``table`` maps corruption -> 5 per-severity constants (:mod:`bench.corruption_tables`);
+    ``corruptions`` None means every corruption of the table (official order).  Rows follow
+    the sorted requested ``severities`` (see the module notes).  Returns ``{file name: sha256}``
+    of the files written (also merged into ``prunebench-manifest.json``).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from bench.corruptions import corrupt, seed_for
+
+    images = torch.as_tensor(images)
+    labels = torch.as_tensor(labels)
+    _check_inputs(images, labels)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    names, chosen = _selection(table, corruptions, severities)
+    n, c, h, w = images.shape
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    written: dict[str, str] = {}
+    _write_npy(out / "labels.npy", _label_array(labels, len(chosen)))
+    written["labels.npy"] = _sha256(out / "labels.npy")
+
+    starts = range(0, n, chunk_size)
+    bar = tqdm(total=len(names) * len(chosen) * len(starts), desc="make-c", unit="chunk", disable=not progress)
+    try:
+        for name in names:
+            bar.set_description(f"make-c {name}")
+            path = out / f"{name}.npy"
+            temporary = _temporary(path)
+            try:
+                rows = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(chosen) * n, h, w, c))
+                for block, severity in enumerate(chosen):
+                    level = table[name][severity - 1]
+                    for start in starts:
+                        stop = min(start + chunk_size, n)
+                        seeds = [seed_for(seed, "make-c", name, severity, i) for i in range(start, stop)]
+                        corrupted = corrupt(images[start:stop], name, level, seeds)
+                        rows[block * n + start : block * n + stop] = corrupted.permute(0, 2, 3, 1).cpu().numpy()
+                        bar.update(1)
+                rows.flush()
+                del rows
+                _replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+            written[path.name] = _sha256(path)
+    finally:
+        bar.close()
+
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update(written)
+    _write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    table_name = next((key for key, value in TABLES.items() if value is table), "custom")
+    parameters: dict[str, Any] = {
+        "table": table_name,
+        "seed": int(seed),
+        "seed_scheme": SEED_SCHEME,
+        "severities": chosen,
+        "corruptions": names,
+        "images": n,
+        "image_shape": [h, w, c],
+        "labels_dtype": str(np.load(out / "labels.npy", mmap_mode="r").dtype),
+        "constants": {name: [table[name][s - 1] for s in chosen] for name in names},
+    }
+    _write_text(out / PARAMETERS, json.dumps(parameters, indent=1) + "\n")
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _name_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _severity_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"severities must be comma-separated integers 1-5, got {value!r}") from None
+
+
+def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
+    parser = subparsers.add_parser(
+        "make-c",
+        help="write a CIFAR-10-C-style corrupted copy of a dataset's test split (official .npy layout)",
+        description=(__doc__ or "").split("\n\n")[1],
+    )
+    parser.add_argument("--dataset", required=True, help="a registered dataset (its test split is corrupted)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--corruptions", type=_name_list, default=None, help="comma-separated (default: all 19)")
+    parser.add_argument("--severities", type=_severity_list, default=SEVERITIES, help="comma-separated, default 1,2,3,4,5")
+    parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
+    parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(data_command_fn=command_make_c)
+    return parser
+
+
+def command_make_c(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.data import load_dataset
+
+    bundle = load_dataset(args.dataset, args.seed)
+    test = bundle.test
+    images = getattr(test, "images", None)
+    if images is None:  # a lazily read test source
+        images = torch.cat([batch for batch, _ in test.batches(256)])
+    written = make_c(
+        images,
+        test.labels,
+        args.out,
+        table=table_named(args.table),
+        corruptions=args.corruptions,
+        severities=args.severities,
+        seed=args.seed,
+        progress=not args.quiet,
+        chunk_size=args.chunk_size,
+    )
+    for name in sorted(written):
+        print(args.out / name, file=sys.stderr)
+    print(f"wrote {len(written)} files for {len(images)} {args.dataset} test images to {args.out}")
+    return 0
