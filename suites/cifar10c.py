@@ -12,11 +12,13 @@ one written by `bench data make-c` (`$PRUNEBENCH_CIFAR10C` points to a folder el
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from bench.corruption_tables import CIFAR10_C
 from bench.data import DataBundle
+from bench.make_c import PARAMETERS
 from bench.files import (
     Archive,
     DataMissing,
@@ -42,6 +44,14 @@ def cifar10c_folder() -> Path:
     return Path(os.environ.get(FOLDER_ENV, data_root() / "CIFAR-10-C")).expanduser().resolve()
 
 
+def severity_blocks(folder: Path) -> dict[int, int]:
+    """Severity -> row block: the official files hold 1-5 in order; a `bench data make-c` folder
+    made for some severities holds those, in order (its prunebench-make-c.json says which)."""
+    parameters = folder / PARAMETERS
+    severities = json.loads(parameters.read_text())["severities"] if parameters.exists() else [1, 2, 3, 4, 5]
+    return {int(s): block for block, s in enumerate(severities)}
+
+
 class Cifar10C(Suite):
     name = "cifar10c"
     description = "official CIFAR-10-C .npy files, 19 corruptions x 5 severities (memory-mapped)"
@@ -60,11 +70,16 @@ class Cifar10C(Suite):
         if missing:
             raise DataMissing(f"{folder} lacks {', '.join(missing)} (select others with --corruptions)")
         hashes = verify_files(folder, local_manifest(folder, files), files)
+        blocks = severity_blocks(folder)
+        absent = sorted({s for _, s in pairs} - set(blocks))
+        if absent:
+            raise DataMissing(f"{folder} holds severities {sorted(blocks)} only, not {absent} (see --severities)")
         per_severity = len(data.test)
         out = []
         for corruption, severity in pairs:
+            block = blocks[severity]
             rows = NpyRows(str(folder / f"{corruption}.npy"), str(folder / "labels.npy"),
-                           (severity - 1) * per_severity, severity * per_severity,
+                           block * per_severity, (block + 1) * per_severity,
                            (hashes[f"{corruption}.npy"], hashes["labels.npy"]))
             out.append(TestDistribution(name=f"{self.name}/{corruption}/{severity}", suite=self.name, images=rows,
                                         corruption=corruption, severity=severity))

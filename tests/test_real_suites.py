@@ -212,3 +212,22 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
     # corruptions change images only: the masks of every test set are the clean ones
     for name, checksum in result.provenance.distribution_checksums.items():
         assert torch.equal(store.load_testset(checksum).labels, data.test.labels)
+
+
+def test_make_c_output_is_read_by_the_cifar10c_suite(cifar_root, tmp_path, capsys):
+    folder = cifar_root / "CIFAR-10-C"
+    assert main(["data", "make-c", "--dataset", "cifar10", "--out", str(folder), "--corruptions", "fog,pixelate",
+                 "--severities", "2,4", "--quiet"]) == 0
+    out = tmp_path / "results"
+    args = ["run", "--suite", "cifar10c", "--corruptions", "fog,pixelate", "--severities", "4", "--out", str(out), *FAST]
+    assert main(args) == 0
+    result = load_result(next(out.glob("*.json")))
+    assert [d.name for d in result.distributions] == ["cifar10/clean", "cifar10c/fog/4", "cifar10c/pixelate/4"]
+    # severity 4 is the second block of a folder made for severities 2 and 4
+    from bench.jobs import Store
+
+    rows = Store(out / ".cache").load_testset(result.provenance.distribution_checksums["cifar10c/fog/4"])
+    assert (rows.start, rows.stop) == (100, 200)
+    capsys.readouterr()
+    assert main([*args[:5], "--severities", "3", "--out", str(out), *FAST]) == 2
+    assert "severities [2, 4] only" in capsys.readouterr().err
