@@ -1,5 +1,6 @@
 """Figures from result files alone: accuracy vs prune ratio, prune potential per distribution,
-Δ excess error vs prune ratio with a regression through the origin.
+Δ excess error vs prune ratio with a regression through the origin; and from `bench analyze`
+report files: similarity to the parent vs noise level ε, and the informative-features matrix.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot), so it never touches the caller's
 global backend or figure registry. Every figure is written as PNG and PDF.
@@ -9,16 +10,26 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from statistics import fmean
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.schema import PARENT, Distribution, PrunerMetrics, RunResult
-from bench.uncertainty import ReplicateKey, group_replicates, pruner_steps, replicate_metrics, replicates
+from bench.uncertainty import (
+    ReplicateKey,
+    group_replicates,
+    pruner_steps,
+    replicate_metrics,
+    replicates,
+)
+
+if TYPE_CHECKING:
+    from bench.analysis import Report
 
 FORMATS = ("png", "pdf")
 PNG_DPI = 120
@@ -180,20 +191,34 @@ FIGURES: dict[str, Callable[[Sequence[RunResult]], Figure]] = {
 }
 
 
-def make_plots(results: Sequence[RunResult], out_dir: Path) -> list[Path]:
-    """Every figure for every replicate group (protocol and suites) of `results`; returns the files.
+def make_plots(results: Sequence[RunResult], out_dir: Path, reports: Mapping[str, Report] | None = None) -> list[Path]:
+    """Every figure for every replicate group (protocol and suites) of `results`, and one figure per
+    analysis report (`bench.analysis.load_reports`: name -> report); returns the files.
 
-    Files are named `<dataset>-<model>-<suites>-<protocol>-<figure>.{png,pdf}`.
+    Result figures are named `<dataset>-<model>-<suites>-<protocol>-<figure>.{png,pdf}`, report
+    figures after the report, e.g. `<result stem>.similarity.{png,pdf}` (similarity to the parent
+    vs ε) and `<result stem>.features.{png,pdf}` (informative-features matrix).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     used: set[str] = set()
-    for key, members in group_replicates(results).items():
-        slug = base = _slug(key)
-        while slug in used:  # names that only differ in characters the slug replaced
+
+    def unique(base: str) -> str:  # names that only differ in characters the slug replaced
+        slug = base
+        while slug in used:
             slug = f"{base}-{len(used)}"
         used.add(slug)
+        return slug
+
+    for key, members in group_replicates(results).items():
+        slug = unique(_slug(key))
         for name, build in FIGURES.items():
             paths += save_figure(build(members), out_dir / f"{slug}-{name}")
+    if reports:
+        from bench.analysis import report_figure  # bench.analysis imports this module
+
+        for name, report in sorted(reports.items()):
+            stem = unique(re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip(".")[-120:] or "report")
+            paths += save_figure(report_figure(report), out_dir / stem)
     return paths

@@ -99,6 +99,10 @@ def load_result(path: Path) -> RunResult:
     return parse_result(text, str(path))
 
 
+# `bench analyze` reports (bench/analysis.py) are JSON too, but not result files
+ANALYSIS_REPORT_SUFFIXES = (".similarity.json", ".features.json")
+
+
 def find_result_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -107,4 +111,5 @@ def find_result_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob(f"*{RESULT_SUFFIX}")
         if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.endswith(ANALYSIS_REPORT_SUFFIXES)
     )

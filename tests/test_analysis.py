@@ -13,20 +13,24 @@ from bench.analysis import (
     NOISE_MODEL,
     AnalysisNetwork,
     RunNetworks,
+    SimilarityReport,
     control_spec,
     features_analysis,
     features_table,
     functional_similarity,
     informative_features,
+    load_report,
     load_run_networks,
+    report_path,
     save_features_plot,
     save_similarity_plot,
     similarity_analysis,
     similarity_table,
 )
+from bench.cli import main
 from bench.jobs import job_environment, spec_key
 from bench.recipes import DIGITS_TRAIN
-from bench.results import load_result
+from bench.results import find_result_files, load_result
 from bench.runner import run
 from bench.schema import PARENT, RunConfig
 
@@ -132,18 +136,58 @@ def test_similarity_is_deterministic_and_independent_of_batch_size(networks):
     assert noisy != [c.softmax_l2 for c in other.cells if c.epsilon > 0]
 
 
-def test_parents_pixels_are_most_informative_for_itself(result_path, networks, tmp_path):
+def test_analyze_saves_its_reports_and_bench_plot_plots_them(result_path, capsys, tmp_path):
+    assert main(["analyze", "similarity", str(result_path), "--images", "40", "--draws", "1"]) == 0
+    saved = report_path(result_path, "similarity")
+    assert saved == result_path.parent / "analysis" / f"{result_path.stem}.similarity.json"
+    assert f"wrote {saved}" in capsys.readouterr().err
+    report = load_report(saved)
+    assert isinstance(report, SimilarityReport)
+    assert report == similarity_analysis(result_path, draws=1, n_images=40)  # deterministic, validated round trip
+    assert report.networks[-1] == CONTROL and report.n_images == 40 and report.draws == 1
+    assert find_result_files(result_path.parent) == [result_path]  # not taken for a result file
+
+    other = tmp_path / "elsewhere.json"
+    assert main(["analyze", "similarity", str(result_path), "--images", "8", "--draws", "1", "--json", str(other)]) == 0
+    assert load_report(other).n_images == 8 and load_report(saved) == report
+    assert main(["analyze", "features", str(result_path), "--images", "10"]) == 0
+    assert load_report(report_path(result_path, "features")).n_images == 10
+    capsys.readouterr()
+
+    assert main(["plot", str(result_path.parent), "-o", str(tmp_path / "plots")]) == 0
+    written = {Path(p).name for p in capsys.readouterr().out.split()}
+    for suffix in (".png", ".pdf"):
+        assert f"{result_path.stem}.similarity{suffix}" in written
+        assert f"{result_path.stem}.features{suffix}" in written
+        assert (tmp_path / "plots" / f"{result_path.stem}.similarity{suffix}").read_bytes().startswith(MAGIC[suffix])
+        assert any(name.endswith(f"-potential{suffix}") for name in written)
+
+
+def test_own_pixels_maximise_own_confidence(result_path, networks, tmp_path):
     report = features_analysis(result_path, n_images=60)
     n = len(networks.networks)
     matrix = np.array(report.matrix)
     assert matrix.shape == (n, n) and report.n_images == 60 and report.kept_pixels == 102
     assert ((0.0 <= matrix) & (matrix <= 1.0)).all()
-    assert matrix[0, 0] == matrix[0].max(), "row: the parent's pixels inform no network more than the parent"
-    assert matrix[0, 0] == matrix[:, 0].max(), "column: no network's pixels inform the parent more than its own"
+    # By construction (multistart; selection and matrix share their forward passes), for every
+    # network: no other network's pixels inform it more than its own.
+    for e in range(n):
+        assert matrix[e, e] == matrix[:, e].max(), f"column {e}: another mask informs {report.networks[e]} more"
+    # The parent's row compares different networks' confidences, which no pixel search can order
+    # (see bench.analysis). Over 15 briefly trained seeds the parent beat the 90 %-pruned network
+    # and the control on its own pixels by >= 37 points every time, the 50 %-pruned one (nearly the
+    # parent, retrained once more) only in 11 of 15.
+    parent, heavy, control = matrix[0, 0], matrix[0, 2], matrix[0, n - 1]
+    assert parent > heavy + 0.2 and parent > control + 0.2, "row: the parent's pixels inform it most"
+    # The acceptance property itself holds for this fixture (deterministic: fixed seeds and threads),
+    # by 2.4 points over the 50 % network; if a training change flips it, see the sweep above.
+    assert matrix[0, 0] == matrix[0].max(), "the parent's row: its own pixels inform it most"
+    assert report.multistart and len(report.adopted) == n and 0 < max(report.adopted) < 1
     assert "pixels of" in features_table(report)
     with job_environment(networks.result.config):
         one_shot = informative_features(networks.networks[:2], networks.data, small_test(networks, 16),
-                                        saliency="gradient")
+                                        saliency="gradient", multistart=False)
     assert np.array(one_shot.matrix).shape == (2, 2) and one_shot.saliency == "gradient"
+    assert one_shot.adopted == [0.0, 0.0]
     for path in save_features_plot(report, tmp_path / "features"):
         assert path.read_bytes().startswith(MAGIC[path.suffix])
