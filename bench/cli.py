@@ -11,8 +11,41 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
-DEFAULT_SUITES = ("noise", "digits-c")
+DEFAULT_SUITES = {"digits": ("noise", "digits-c"), "cifar10": ("cifar10.1", "cifar10c"), "imagenet": ("imagenetc",),
+                  "voc": ("voc-c",)}
+DEFAULT_MODELS = {"digits": "digits_cnn", "cifar10": "resnet20_cifar", "imagenet": "resnet18",
+                  "voc": "deeplabv3_resnet50"}
 DEFAULT_RATIOS = "geom:0.3:0.95:6"
+
+
+def corruption_names(value: str) -> tuple[str, ...]:
+    """Comma-separated corruption names; `mix1` / `mix2` expand to the paper's two groups."""
+    from bench.corruption_tables import MIX1, MIX2
+
+    groups = {"mix1": MIX1, "mix2": MIX2}
+    return tuple(dict.fromkeys(n for part in names(value) for n in groups.get(part.lower(), (part,))))
+
+
+def severity_list(value: str) -> tuple[int, ...]:
+    try:
+        severities = tuple(sorted({int(part) for part in names(value)}))
+    except ValueError:
+        severities = ()
+    if not severities or not all(1 <= s <= 5 for s in severities):
+        raise argparse.ArgumentTypeError(f"bad severities {value!r}: use integers 1-5, e.g. 3 or 1,3,5")
+    return severities
+
+
+def choose_dataset(dataset: str | None, suites: tuple[str, ...] | None) -> str:
+    """--dataset, else the one dataset the chosen suites are defined for, else digits."""
+    if dataset is not None or not suites:
+        return dataset or "digits"
+    from bench.runner import load_suite
+
+    needed = {load_suite(name).datasets for name in suites} - {None}
+    if len(needed) > 1:
+        raise ValueError(f"suites {', '.join(suites)} need different datasets ({sorted(needed)}); run them separately")
+    return needed.pop()[0] if needed else "digits"
 
 
 def parse_ratios(spec: str) -> tuple[float, ...]:
@@ -47,10 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
-    run.add_argument("--dataset", default="digits")
-    run.add_argument("--model", default="digits_cnn", help="a registered model or any timm model name")
+    run.add_argument("--dataset", default=None,
+                     help="digits (default), cifar10, imagenet, voc; implied by the suites when they need one")
+    run.add_argument("--model", default=None, help="a registered model or any timm model name "
+                     f"(default per dataset: {', '.join(f'{k}: {v}' for k, v in DEFAULT_MODELS.items())})")
+    run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")
     run.add_argument("--pruner", type=names, default=DEFAULT_PRUNERS, help="comma-separated pruner names")
-    run.add_argument("--suite", type=names, default=DEFAULT_SUITES, help="comma-separated suite names")
+    run.add_argument("--suite", type=names, default=None, help="comma-separated suite names (default per dataset: "
+                     + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_SUITES.items()) + ")")
+    run.add_argument("--corruptions", type=corruption_names, default=None,
+                     help="evaluate only these corruptions of the suites (names, or mix1 / mix2)")
+    run.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities, e.g. 3 or 1,3,5")
+    run.add_argument("--train-corruptions", type=corruption_names, default=(),
+                     help="Mix training: (re)train with these corruptions as augmentation, e.g. mix1 (CIFAR-10-C constants)")
+    run.add_argument("--per-class", type=int, default=None, help="class-balanced subset of K images per class (imagenet)")
+    run.add_argument("--image-size", type=int, default=None, help="segmentation crop S (voc; default 513)")
+    run.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
+    run.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
     run.add_argument("--ratios", type=parse_ratios, default=parse_ratios(DEFAULT_RATIOS), help=f"default {DEFAULT_RATIOS}")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
@@ -60,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
     run.add_argument("--threads", type=int, default=2, help="CPU threads per job (part of the numerics; recorded)")
+    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evaluation precision (bf16 autocast)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument("--workers", type=int, default=1, help="parallel jobs (local process pool, or Ray CPUs)")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
@@ -67,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
+
+    from bench.make_c import add_make_c_parser
+
+    data = sub.add_parser("data", help="prepare data: corrupted test sets in the official layout")
+    add_make_c_parser(data.add_subparsers(dest="data_command", required=True))
 
     board = sub.add_parser("leaderboard", help="validate result files and print the markdown leaderboard")
     board.add_argument("folder", type=Path, nargs="?", default=Path("results"))
@@ -77,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check result files (schema, hits, integrity, derived metrics)")
     validate.add_argument("files", type=Path, nargs="+")
 
-    plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files")
+    plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files, "
+                          "similarity and features plots from the analysis reports under the folder")
     plot.add_argument("folder", type=Path, nargs="?", default=Path("results"))
     plot.add_argument("--output", "-o", type=Path, default=Path("plots"), help="folder for the PNG and PDF files")
     analyze = sub.add_parser("analyze", help="analyses of a finished run beyond test accuracy")
@@ -89,14 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub_analysis.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
         sub_analysis.add_argument("--images", type=int, default=None, help="number of test images (default: all / 200)")
         sub_analysis.add_argument("--plot", type=Path, default=None, help="also save PNG+PDF with this path stem")
-        sub_analysis.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+        sub_analysis.add_argument("--json", type=Path, default=None, help="where to write the report (default: "
+                                  f"<result folder>/analysis/<result stem>.{name}.json, which bench plot reads)")
     analyses.choices["similarity"].add_argument("--draws", type=int, default=20, help="noise draws per image")
+
+    compress = sub.add_parser("compress", help="physically remove the pruned channels of a run's structured "
+                              "networks; params, MACs and latency, masked vs compressed")
+    compress.add_argument("result", type=Path, help="a result file written by bench run")
+    compress.add_argument("--pruner", type=names, default=None,
+                          help="comma-separated structured pruners (default: every structured pruner of the run)")
+    compress.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
+    compress.add_argument("--batch", type=int, default=64, help="batch size of the latency measurement")
+    compress.add_argument("--repeats", type=int, default=20, help="timed forwards per network (median)")
+    compress.add_argument("--warmup", type=int, default=5, help="untimed forwards per network first")
+    compress.add_argument("--threads", type=int, default=None, help="CPU threads (default: the run's)")
+    compress.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     return parser
 
 
 def command_analyze(args: argparse.Namespace) -> int:
     from bench import analysis
-    from bench.results import atomic_write_text
 
     if args.analysis == "similarity":
         report = analysis.similarity_analysis(args.result, args.cache, draws=args.draws, n_images=args.images,
@@ -110,28 +175,61 @@ def command_analyze(args: argparse.Namespace) -> int:
     if args.plot:
         for path in save_plot(report, args.plot):
             print(path, file=sys.stderr)
+    path = analysis.save_report(report, args.json or analysis.report_path(args.result, args.analysis))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def command_compress(args: argparse.Namespace) -> int:
+    from bench.compress import compress_run, compression_table
+    from bench.results import atomic_write_text
+
+    report = compress_run(args.result, args.cache, pruners=args.pruner, batch=args.batch, warmup=args.warmup,
+                          repeats=args.repeats, threads=args.threads, progress=True)
+    print(compression_table(report))
     if args.json:
         atomic_write_text(args.json, report.model_dump_json(indent=1))
+    if not report.exact:
+        print(f"bench compress: error: compressed outputs differ from the masked ones by more than "
+              f"{report.tolerance:g}", file=sys.stderr)
+        return 1
     return 0
 
 
 def command_run(args: argparse.Namespace) -> int:
     from bench.executors import make_executor
+    from bench.files import DATA_ENV, DOWNLOAD_ENV
     from bench.recipes import default_recipes
     from bench.runner import run
     from bench.schema import RunConfig
     from leaderboard import build_leaderboard
 
-    train, retrain = default_recipes(args.dataset, args.model)
+    if args.data_dir is not None:
+        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())  # inherited by worker processes
+    if args.download:
+        os.environ[DOWNLOAD_ENV] = "1"
+    dataset = choose_dataset(args.dataset, args.suite)
+    suites = args.suite if args.suite is not None else DEFAULT_SUITES.get(dataset, ())
+    model = args.model or DEFAULT_MODELS.get(dataset, "resnet18")
+    train, retrain = default_recipes(dataset, model)
     if args.epochs is not None:
         train = train.model_copy(update={"epochs": args.epochs})
     if args.retrain_epochs is not None:
         retrain = retrain.model_copy(update={"epochs": args.retrain_epochs})
+    if args.train_corruptions:
+        mix = {"corruption_mix": args.train_corruptions, "corruption_table": "cifar10-c" if dataset in ("cifar10", "digits") else "imagenet-c"}
+        train, retrain = train.model_copy(update=mix), retrain.model_copy(update=mix)
     config = RunConfig(
-        dataset=args.dataset,
-        model=args.model,
+        dataset=dataset,
+        model=model,
         pruners=args.pruner,
-        suites=args.suite,
+        suites=suites,
+        pretrained=args.pretrained,
+        per_class=args.per_class,
+        image_size=args.image_size,
+        corruptions=args.corruptions,
+        severities=args.severities,
+        precision=args.precision,
         target_ratios=args.ratios,
         train=train,
         retrain=retrain,
@@ -159,7 +257,10 @@ def command_list(_: argparse.Namespace) -> int:
     print("pruners: " + ", ".join(registry.available(registry.PRUNER_GROUP)))
     print("suites:  " + ", ".join(registry.available(registry.SUITE_GROUP)))
     print("datasets: " + ", ".join(sorted(DATASETS)))
+    from bench.segmentation import SEGMENTATION_MODELS
+
     print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")
+    print("segmentation models: " + ", ".join(SEGMENTATION_MODELS))
     return 0
 
 
@@ -186,34 +287,45 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
+    from bench.analysis import load_reports
     from bench.plots import make_plots
     from bench.results import ResultFileError, find_result_files, load_result
 
     results = [load_result(path) for path in find_result_files(args.folder)]
-    if not results:
-        raise ResultFileError(f"{args.folder}: no result files to plot")
-    for path in make_plots(results, args.output):
+    reports = load_reports(args.folder)
+    if not results and not reports:
+        raise ResultFileError(f"{args.folder}: no result files or analysis reports to plot")
+    for path in make_plots(results, args.output, reports):
         print(path)
     return 0
 
 
+def command_data(args: argparse.Namespace) -> int:
+    return args.data_command_fn(args)
+
+
 COMMANDS = {
     "run": command_run,
+    "data": command_data,
     "list": command_list,
     "leaderboard": command_leaderboard,
     "validate": command_validate,
     "plot": command_plot,
     "analyze": command_analyze,
+    "compress": command_compress,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on hub retries without network
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if not getattr(args, "pretrained", False):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on hub retries without network
+    from bench.files import DataMissing
+
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, LookupError) as exc:  # bad input: one clear line, no traceback
+    except (ValueError, LookupError, DataMissing) as exc:  # bad input or missing data: one clear line
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -33,7 +33,14 @@ from bench import registry
 from bench.data import DataBundle, ImageSet, TestSource, load_dataset
 from bench.files import source_from_reference
 from bench.models import create_model
-from bench.pruning import PruneContext, Pruner, classifier_name, count_nonzero, current_masks, prune_to_ratio
+from bench.pruning import (
+    PruneContext,
+    Pruner,
+    classifier_name,
+    count_nonzero,
+    current_masks,
+    prune_to_ratio,
+)
 from bench.results import atomic_write_text
 from bench.schema import RunConfig
 from bench.training import evaluate, train

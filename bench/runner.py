@@ -9,10 +9,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-
 from bench import registry
 from bench.data import DataBundle, load_dataset
-from bench.metrics import derive
 from bench.executors import Executor, LocalExecutor
 from bench.jobs import (
     NetworkRef,
@@ -24,6 +22,7 @@ from bench.jobs import (
     run_parent_job,
     spec_key,
 )
+from bench.metrics import derive
 from bench.pruning import Pruner
 from bench.results import save_result
 from bench.schema import Distribution, NetworkResult, Provenance, RunConfig, RunResult
@@ -64,7 +63,7 @@ def package_versions(config: RunConfig) -> dict[str, str]:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -193,5 +192,6 @@ def run(
         distributions=described,
         networks=cells,
         derived=derive(described, cells, config.delta),
+        metric="miou" if data.task == "segmentation" else "top1",
     )
     return save_result(result, result_path(config, out_dir))

@@ -169,6 +169,7 @@ class RunResult(Strict):
     distributions: list[Distribution]
     networks: list[NetworkResult]
     derived: Derived
+    metric: Literal["top1", "miou"] = "top1"  # what networks[*].accuracy holds; error = 1 - metric
     integrity: str = ""  # sha256 of the canonical JSON of everything else, set on save
 
     @model_validator(mode="after")

@@ -170,6 +170,7 @@ def protocol_line(result: RunResult) -> str:
     return (
         f"ratios [{ratios}]; parent {cfg.train.epochs} epochs, retrain {cfg.retrain.epochs} epochs per step; "
         f"delta = {100 * cfg.delta:g} %; {len(result.distributions) - 1} shifted test sets"
+        + ("; error = 1 - mIoU (dataset-level)" if result.metric == "miou" else "")
     )
 
 

@@ -9,7 +9,14 @@ later runs refuse files that differ. Same normalisation as CIFAR-10 (the network
 from __future__ import annotations
 
 from bench.data import DataBundle
-from bench.files import DataMissing, NpyRows, data_root, download_allowed, local_manifest, verify_files
+from bench.files import (
+    DataMissing,
+    NpyRows,
+    data_root,
+    download_allowed,
+    local_manifest,
+    verify_files,
+)
 from bench.suite import Suite, TestDistribution
 
 URL = "https://github.com/modestyachts/CIFAR-10.1/raw/master/datasets/"

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from bench.corruption_tables import CIFAR10_C
 from bench.data import DataBundle
-from bench.make_c import PARAMETERS
 from bench.files import (
     Archive,
     DataMissing,
@@ -28,6 +27,7 @@ from bench.files import (
     local_manifest,
     verify_files,
 )
+from bench.make_c import PARAMETERS
 from bench.suite import Suite, TestDistribution
 
 ARCHIVE = Archive(

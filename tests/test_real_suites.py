@@ -11,11 +11,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from bench.cli import main
-from bench.data import load_cifar10
-from bench.files import DATA_ENV, DataMissing, NpyRows, sha256_file
-from bench.results import load_result
 from formats import (
     patch_cifar10_md5,
     write_cifar10,
@@ -24,6 +19,11 @@ from formats import (
     write_imagenet,
     write_imagenet_c,
 )
+
+from bench.cli import main
+from bench.data import load_cifar10
+from bench.files import DATA_ENV, DataMissing, NpyRows, sha256_file
+from bench.results import load_result
 
 FAST = ["--pruner", "wt", "--ratios", "0.5", "--epochs", "2", "--retrain-epochs", "1", "--quiet"]
 
@@ -195,7 +195,7 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
             "--epochs", "6", "--retrain-epochs", "1", "--out", str(out), "--quiet"]
     assert main(args) == 0
     result = load_result(next(out.glob("*.json")))
-    assert result.config.dataset == "voc"
+    assert result.config.dataset == "voc" and result.metric == "miou"
     assert [d.name for d in result.distributions] == ["voc/clean", "voc-c/gaussian_noise/2", "voc-c/defocus_blur/2"]
     assert all(not net.hits for net in result.networks)  # mIoU is not a mean over images
     # each stored score is the mIoU of the one dataset-level confusion matrix of its evaluation
