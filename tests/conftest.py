@@ -15,6 +15,17 @@ from bench.training import train
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread, for tests of many small ops: on a busy 2-core machine a second thread
+    makes them up to 100x slower (OpenMP spin-waits). Results do not depend on it.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits() -> DataBundle:
     return load_digits(seed=0)

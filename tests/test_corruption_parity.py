@@ -54,14 +54,7 @@ NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 STRUCTURED = ("glass_blur", "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: these are many small ops, and on a busy 2-core machine a second
-    thread makes them up to 100x slower (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def natural_images(n: int = 4, height: int = 32, width: int = 40, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import colorsys
 import io
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,14 +27,7 @@ MONOTONE = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: these are many small ops, and on a busy 2-core machine a second
-    thread makes them up to 100x slower (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def natural_images(n: int = 12, size: int = 32, channels: int = 3, seed: int = 0) -> torch.Tensor:

@@ -190,15 +190,6 @@ def test_deeplabv3_resnet50_builds_offline_and_keeps_resolution():
     assert set(train_out) == {"out", "aux"} and train_out["aux"].shape == (2, 21, 64, 64)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions: one thread avoids OpenMP spin-wait slowdowns on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_few_training_steps_reduce_the_loss(voc, one_thread):
     root, _ = voc
     pairs = list(iter_pairs(open_voc(root, "train")))
