@@ -106,7 +106,7 @@ def main() -> str:
     print()
     print(markdown_table(
         ["pruner", "measured ratio %", "params dense", "params compr.", "MACs dense", "MACs compr.",
-         "latency dense ms", "latency compr. ms", "speedup", "MACs ratio", "scatters", "max |Δ logit|"],
+         "latency dense ms", "latency compr. ms", "speedup", "MACs ratio", "scatters", "max abs Δ logit"],
         rows,
     ))
     print(f"(batch {args.batch}, float32, channels_last, {args.threads} threads, median of {args.repeats} "

@@ -1,0 +1,1056 @@
+"""Real compression of structured-pruned networks: physically remove dead channels.
+
+Pruners mask: a pruned filter is a zeroed weight row, and the network keeps its shape. This
+module rewrites a masked network (traced with torch.fx) into a smaller one with the same
+function, and measures params, MACs and latency of both.
+
+**Which channels are removed.** Every tensor with a channel axis (dim 1) is analysed per channel:
+
+* *needed* (backward pass from the outputs): a channel is needed when some consumer reads it: a
+  conv/linear whose weight on it is nonzero in a needed output row, an elementwise op or pool
+  whose output channel is needed, either operand of a needed sum, or anything the analysis does
+  not understand (a *barrier*: reshapes, concatenations, ...; it reads all channels);
+* *constant* (forward pass): a channel is constant when its value is the same at every position
+  and for every input, and known: a conv/linear output whose nonzero weights read only constant
+  channels (the output is then bias + sum of constants, provided the conv has no zero padding or
+  the constants it reads are 0; a zero-padded conv reading a nonzero constant gives a
+  border-dependent map, which is *not* constant), and BatchNorm / activations / pools /
+  channel-only slicing and padding of a constant, the sum of two constants, the zero channels
+  that option-A shortcuts pad in.
+
+A channel is **kept** (computed in the compressed net) iff it is needed and not constant; all
+others are removed. Unneeded channels are dropped outright. A needed constant channel k is folded
+into every consumer exactly:
+
+* a linear or unpadded conv adds k * sum(W[:, c]) to its bias;
+* a zero-padded conv adds the interior value k * sum(W[:, c]) to its bias and corrects its
+  border rows/columns, where some kernel taps fall on the padding, by - k * sum(W[:, c] over
+  those taps) (`CompressedConv2d.border`, (C_out, kh, kw) per layer, resolution-independent);
+* a residual sum with a kept partner channel adds k to it (`AddChannels`);
+* BatchNorm (eval), activations, pools and channel-only slicing/padding map it to another
+  known constant, computed by running the original op on the constants.
+
+So FT's zeroed filters (whose BatchNorm shift still makes them output relu(beta') != 0) are
+removed together with the consumers' input columns, and PFP's pruned input channels remove their
+producing filters. Residual streams keep their width where any block writes to a channel;
+a consumer that reads only part of a kept tensor gathers its channels first (`in_index`) when
+that drops at least `MIN_GATHER_FRACTION` of them (else it keeps zero weight columns: a gather
+copies the input), and a sum whose operands keep different channels scatters one into the other.
+Outputs, and the inputs of barriers, are restored to their full width (constants filled in).
+A module with parameters or buffers called at several places of the graph is a barrier too.
+
+Exactness: every rewrite is an algebraic identity on the masked network in eval mode (BatchNorm
+uses running statistics); only float rounding differs (the test asserts 1e-5 on the logits).
+The compressed network is for inference: BatchNorm keeps its running statistics but the
+structure no longer matches the parent's state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+__all__ = [
+    "MIN_GATHER_FRACTION",
+    "TOLERANCE",
+    "AddChannels",
+    "CompressedConv2d",
+    "CompressedLinear",
+    "CompressionReport",
+    "ExpandChannels",
+    "LayerChange",
+    "Measurement",
+    "NetworkCompression",
+    "RunCompression",
+    "compare",
+    "compress",
+    "compress_run",
+    "compression_table",
+    "count_macs",
+    "count_params",
+    "max_abs_diff",
+    "measure",
+]
+
+TOLERANCE = 1e-5  # max abs logit difference accepted between masked and compressed nets
+# a gather copies its input (~1/4 of a 16->16 3x3 conv's time at 32x32 on CPU, channels_last), so
+# a layer gathers only when it drops at least this fraction of its kept input's channels
+MIN_GATHER_FRACTION = 0.25
+
+_ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
+)
+_ELEMENTWISE_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish, F.elu, torch.sigmoid,
+    torch.tanh, F.sigmoid, F.tanh,
+}
+_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+_SCALAR_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul}
+_POOL_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+_PAD_FUNCTIONS = {F.pad, torch._C._nn.pad}
+_ADD_FUNCTIONS = {operator.add, torch.add}
+_FLATTEN_FUNCTIONS = {torch.flatten}
+
+
+# ---- compressed building blocks ----------------------------------------------------------------
+
+
+def _is_nhwc(x: torch.Tensor) -> bool:
+    """A 4-D tensor stored channels_last (and not also plain contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _rows(x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """`x` with channels on dim 1 for index ops: the (N*H*W, C) view when `like` (default `x`) is
+    channels_last (a view of `x` if `x` is; index ops on it keep the memory format and run ~2x
+    faster than on the permuted 4-D view), else `x` itself."""
+    if _is_nhwc(x if like is None else like):
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    return x
+
+
+def gather_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    if _is_nhwc(x):
+        n, _, h, w = x.shape
+        return _rows(x).index_select(1, index).view(n, h, w, -1).permute(0, 3, 1, 2)
+    return x.index_select(1, index)
+
+
+def _new_like(x: torch.Tensor, channels: int) -> torch.Tensor:
+    shape = (x.shape[0], channels, *x.shape[2:])
+    fmt = torch.channels_last if _is_nhwc(x) else torch.contiguous_format
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def _broadcast(vector: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return vector.view(1, -1, *([1] * (like.dim() - 2)))
+
+
+class CompressedConv2d(nn.Conv2d):
+    """A Conv2d over a subset of its input's channels (`in_index`, gathered first) whose bias
+    holds folded constant input channels, plus their border correction where the zero padding
+    hides some kernel taps (`border`: the constants' contribution per tap, (C_out, kh, kw))."""
+
+    def __init__(self, *args: Any, in_index: torch.Tensor | None = None, border: torch.Tensor | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("in_index", in_index)
+        self.register_buffer("border", border)
+        self._corrections: dict[tuple[Any, ...], list[tuple[tuple[slice, slice], torch.Tensor]]] = {}
+
+    def _border_patches(self, h: int, w: int, ref: torch.Tensor) -> list[tuple[tuple[slice, slice], torch.Tensor]]:
+        """(row slice, column slice) -> correction, for the border rows and columns of the output."""
+        key = (h, w, ref.device, ref.dtype)
+        if key not in self._corrections:
+            assert self.border is not None
+            valid = []
+            for size, k, s, p, d in zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation):
+                out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+                pos = torch.arange(out)[:, None] * s - p + torch.arange(k)[None, :] * d
+                valid.append((pos >= 0) & (pos < size))  # (out, k): tap inside the image
+            rows, cols = valid
+            invalid = ~(rows[:, None, :, None] & cols[None, :, None, :])  # (ho, wo, kh, kw)
+            correction = -torch.einsum("ijkl,okl->oij", invalid.double(), self.border.double())
+            ho, wo = correction.shape[1:]
+
+            def edges(v: torch.Tensor, n: int) -> tuple[int, int]:
+                bad = (~v.all(1)).tolist()
+                top = next((i for i, b in enumerate(bad) if not b), n)
+                bottom = next((i for i, b in enumerate(reversed(bad)) if not b), n)
+                return top, bottom
+
+            top, bottom = edges(rows, ho)
+            left, right = edges(cols, wo)
+            if top + bottom >= ho or left + right >= wo:
+                regions = [(slice(0, ho), slice(0, wo))]
+            else:
+                mid = slice(top, ho - bottom)
+                regions = [(slice(0, top), slice(0, wo)), (slice(ho - bottom, ho), slice(0, wo)),
+                           (mid, slice(0, left)), (mid, slice(wo - right, wo))]
+            patches = []
+            for r, c in regions:
+                if r.stop > r.start and c.stop > c.start:
+                    patches.append(((r, c), correction[:, r, c].to(ref.dtype).to(ref.device).unsqueeze(0)))
+            self._corrections[key] = patches
+        return self._corrections[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_index is not None:
+            x = gather_channels(x, self.in_index)
+        out = self._conv_forward(x, self.weight, self.bias)
+        if self.border is not None:
+            for (r, c), patch in self._border_patches(x.shape[2], x.shape[3], out):
+                out[:, :, r, c] += patch
+        return out
+
+
+class CompressedLinear(nn.Linear):
+    """A Linear over a subset of its input features (`in_index`); folded constants in the bias."""
+
+    def __init__(self, *args: Any, in_index: torch.Tensor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("in_index", in_index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_index is not None:
+            x = x.index_select(1, self.in_index)
+        return super().forward(x)
+
+
+class ExpandChannels(nn.Module):
+    """Scatter a compact tensor into `width` channels at `index`, the others set to `fill`."""
+
+    def __init__(self, index: torch.Tensor, fill: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("index", index)
+        self.register_buffer("fill", fill)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _new_like(x, self.fill.numel())
+        out.copy_(_broadcast(self.fill, out).expand_as(out))
+        _rows(out).index_copy_(1, self.index, _rows(x, like=out))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.index.numel()} -> {self.fill.numel()} channels"
+
+
+class AddChannels(nn.Module):
+    """a + b for compact operands: each scattered to the `width` channels of the sum (index
+    None: it already has them), plus `const` (constant channels of one operand whose partner
+    channel is kept)."""
+
+    def __init__(self, width: int, index_a: torch.Tensor | None, index_b: torch.Tensor | None,
+                 const: torch.Tensor | None) -> None:
+        super().__init__()
+        self.width = width
+        self.register_buffer("index_a", index_a)
+        self.register_buffer("index_b", index_b)
+        self.register_buffer("const", const)
+
+    @staticmethod
+    def _add_into(out: torch.Tensor, index: torch.Tensor, x: torch.Tensor) -> None:
+        _rows(out).index_add_(1, index, _rows(x, like=out))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.index_a is None and self.index_b is None:
+            out = a + b
+        elif self.index_a is None or self.index_b is None:
+            full, part, index = (a, b, self.index_b) if self.index_a is None else (b, a, self.index_a)
+            out = full.clone(memory_format=torch.preserve_format)
+            self._add_into(out, index, part)
+        else:
+            out = _new_like(a, self.width).zero_()
+            self._add_into(out, self.index_a, a)
+            self._add_into(out, self.index_b, b)
+        if self.const is not None:
+            out.add_(_broadcast(self.const, out))
+        return out
+
+    def extra_repr(self) -> str:
+        def n(index: torch.Tensor | None) -> str:
+            return "all" if index is None else str(index.numel())
+
+        return f"width={self.width}, a={n(self.index_a)}, b={n(self.index_b)}"
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """One conv/linear of the masked net and what compression made of it."""
+
+    name: str
+    in_channels: tuple[int, int]  # before, after
+    out_channels: tuple[int, int]
+    folded_inputs: int  # constant (nonzero) input channels folded into the bias
+    border_correction: bool  # a folded constant meets zero padding
+    gathered: bool  # reads a subset of its (kept) input's channels
+    unread_inputs: int  # kept input channels with all-zero weights (cheaper than a gather)
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    layers: list[LayerChange]
+    params_before: int
+    params_after: int
+    scatters: int  # ExpandChannels / AddChannels modules with a scatter (residual sums, outputs)
+    barriers: list[str] = field(default_factory=list)  # nodes the analysis treated as reading everything
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- analysis and rewrite ---------------------------------------------------------------------
+
+
+@dataclass
+class _Info:
+    """A tensor of the new graph: `node` holds channels `kept` (sorted, original numbering) of a
+    `const.numel()`-channel tensor; the others are constant `const` (0 where unneeded)."""
+
+    node: fx.Node
+    kept: torch.Tensor
+    const: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.const.numel()
+
+    def is_full(self) -> bool:
+        return self.kept.numel() == self.width
+
+
+def _meta(node: Any) -> TensorMetadata | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return meta if isinstance(meta, TensorMetadata) and len(meta.shape) >= 2 else None
+
+
+def _node_args(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
+
+
+def _channel_pad(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[int, int] | None:
+    """(front, back) channels of an F.pad that pads only the channel axis of a 4-D tensor with zeros."""
+    args = list(node.args) + [None] * 4
+    pad = node.kwargs.get("pad", args[1])
+    mode = node.kwargs.get("mode", args[2] if args[2] is not None else "constant")
+    value = node.kwargs.get("value", args[3])
+    meta = _meta(node.args[0])
+    if meta is None or len(meta.shape) != 4 or mode != "constant" or value not in (None, 0, 0.0):
+        return None
+    if not isinstance(pad, (tuple, list)) or len(pad) != 6 or any(p != 0 for p in pad[:4]):
+        return None
+    front, back = pad[4], pad[5]
+    return (front, back) if isinstance(front, int) and isinstance(back, int) and front >= 0 and back >= 0 else None
+
+
+def _keeps_channels(index: Any) -> bool:
+    """x[index] leaves dims 0 and 1 alone (only slices after them)."""
+    if not isinstance(index, tuple) or len(index) < 2:
+        return False
+    full = slice(None, None, None)
+    return index[0] == full and index[1] == full and all(isinstance(i, slice) for i in index)
+
+
+def _flattens_pooled(node: fx.Node, start: Any, end: Any) -> bool:
+    meta = _meta(node.args[0])
+    return (meta is not None and start == 1 and end in (-1, len(meta.shape) - 1)
+            and math.prod(meta.shape[2:]) == 1)
+
+
+def _flatten_ok(node: fx.Node) -> bool:
+    """torch.flatten(x, 1) / x.flatten(1) of an (N, C, 1, 1) tensor: channels stay features."""
+    start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+    end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
+    return _flattens_pooled(node, start, end)
+
+
+def _mean_over_space(node: fx.Node) -> bool:
+    meta = _meta(node.args[0])
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if meta is None or dims is None:
+        return False
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    ndim = len(meta.shape)
+    return all(isinstance(d, int) for d in dims) and all(d % ndim >= 2 for d in dims) and \
+        not any(k not in ("dim", "keepdim") for k in node.kwargs) and len(node.args) <= 3
+
+
+def _classify(node: fx.Node, modules: Mapping[str, nn.Module], calls: Mapping[str, int]) -> str:
+    """conv, linear, bn, elementwise, scalar, same (channel- and constant-preserving), pad, add,
+    shape (reads a non-channel size), source, output or barrier (reads every channel)."""
+    if node.op in ("placeholder", "get_attr"):
+        return "source"
+    if node.op == "output":
+        return "output"
+    tracked = [a for a in _node_args(node) if _meta(a) is not None]
+    if _reads_non_channel_size(node, tracked):
+        return "shape"
+    if len(tracked) != len(_node_args(node)):  # an untracked tensor/shape argument
+        return "barrier"
+    if _meta(node) is None or len(tracked) != 1 and not (node.target in _ADD_FUNCTIONS and len(tracked) == 2):
+        return "barrier"
+    (src,) = tracked[:1]
+    if node.op == "call_module":
+        m = modules[node.target]
+        stateful = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+        if stateful and calls[node.target] > 1 or len(node.args) != 1 or node.kwargs:
+            return "barrier"  # (a shared conv/BN is kept whole; shared ReLUs and pools are fine)
+        if isinstance(m, nn.Conv2d) and type(m) is nn.Conv2d:
+            ok = m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+            return "conv" if ok else "barrier"
+        if type(m) is nn.Linear:
+            return "linear" if len(_meta(src).shape) == 2 else "barrier"
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.track_running_stats and m.running_mean is not None:
+            return "bn"
+        if isinstance(m, _ELEMENTWISE_MODULES):
+            return "elementwise"
+        if isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return "same"
+        if isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)):
+            return "same"
+        if isinstance(m, nn.Flatten) and _flattens_pooled(node, m.start_dim, m.end_dim):
+            return "same"
+        return "barrier"
+    if node.op == "call_function":
+        target = node.target
+        if target in _ADD_FUNCTIONS and len(tracked) == 2:
+            a, b = node.args[:2] if len(node.args) >= 2 else (None, None)
+            same = isinstance(a, fx.Node) and isinstance(b, fx.Node) and _meta(a).shape == _meta(b).shape
+            return "add" if same and not node.kwargs and len(node.args) == 2 else "barrier"
+        if node.args[0] is not src:
+            return "scalar" if target in _SCALAR_OPS and _scalar_op(node) else "barrier"
+        if target in _ELEMENTWISE_FUNCTIONS:
+            return "elementwise"
+        if target in _SCALAR_OPS:
+            return "scalar" if _scalar_op(node) else "barrier"
+        if target in _POOL_FUNCTIONS:
+            return "same"
+        if target is operator.getitem and len(node.args) == 2 and _keeps_channels(node.args[1]):
+            return "same"
+        if target in _PAD_FUNCTIONS and _channel_pad(node, modules) is not None:
+            return "pad"
+        if target in _FLATTEN_FUNCTIONS and _flatten_ok(node):
+            return "same"
+        return "barrier"
+    if node.op == "call_method" and node.args[0] is src:
+        if node.target in _ELEMENTWISE_METHODS:
+            return "elementwise"
+        if node.target == "flatten" and _flatten_ok(node):
+            return "same"
+        if node.target == "mean" and _mean_over_space(node):
+            return "same"
+    return "barrier"
+
+
+def _reads_non_channel_size(node: fx.Node, tracked: list[fx.Node]) -> bool:
+    """x.size(d) for d != 1: the same on the compact tensor, and it reads no channel."""
+    if node.op != "call_method" or node.target != "size" or len(tracked) != 1 or node.args[0] is not tracked[0]:
+        return False
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    return isinstance(dim, int) and dim % len(_meta(tracked[0]).shape) != 1
+
+
+def _scalar_op(node: fx.Node) -> bool:
+    """x op number (or number op x): elementwise, applied the same to every channel."""
+    return len(node.args) == 2 and not node.kwargs and \
+        sum(isinstance(a, fx.Node) for a in node.args) == 1 and \
+        all(isinstance(a, (fx.Node, int, float)) for a in node.args)
+
+
+def _weight_reads(weight: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in) bool: output row o has a nonzero weight on input channel c."""
+    return weight.detach().ne(0).flatten(2).any(2) if weight.dim() > 2 else weight.detach().ne(0)
+
+
+class _Compressor:
+    def __init__(self, model: nn.Module, example: torch.Tensor, min_gather: float) -> None:
+        self.min_gather = min_gather
+        self.gm = fx.symbolic_trace(model)
+        ShapeProp(self.gm).propagate(example)
+        self.modules = dict(self.gm.named_modules())
+        self.nodes = list(self.gm.graph.nodes)
+        calls: dict[str, int] = {}
+        for node in self.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        self.kinds = {node: _classify(node, self.modules, calls) for node in self.nodes}
+        self.graph = fx.Graph()
+        self.root = nn.Module()
+        self.env: dict[fx.Node, Any] = {}  # untracked old node -> new node
+        self.info: dict[fx.Node, _Info] = {}
+        self.expanded: dict[tuple[fx.Node, tuple[int, ...]], fx.Node] = {}
+        self.layers: list[LayerChange] = []
+        self.scatters = 0
+        self.need = self._needed()
+
+    # -- backward: which channels does anything read --
+
+    def _needed(self) -> dict[fx.Node, torch.Tensor]:
+        need = {n: torch.zeros(_meta(n).shape[1], dtype=torch.bool) for n in self.nodes if _meta(n) is not None}
+        for node in reversed(self.nodes):
+            kind = self.kinds[node]
+            if kind in ("barrier", "output"):
+                for arg in _node_args(node):
+                    if arg in need:
+                        need[arg][:] = True
+                continue
+            if kind in ("source", "shape"):
+                continue
+            out = need[node]
+            if kind in ("conv", "linear"):
+                reads = _weight_reads(self.modules[node.target].weight)
+                need[node.args[0]] |= reads[out].any(0)
+            elif kind == "pad":
+                front, _ = _channel_pad(node, self.modules)
+                src = node.args[0]
+                need[src] |= out[front:front + need[src].numel()]
+            elif kind == "add":
+                for arg in node.args[:2]:
+                    need[arg] |= out
+            else:  # bn, elementwise, scalar, same
+                need[self._src(node)] |= out
+        return need
+
+    @staticmethod
+    def _src(node: fx.Node) -> fx.Node:
+        return next(a for a in _node_args(node) if _meta(a) is not None)
+
+    # -- forward: build the compressed graph --
+
+    def _add_module(self, node: fx.Node, module: nn.Module) -> str:
+        name = node.name
+        self.root.add_module(name, module)
+        return name
+
+    def _set(self, node: fx.Node, new: fx.Node, kept: torch.Tensor, const: torch.Tensor) -> None:
+        const = const.clone()
+        const[kept] = 0
+        const[~self.need[node]] = 0
+        self.info[node] = _Info(new, kept, const)
+
+    def _full(self, node: fx.Node) -> fx.Node:
+        """The new node holding `node`'s tensor at its full width."""
+        info = self.info[node]
+        return info.node if info.is_full() else self._expand(node, torch.arange(info.width))
+
+    def _expand(self, node: fx.Node, target: torch.Tensor) -> fx.Node:
+        info = self.info[node]
+        if torch.equal(info.kept, target):
+            return info.node
+        key = (node, tuple(target.tolist()))
+        if key not in self.expanded:
+            index = torch.searchsorted(target, info.kept)
+            name = f"{node.name}_expand{len(self.expanded)}"
+            self.root.add_module(name, ExpandChannels(index, info.const[target].clone()))
+            self.expanded[key] = self.graph.call_module(name, (info.node,))
+            self.scatters += 1
+        return self.expanded[key]
+
+    def _arg(self, node: Any) -> Any:
+        """Map an old argument to the new graph, at full width (for barriers and outputs)."""
+        if node in self.info:
+            return self._full(node)
+        return self.env[node]
+
+    def run(self) -> fx.GraphModule:
+        barriers: list[str] = []
+        for node in self.nodes:
+            kind = self.kinds[node]
+            getattr(self, f"_do_{kind}")(node)
+            if kind == "barrier" and node.op != "get_attr":
+                barriers.append(node.name)
+        self.barriers = barriers
+        gm = fx.GraphModule(self.root, self.graph, class_name="CompressedModule")
+        gm.eval()
+        return gm
+
+    def _do_source(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            new = self.graph.node_copy(node)
+        else:
+            value = _fetch_attr(self.gm, node.target)
+            name = f"{node.name}_attr"
+            if isinstance(value, nn.Parameter):
+                self.root.register_parameter(name, nn.Parameter(value.detach().clone(), value.requires_grad))
+            elif isinstance(value, torch.Tensor):
+                self.root.register_buffer(name, value.detach().clone())
+            else:
+                setattr(self.root, name, copy.deepcopy(value))
+            new = self.graph.get_attr(name)
+        self._record(node, new)
+
+    def _record(self, node: fx.Node, new: fx.Node) -> None:
+        meta = _meta(node)
+        if meta is None:
+            self.env[node] = new
+        else:
+            channels = meta.shape[1]
+            self._set(node, new, torch.arange(channels), torch.zeros(channels, dtype=meta.dtype))
+
+    def _do_barrier(self, node: fx.Node) -> None:
+        if node.op == "call_module":
+            name = f"{node.name}_module"
+            self.root.add_module(name, copy.deepcopy(self.modules[node.target]))
+            new = self.graph.create_node("call_module", name, fx.node.map_arg(node.args, self._arg),
+                                         fx.node.map_arg(node.kwargs, self._arg), node.name)
+        else:
+            new = self.graph.node_copy(node, self._arg)
+        self._record(node, new)
+
+    def _do_shape(self, node: fx.Node) -> None:
+        self.env[node] = self.graph.node_copy(node, lambda n: self.info[n].node if n in self.info else self.env[n])
+
+    def _do_output(self, node: fx.Node) -> None:
+        self.graph.output(fx.node.map_arg(node.args[0], self._arg))
+
+    def _constant_of(self, node: fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        src = self.info[self._src(node)]
+        ndim = len(_meta(node).shape)
+        probe = src.const.view(1, -1, *([1] * (ndim - 2)))
+        with torch.no_grad():
+            return fn(probe.clone()).reshape(-1)
+
+    def _do_same(self, node: fx.Node) -> None:
+        src = self.info[self._src(node)]
+        new = self.graph.node_copy(node, lambda n: self.info[n].node if n in self.info else self.env[n])
+        if node.op == "call_module":  # the module itself is unchanged (pools, flatten)
+            new.target = self._add_module(node, copy.deepcopy(self.modules[node.target]))
+        self._set(node, new, src.kept, src.const)
+
+    def _do_elementwise(self, node: fx.Node) -> None:
+        src = self.info[self._src(node)]
+        if node.op == "call_module":
+            module = copy.deepcopy(self.modules[node.target])
+            if isinstance(module, nn.Identity):
+                self._set(node, src.node, src.kept, src.const)
+                return
+            name = self._add_module(node, module)
+            new = self.graph.call_module(name, (src.node,))
+            const = self._constant_of(node, module)
+        else:
+            new = self.graph.node_copy(node, lambda n: self.info[n].node if n in self.info else self.env[n])
+            if node.op == "call_method":
+                const = self._constant_of(node, lambda x: getattr(x, node.target)(*node.args[1:], **node.kwargs))
+            else:
+                const = self._constant_of(node, lambda x: node.target(x, *node.args[1:], **node.kwargs))
+        self._set(node, new, src.kept, const)
+
+    def _do_scalar(self, node: fx.Node) -> None:
+        src = self.info[self._src(node)]
+        new = self.graph.node_copy(node, lambda n: self.info[n].node)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return node.target(*(x if isinstance(a, fx.Node) else a for a in node.args))
+
+        self._set(node, new, src.kept, self._constant_of(node, apply))
+
+    def _do_pad(self, node: fx.Node) -> None:
+        src = self.info[node.args[0]]
+        front, back = _channel_pad(node, self.modules)
+        const = torch.cat([src.const.new_zeros(front), src.const, src.const.new_zeros(back)])
+        self._set(node, src.node, src.kept + front, const)  # the compact tensor is unchanged
+
+    def _do_add(self, node: fx.Node) -> None:
+        a, b = (self.info[arg] for arg in node.args[:2])
+        width = a.width
+        in_a = torch.zeros(width, dtype=torch.bool)
+        in_a[a.kept] = True
+        in_b = torch.zeros(width, dtype=torch.bool)
+        in_b[b.kept] = True
+        kept_mask = in_a | in_b  # (an operand may keep channels the sum's consumers do not read)
+        kept = kept_mask.nonzero().flatten()
+        # constants of one operand whose partner channel is kept
+        const_in = torch.where(in_a, torch.zeros_like(a.const), a.const) + \
+            torch.where(in_b, torch.zeros_like(b.const), b.const)
+        extra = torch.where(kept_mask & (in_a ^ in_b), const_in, torch.zeros_like(const_in))[kept]
+        index_a = None if torch.equal(a.kept, kept) else torch.searchsorted(kept, a.kept)
+        index_b = None if torch.equal(b.kept, kept) else torch.searchsorted(kept, b.kept)
+        module = AddChannels(kept.numel(), index_a, index_b, extra if extra.ne(0).any() else None)
+        if index_a is not None or index_b is not None:
+            self.scatters += 1
+        name = self._add_module(node, module)
+        new = self.graph.call_module(name, (a.node, b.node))
+        self._set(node, new, kept, a.const + b.const)
+
+    def _do_bn(self, node: fx.Node) -> None:
+        src = self.info[node.args[0]]
+        old = self.modules[node.target]
+        const = self._constant_of(node, old)
+        if src.is_full():
+            module = copy.deepcopy(old)
+        else:
+            k = src.kept
+            module = type(old)(k.numel(), eps=old.eps, momentum=old.momentum, affine=old.affine,
+                               track_running_stats=True)
+            with torch.no_grad():
+                if old.affine:
+                    module.weight.copy_(old.weight[k])
+                    module.bias.copy_(old.bias[k])
+                module.running_mean.copy_(old.running_mean[k])
+                module.running_var.copy_(old.running_var[k])
+                module.num_batches_tracked.copy_(old.num_batches_tracked)
+        module.eval()
+        new = self.graph.call_module(self._add_module(node, module), (src.node,))
+        self._set(node, new, src.kept, const)
+
+    def _do_conv(self, node: fx.Node) -> None:
+        self._weighted(node, self.modules[node.target])
+
+    def _do_linear(self, node: fx.Node) -> None:
+        self._weighted(node, self.modules[node.target])
+
+    def _weighted(self, node: fx.Node, old: nn.Module) -> None:
+        src = self.info[node.args[0]]
+        conv = isinstance(old, nn.Conv2d)
+        weight = old.weight.detach()
+        w4 = weight if conv else weight[:, :, None, None]
+        c_out, c_in = w4.shape[:2]
+        reads = _weight_reads(w4)
+        in_kept = torch.zeros(c_in, dtype=torch.bool)
+        in_kept[src.kept] = True
+        # contribution of the constant input channels, per output and kernel tap
+        taps = torch.einsum("c,ockl->okl", src.const.double(), w4.double())
+        padded = conv and any(p > 0 for p in old.padding)
+        bias = old.bias.detach().double() if old.bias is not None else torch.zeros(c_out, dtype=torch.float64)
+        varies = (reads & in_kept).any(1)
+        if padded:
+            varies |= taps.flatten(1).ne(0).any(1)
+        need = self.need[node]
+        kept_mask = need & varies
+        if not kept_mask.any():
+            kept_mask[int(need.nonzero()[0]) if need.any() else 0] = True
+        kept_out = kept_mask.nonzero().flatten()
+        const_out = (bias + taps.sum((1, 2))).to(src.const.dtype)
+
+        read_in = reads[kept_out].any(0) & in_kept
+        if not read_in.any():
+            read_in[src.kept[0]] = True
+        vin = read_in.nonzero().flatten()
+        unread = src.kept.numel() - vin.numel()
+        if unread and unread < self.min_gather * src.kept.numel():
+            vin = src.kept  # gathering (a copy of the input) would cost more than these zero columns
+        pos = torch.searchsorted(src.kept, vin)
+        in_index = None if torch.equal(pos, torch.arange(src.kept.numel())) else pos
+        new_weight = w4[kept_out][:, vin].contiguous()
+        folded = bool(taps[kept_out].ne(0).any())
+        new_bias = (bias[kept_out] + taps[kept_out].sum((1, 2))).to(weight.dtype)
+        has_bias = old.bias is not None or folded
+        border = padded and folded
+        if conv:
+            module = CompressedConv2d(
+                vin.numel(), kept_out.numel(), old.kernel_size, stride=old.stride, padding=old.padding,
+                dilation=old.dilation, bias=has_bias, in_index=in_index,
+                border=taps[kept_out].to(weight.dtype).contiguous() if border else None,
+            )
+        else:
+            module = CompressedLinear(vin.numel(), kept_out.numel(), bias=has_bias, in_index=in_index)
+            new_weight = new_weight[:, :, 0, 0]
+        with torch.no_grad():
+            module.weight.copy_(new_weight)
+            if has_bias:
+                module.bias.copy_(new_bias)
+        module.to(device=weight.device)
+        new = self.graph.call_module(self._add_module(node, module), (src.node,))
+        folded_inputs = int((src.const.ne(0) & reads[kept_out].any(0)).sum())
+        self.layers.append(LayerChange(
+            name=str(node.target), in_channels=(c_in, vin.numel()), out_channels=(c_out, kept_out.numel()),
+            folded_inputs=folded_inputs, border_correction=border, gathered=in_index is not None,
+            unread_inputs=int((~reads[kept_out][:, vin].any(0)).sum()),
+        ))
+        self._set(node, new, kept_out, const_out)
+
+
+def _fetch_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters (weights, biases, norm affine), zero or not; buffers excluded."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def compress(
+    model: nn.Module,
+    example: torch.Tensor | Sequence[int] = (1, 3, 32, 32),
+    min_gather_fraction: float = MIN_GATHER_FRACTION,
+) -> tuple[fx.GraphModule, CompressionReport]:
+    """Physically remove the dead channels of a (structured-)masked network; see the module doc.
+
+    `example`: an input batch or its shape (spatial sizes are traced; the compressed net works at
+    any resolution the original does). A conv/linear whose kept input holds channels it does not
+    read gathers the ones it reads only when that drops at least `min_gather_fraction` of them
+    (0: always); otherwise it keeps zero weight columns. The original model is not modified.
+    Returns the compressed network (a torch.fx GraphModule, eval mode) and what was removed."""
+    device = next(model.parameters()).device
+    source = copy.deepcopy(model).cpu().eval()  # analysis and rewrite on the CPU
+    if not isinstance(example, torch.Tensor):
+        example = torch.zeros(tuple(example), dtype=next(source.parameters()).dtype)
+    with torch.no_grad():
+        compressor = _Compressor(source, example.cpu(), min_gather_fraction)
+        compressed = compressor.run().to(device)
+    report = CompressionReport(
+        layers=compressor.layers,
+        params_before=count_params(model),
+        params_after=count_params(compressed),
+        scatters=compressor.scatters,
+        barriers=compressor.barriers,
+    )
+    return compressed, report
+
+
+@torch.no_grad()
+def max_abs_diff(a: nn.Module, b: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest absolute difference of the two networks' outputs (eval mode) on `inputs`."""
+    a.eval()
+    b.eval()
+    return float((a(inputs) - b(inputs)).abs().max())
+
+
+# ---- measurement ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    params: int  # all parameters
+    macs: int  # multiply-accumulates of conv and linear layers, per image
+    latency_ms: float  # median forward time of one batch
+    latency_min_ms: float
+    latency_max_ms: float
+    protocol: dict[str, Any]
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Conv2d / Linear multiply-accumulates per image of one forward (forward hooks)."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        per_image = out.numel() // out.shape[0]
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += per_image * (module.in_channels // module.groups) * kh * kw
+        else:
+            total += per_image * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model.eval()(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def compare(
+    models: Mapping[str, nn.Module],
+    input_shape: Sequence[int],
+    *,
+    batch: int = 64,
+    dtype: torch.dtype = torch.float32,
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int = 2,
+    channels_last: bool = True,
+    seed: int = 0,
+) -> dict[str, Measurement]:
+    """Params, MACs and latency of several models under one protocol, timed interleaved.
+
+    Protocol: eval mode, torch.inference_mode, `threads` intra-op CPU threads, one fixed random
+    batch (N(0, 1), `seed`) of `batch` x `input_shape` in `dtype` (channels_last memory format for
+    4-D inputs unless disabled, models converted alike), `warmup` untimed forwards per model, then
+    `repeats` rounds, each timing one forward of every model in turn (A B A B ...); latency =
+    median wall-clock time of one forward of the whole batch."""
+    protocol = {
+        "batch": batch, "input_shape": list(input_shape), "dtype": str(dtype).replace("torch.", ""),
+        "warmup": warmup, "repeats": repeats, "threads": threads, "channels_last": channels_last,
+        "device": "cpu", "timer": "time.perf_counter, median of repeats", "seed": seed,
+        "torch": torch.__version__,
+    }
+    fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
+    inputs = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed)).to(dtype=dtype)
+    inputs = inputs.contiguous(memory_format=fmt)
+    prepared = {name: copy.deepcopy(m).eval().to(dtype=dtype, memory_format=fmt) for name, m in models.items()}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    samples: dict[str, list[float]] = {name: [] for name in prepared}
+    try:
+        with torch.inference_mode():
+            for m in prepared.values():
+                for _ in range(warmup):
+                    m(inputs)
+            for _ in range(repeats):
+                for name, m in prepared.items():
+                    start = time.perf_counter()
+                    m(inputs)
+                    samples[name].append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        name: Measurement(
+            params=count_params(models[name]),
+            macs=count_macs(prepared[name], inputs),
+            latency_ms=statistics.median(samples[name]),
+            latency_min_ms=min(samples[name]),
+            latency_max_ms=max(samples[name]),
+            protocol=protocol,
+        )
+        for name in prepared
+    }
+
+
+def measure(model: nn.Module, input_shape: Sequence[int], **protocol: Any) -> Measurement:
+    """`compare` for one model (same keyword protocol: batch, dtype, warmup, repeats, threads, ...)."""
+    return compare({"model": model}, input_shape, **protocol)["model"]
+
+
+
+# ---- the structured networks of a finished run (`bench compress`) ------------------------------
+
+
+class NetworkCompression(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: str
+    pruner: str
+    step: int
+    prune_ratio: float  # measured, from the result file (nonzero parameters)
+    params_dense: int  # all parameters of the masked network
+    params_compressed: int
+    macs_dense: int  # conv + linear multiply-accumulates per image
+    macs_compressed: int
+    latency_dense_ms: float  # median of one batch
+    latency_compressed_ms: float
+    speedup: float  # latency dense / compressed
+    max_abs_diff: float  # of the logits on the checked test images
+    scatters: int
+
+
+class RunCompression(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    result: str
+    dataset: str
+    model: str
+    config_hash: str
+    checked_images: int
+    tolerance: float
+    protocol: dict[str, Any]
+    networks: list[NetworkCompression]
+
+    @property
+    def exact(self) -> bool:
+        return all(n.max_abs_diff <= self.tolerance for n in self.networks)
+
+
+def structured_pruners(names: Sequence[str]) -> list[str]:
+    from bench import registry
+
+    return [name for name in names if getattr(registry.load(registry.PRUNER_GROUP, name), "structured", False)]
+
+
+def compress_run(
+    result: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    pruners: Sequence[str] | None = None,
+    batch: int = 64,
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+    check_images: int = 256,
+    progress: bool = False,
+) -> RunCompression:
+    """Compress every network of the run's structured pruners (or of `pruners`) read back from
+    its job cache (default `<result folder>/.cache`); check the logits on the first
+    `check_images` test images and time dense vs compressed (`compare`: the run's thread count
+    and memory format unless `threads` is given)."""
+    from bench.jobs import (
+        Store,
+        job_environment,
+        load_checked_dataset,
+        load_network,
+        run_networks,
+    )
+    from bench.results import load_result
+
+    path = Path(result)
+    run = load_result(path)
+    config = run.config
+    available = structured_pruners(config.pruners)
+    if pruners is None:
+        chosen = available
+    else:
+        unknown = [p for p in pruners if p not in config.pruners]
+        if unknown:
+            raise ValueError(f"pruner(s) {', '.join(unknown)} not in this run ({', '.join(config.pruners)})")
+        unstructured = [p for p in pruners if p not in available]
+        if unstructured:
+            raise ValueError(f"pruner(s) {', '.join(unstructured)} are not structured: nothing to remove physically")
+        chosen = list(pruners)
+    if not chosen:
+        raise ValueError(f"run {path.name} has no structured pruner ({', '.join(config.pruners)})")
+    store = Store(Path(cache_dir) if cache_dir is not None else path.parent / ".cache")
+    data = load_checked_dataset(config, run.provenance.data_checksum)
+    ratios = {(n.pruner, n.step): n.prune_ratio for n in run.networks}
+    images = data.normalize(next(iter(data.test.batches(check_images)))[0])
+    input_shape = tuple(images.shape[1:])
+    protocol_args = {"batch": batch, "warmup": warmup, "repeats": repeats,
+                     "threads": config.threads if threads is None else threads,
+                     "channels_last": config.channels_last}
+    rows: list[NetworkCompression] = []
+    protocol: dict[str, Any] = {}
+    refs = [ref for ref in run_networks(config, data.checksum) if ref.pruner in chosen]
+    with job_environment(config):
+        for ref in refs:
+            dense = load_network(store, config, data, ref)
+            compressed, report = compress(dense, images[:1])
+            diff = max_abs_diff(dense, compressed, images)
+            m = compare({"dense": dense, "compressed": compressed}, input_shape, **protocol_args)
+            protocol = m["dense"].protocol
+            ratio = ratios[(ref.pruner, ref.step)]
+            rows.append(NetworkCompression(
+                network=f"{ref.pruner} {100 * ratio:.1f}%", pruner=ref.pruner, step=ref.step, prune_ratio=ratio,
+                params_dense=m["dense"].params, params_compressed=m["compressed"].params,
+                macs_dense=m["dense"].macs, macs_compressed=m["compressed"].macs,
+                latency_dense_ms=m["dense"].latency_ms, latency_compressed_ms=m["compressed"].latency_ms,
+                speedup=m["dense"].latency_ms / m["compressed"].latency_ms, max_abs_diff=diff,
+                scatters=report.scatters,
+            ))
+            if progress:
+                print(f"compressed {rows[-1].network}", file=sys.stderr)
+    return RunCompression(
+        result=str(path), dataset=config.dataset, model=config.model, config_hash=config.config_hash(),
+        checked_images=int(images.shape[0]), tolerance=TOLERANCE, protocol=protocol, networks=rows,
+    )
+
+
+def compression_table(report: RunCompression) -> str:
+    """Markdown: one row per compressed network."""
+    from leaderboard.build import escape, table
+
+    def count(n: int) -> str:
+        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+    headers = ["network", "ratio %", "params dense", "params compr.", "MACs dense", "MACs compr.",
+               "latency dense ms", "latency compr. ms", "speedup", "max abs Δ logit"]
+    rows = [[escape(n.network), f"{100 * n.prune_ratio:.1f}", count(n.params_dense), count(n.params_compressed),
+             count(n.macs_dense), count(n.macs_compressed), f"{n.latency_dense_ms:.2f}",
+             f"{n.latency_compressed_ms:.2f}", f"{n.speedup:.2f}x", f"{n.max_abs_diff:.1e}"]
+            for n in report.networks]
+    p = report.protocol
+    lines = [
+        f"### {escape(report.dataset)} / {escape(report.model)}: masked (dense) vs compressed",
+        "",
+        table(rows, headers),
+        "",
+        (f"Latency: median of {p.get('repeats')} interleaved forwards of a batch of {p.get('batch')} "
+         f"({p.get('dtype')}, {'channels_last' if p.get('channels_last') else 'NCHW'}, threads={p.get('threads')}, "
+         f"{p.get('warmup')} warm-up); MACs: conv + linear per image; params: all parameters; "
+         f"max abs Δ logit on {report.checked_images} test images (tolerance {report.tolerance:g})."),
+    ]
+    return "\n".join(lines)
