@@ -12,9 +12,9 @@ import numpy as np
 
 DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
 DEFAULT_SUITES = {"digits": ("noise", "digits-c"), "cifar10": ("cifar10.1", "cifar10c"), "imagenet": ("imagenetc",),
-                  "voc": ("voc-c",)}
+                  "voc": ("voc-c",), "sbd": ("voc-c",)}
 DEFAULT_MODELS = {"digits": "digits_cnn", "cifar10": "resnet20_cifar", "imagenet": "resnet18",
-                  "voc": "deeplabv3_resnet50"}
+                  "voc": "deeplabv3_resnet50", "sbd": "deeplabv3_resnet50"}
 DEFAULT_RATIOS = "geom:0.3:0.95:6"
 
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
     run.add_argument("--dataset", default=None,
-                     help="digits (default), cifar10, imagenet, voc; implied by the suites when they need one")
+                     help="digits (default), cifar10, imagenet, voc, sbd; implied by the suites when they need one")
     run.add_argument("--model", default=None, help="a registered model or any timm model name "
                      f"(default per dataset: {', '.join(f'{k}: {v}' for k, v in DEFAULT_MODELS.items())})")
     run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")

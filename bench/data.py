@@ -271,31 +271,30 @@ def load_imagenet(seed: int, per_class: int | None = None, image_size: int | Non
 VOC_SIZE = 513  # the paper's crop: short side resized to 513, centre crop 513 x 513
 
 
-def load_voc(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
-    """Pascal VOC 2012 segmentation (torchvision layout `<root>/VOCdevkit/VOC2012`), 21 classes.
+def segmentation_data(name: str, source: str, root: Path, seed: int, image_size: int | None) -> DataBundle:
+    """A segmentation data set (bench.segmentation readers), 21 VOC classes.
 
     Every image and mask is stored once at the evaluation view (short side S, centre crop S x S,
     S = `--image-size`, default 513; masks nearest, 255 = ignore), so corruptions run on exactly
-    what the network sees and nothing is JPEG re-encoded. Train: VOC `train` minus 10 % held out as
-    the validation (calibration) split; test: VOC `val`. Training augments these crops (random
-    scale, flip, crop; bench.segmentation.augment_train_batch).
+    what the network sees and nothing is JPEG re-encoded. Train: the `train` split minus 10 % held
+    out as the validation (calibration) split; test: the `val` split. Training augments these crops
+    (random scale, flip, crop; bench.segmentation.augment_train_batch).
     """
     from bench import segmentation
 
     size = image_size or VOC_SIZE
-    root = data_root()
     try:
         train_full, test = (
-            segmentation.load_segmentation_set("voc2012", root, split, size, download=download_allowed())
+            segmentation.load_segmentation_set(source, root, split, size, download=download_allowed())
             for split in ("train", "val")
         )
     except FileNotFoundError as exc:
         raise DataMissing(f"{exc} (rerun with --download to fetch it)") from exc
     train_set, test_set = (ImageSet(s.images, s.masks) for s in (train_full, test))
-    train_idx, val_idx = saved_split(root / "splits" / f"voc2012-seed{seed}.json",
+    train_idx, val_idx = saved_split(data_root() / "splits" / f"{name}-seed{seed}.json",
                                      np.zeros(len(train_set), dtype=np.int64), 0.1, seed)
     return DataBundle(
-        name="voc",
+        name=name,
         train=train_set.subset(torch.from_numpy(train_idx)),
         val=train_set.subset(torch.from_numpy(val_idx)),
         test=test_set,
@@ -304,6 +303,16 @@ def load_voc(seed: int, per_class: int | None = None, image_size: int | None = N
         std=IMAGENET_STD,
         task="segmentation",
     )
+
+
+def load_voc(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """Pascal VOC 2012 segmentation, torchvision layout `<root>/VOCdevkit/VOC2012`."""
+    return segmentation_data("voc", "voc2012", data_root(), seed, image_size)
+
+
+def load_sbd(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """SBD (Hariharan et al.; the paper's "VOC2011": 8,498 train / 2,857 val), `<root>/SBD/{img,cls}`."""
+    return segmentation_data("sbd", "sbd", data_root() / "SBD", seed, image_size)
 
 
 def _digits(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
@@ -315,6 +324,7 @@ DATASETS: dict[str, Callable[[int, int | None, int | None], DataBundle]] = {
     "cifar10": load_cifar10,
     "imagenet": load_imagenet,
     "voc": load_voc,
+    "sbd": load_sbd,
 }
 
 

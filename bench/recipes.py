@@ -26,6 +26,7 @@ DEEPLAB_VOC = Recipe(epochs=45, batch_size=16, optimizer="sgd", lr=0.02, momentu
 
 RECIPES: dict[str, tuple[Recipe, Recipe]] = {
     "voc": (DEEPLAB_VOC, DEEPLAB_VOC),
+    "sbd": (DEEPLAB_VOC, DEEPLAB_VOC),
     "digits": (DIGITS_TRAIN, DIGITS_RETRAIN),
     "cifar10": (CIFAR_RESNET, CIFAR_RESNET),
     "imagenet": (IMAGENET_RESNET, IMAGENET_RESNET),

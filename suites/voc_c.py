@@ -1,4 +1,4 @@
-"""voc-c: Pascal VOC segmentation under the 19 ImageNet-C corruptions x 5 severities.
+"""voc-c: Pascal VOC (or SBD) segmentation under the 19 ImageNet-C corruptions x 5 severities.
 
 The corruptions change the image only (masks unchanged) and run on the uint8 evaluation crops
 (short side 513, centre crop; `--image-size`) with the ImageNet-C constants, as the paper's VOC-C
@@ -17,5 +17,5 @@ from bench.suite import CorruptionSuite
 class VocC(CorruptionSuite):
     name = "voc-c"
     description = "Pascal VOC val under 19 ImageNet-C corruptions x 5 severities (mIoU)"
-    datasets = ("voc",)
+    datasets = ("voc", "sbd")
     table = IMAGENET_C

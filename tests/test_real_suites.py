@@ -231,3 +231,17 @@ def test_make_c_output_is_read_by_the_cifar10c_suite(cifar_root, tmp_path, capsy
     capsys.readouterr()
     assert main([*args[:5], "--severities", "3", "--out", str(out), *FAST]) == 2
     assert "severities [2, 4] only" in capsys.readouterr().err
+
+
+def test_sbd_is_read_in_its_official_layout(tmp_path, monkeypatch):
+    from voc_format import write_sbd_fixture
+
+    from bench.data import load_dataset
+
+    write_sbd_fixture(tmp_path / "SBD", n_train=10, n_val=4, size=(40, 56), seed=1)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    data = load_dataset("sbd", 0, image_size=32)
+    assert (len(data.train), len(data.val), len(data.test)) == (9, 1, 4)
+    assert data.test.labels.shape == (4, 32, 32) and data.task == "segmentation"
+    assert set(data.test.labels.unique().tolist()) <= set(range(21)) | {255}
+    assert json.loads((tmp_path / "splits" / "sbd-seed0.json").read_text())["n"] == 10
