@@ -4,6 +4,7 @@ submission for their results: in this process, in a process pool, or on Ray."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -61,7 +62,12 @@ class RayExecutor(Executor):
             raise ValueError("the Ray executor needs Ray: pip install 'prunebench[ray]'") from exc
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # cluster workers do not inherit this process's environment: ship the data settings
+            from bench.files import DATA_ENV, DOWNLOAD_ENV
+
+            env = {k: os.environ[k] for k in (DATA_ENV, DOWNLOAD_ENV, "HF_HUB_OFFLINE") if k in os.environ}
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
         self.cpus_per_job = cpus_per_job
         self.progress = progress
         self._remote: dict[Callable[..., Any], Any] = {}
