@@ -7,8 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.schema import RunConfig
 
 DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
 DEFAULT_SUITES = {"digits": ("noise", "digits-c"), "cifar10": ("cifar10.1", "cifar10c"), "imagenet": ("imagenetc",),
@@ -196,18 +200,11 @@ def command_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_run(args: argparse.Namespace) -> int:
-    from bench.executors import make_executor
-    from bench.files import DATA_ENV, DOWNLOAD_ENV
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of `bench run`'s arguments, with the defaults of the chosen dataset."""
     from bench.recipes import default_recipes
-    from bench.runner import run
     from bench.schema import RunConfig
-    from leaderboard import build_leaderboard
 
-    if args.data_dir is not None:
-        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())  # inherited by worker processes
-    if args.download:
-        os.environ[DOWNLOAD_ENV] = "1"
     dataset = choose_dataset(args.dataset, args.suite)
     suites = args.suite if args.suite is not None else DEFAULT_SUITES.get(dataset, ())
     model = args.model or DEFAULT_MODELS.get(dataset, "resnet18")
@@ -219,7 +216,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.train_corruptions:
         mix = {"corruption_mix": args.train_corruptions, "corruption_table": "cifar10-c" if dataset in ("cifar10", "digits") else "imagenet-c"}
         train, retrain = train.model_copy(update=mix), retrain.model_copy(update=mix)
-    config = RunConfig(
+    return RunConfig(
         dataset=dataset,
         model=model,
         pruners=args.pruner,
@@ -239,11 +236,21 @@ def command_run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         threads=args.threads,
     )
-    executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
-    try:
-        path = run(config, args.out, progress=not args.quiet, executor=executor)
-    finally:
-        executor.close()
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from bench.executors import make_executor
+    from bench.files import data_environment
+    from bench.runner import run
+    from leaderboard import build_leaderboard
+
+    with data_environment(args.data_dir, args.download):  # inherited by worker processes
+        config = run_config(args)
+        executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
+        try:
+            path = run(config, args.out, progress=not args.quiet, executor=executor)
+        finally:
+            executor.close()
     print(f"wrote {path}", file=sys.stderr)
     print(build_leaderboard(args.out))
     return 0

@@ -19,6 +19,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +39,25 @@ class DataMissing(FileNotFoundError):
 
 class ChecksumMismatch(ValueError):
     """A file on disk differs from its manifest entry."""
+
+
+@contextmanager
+def data_environment(root: Path | None, download: bool) -> Iterator[None]:
+    """Set the data root / download permission for this run (and the workers it spawns), then
+    restore the previous values: one run's `--download` must not leak into the next."""
+    saved = {key: os.environ.get(key) for key in (DATA_ENV, DOWNLOAD_ENV)}
+    if root is not None:
+        os.environ[DATA_ENV] = str(Path(root).expanduser().resolve())
+    if download:
+        os.environ[DOWNLOAD_ENV] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def data_root() -> Path:

@@ -227,6 +227,8 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--data-dir", type=Path, default=None, help="data root of --dataset (default $PRUNEBENCH_DATA or ./data)")
+    parser.add_argument("--download", action="store_true", help="allow downloading --dataset (checksum-verified)")
     parser.set_defaults(data_command_fn=command_make_c)
     return parser
 
@@ -235,8 +237,10 @@ def command_make_c(args: argparse.Namespace) -> int:
     import torch
 
     from bench.data import load_dataset
+    from bench.files import data_environment
 
-    bundle = load_dataset(args.dataset, args.seed)
+    with data_environment(args.data_dir, args.download):
+        bundle = load_dataset(args.dataset, args.seed)
     test = bundle.test
     images = getattr(test, "images", None)
     if images is None:  # a lazily read test source

@@ -7,6 +7,7 @@ ImageNet / ImageNet-C JPEG folders are written by tests/formats.py.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from formats import (
 
 from bench.cli import main
 from bench.data import load_cifar10
-from bench.files import DATA_ENV, DataMissing, NpyRows, sha256_file
+from bench.files import DATA_ENV, DOWNLOAD_ENV, DataMissing, NpyRows, sha256_file
 from bench.results import load_result
 
 FAST = ["--pruner", "wt", "--ratios", "0.5", "--epochs", "2", "--retrain-epochs", "1", "--quiet"]
@@ -120,6 +121,7 @@ def test_cifar10c_download_needs_permission_and_checks_md5(cifar_root, tmp_path,
     assert cli(["run", "--suite", "cifar10c", "--download", "--out", str(tmp_path), *FAST]) == 2
     err = capsys.readouterr().err
     assert "CIFAR-10-C.tar" in err and "md5" in err
+    assert DOWNLOAD_ENV not in os.environ  # one run's --download does not leak into the next
 
 
 def test_cifar10_1_records_checksums_on_first_use(cifar_root):
