@@ -96,17 +96,10 @@ def write_manifest(folder: Path, files: Sequence[Path]) -> dict[str, str]:
 VERIFIED = ".prunebench-verified.json"  # name -> [sha256, size, mtime_ns] of files already hashed
 
 
-def _stamp(path: Path, sha256: str) -> list[Any]:
-    stat = path.stat()
-    return [sha256, stat.st_size, stat.st_mtime_ns]
-
-
-def verify_files(folder: Path, manifest: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
-    """Check `names` (relative to folder) against the sha256 `manifest`; return their hashes.
-
-    A file is hashed again only when its size or mtime changed since it was last verified
-    (remembered in `.prunebench-verified.json`), so a 3 GB folder is hashed once, not every run.
-    """
+def file_hashes(folder: Path, names: Sequence[str]) -> dict[str, str]:
+    """sha256 of `names` (relative to folder), hashing a file again only when its size or mtime
+    changed since it was last hashed (remembered in `<folder>/.prunebench-verified.json`), so a
+    large folder is read once, not on every run."""
     from bench.results import atomic_write_text
 
     record_path = folder / VERIFIED
@@ -116,20 +109,31 @@ def verify_files(folder: Path, manifest: Mapping[str, str], names: Sequence[str]
         path = folder / name
         if not path.is_file():
             raise DataMissing(f"{path} is missing")
-        expected = manifest.get(name)
-        if expected is None:
-            raise ChecksumMismatch(f"{path} has no entry in the manifest of {folder}; refusing an unknown file")
-        if record.get(name) != _stamp(path, expected):
-            actual = sha256_file(path)
-            if actual != expected:
-                raise ChecksumMismatch(
-                    f"{path}: sha256 {actual[:16]}... differs from the manifest ({expected[:16]}...); "
-                    "the file is corrupted or not the official one; delete it and fetch it again"
-                )
-            record[name], changed = _stamp(path, expected), True
-        hashes[name] = expected
+        stat = path.stat()
+        known = record.get(name)
+        if known is None or known[1:] != [stat.st_size, stat.st_mtime_ns]:
+            record[name], changed = [sha256_file(path), stat.st_size, stat.st_mtime_ns], True
+        hashes[name] = record[name][0]
     if changed:
-        atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True))
+        try:
+            atomic_write_text(record_path, json.dumps(record, sort_keys=True))
+        except OSError:  # a read-only data folder: hash again next time
+            pass
+    return hashes
+
+
+def verify_files(folder: Path, manifest: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Check `names` (relative to folder) against the sha256 `manifest`; return their hashes."""
+    unknown = [name for name in names if name not in manifest]
+    if unknown:
+        raise ChecksumMismatch(f"{folder / unknown[0]} has no entry in the manifest of {folder}; refusing an unknown file")
+    hashes = file_hashes(folder, names)
+    for name in names:
+        if hashes[name] != manifest[name]:
+            raise ChecksumMismatch(
+                f"{folder / name}: sha256 {hashes[name][:16]}... differs from the manifest ({manifest[name][:16]}...); "
+                "the file is corrupted or not the official one; delete it and fetch it again"
+            )
     return hashes
 
 
@@ -252,10 +256,14 @@ class ImageFiles:
 
     @cached_property
     def checksum(self) -> str:
+        """Over the files' contents and labels (hashes cached per folder, see `file_hashes`)."""
+        folder = Path(os.path.commonpath(self.paths)) if len(self.paths) > 1 else Path(self.paths[0]).parent
+        names = [str(Path(p).relative_to(folder)) for p in self.paths]
+        hashes = file_hashes(folder, names)
         digest = hashlib.sha256()
-        for path, target in zip(self.paths, self.targets):
+        for sha, target in zip((hashes[n] for n in names), self.targets):
             digest.update(f"{target}:".encode())
-            digest.update(bytes.fromhex(sha256_file(Path(path))))
+            digest.update(bytes.fromhex(sha))
         return digest.hexdigest()
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
