@@ -113,6 +113,16 @@ def warn_if_busy(max_load: float = MAX_LOAD) -> None:
         )
 
 
+def open_benchmark(threads: int | None = None) -> None:
+    """Common opening of every script: fix the torch thread count, warn if busy, describe the machine."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    warn_if_busy()
+    print(machine_summary())
+
+
 def _busy_cpu_seconds() -> float | None:
     """CPU seconds all processes spent busy since boot (/proc/stat; None where unavailable)."""
     try:

@@ -25,13 +25,7 @@ import argparse
 import copy
 
 import torch
-from _timing import (
-    machine_summary,
-    markdown_table,
-    ratio_line,
-    run_benchmark,
-    warn_if_busy,
-)
+from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
 from torch import nn
 
 from bench.compress import TOLERANCE, compare, compress, max_abs_diff
@@ -69,9 +63,7 @@ def main() -> str:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warn_if_busy()
-    print(machine_summary())
+    open_benchmark(args.threads)
 
     data = load_dataset("digits", 0)
     parent = stand_in_network(data.normalize(data.train.images))

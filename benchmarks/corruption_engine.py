@@ -35,12 +35,11 @@ import torch
 from _timing import (
     compare,
     geometric_mean,
-    machine_summary,
     markdown_table,
     measure,
+    open_benchmark,
     ratio_line,
     run_benchmark,
-    warn_if_busy,
 )
 
 from bench._reference import load_imagecorruptions
@@ -94,9 +93,7 @@ def main() -> str:
 
     cv2.setNumThreads(1)
     imagecorruptions = load_imagecorruptions()
-    torch.set_num_threads(2)
-    warn_if_busy()
-    print(machine_summary())
+    open_benchmark(2)
 
     data = load_digits(0)
     images = torch.cat([data.test.images, data.val.images, data.train.images]).contiguous()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import machine_summary, markdown_table, ratio_line, run_benchmark, warn_if_busy
+from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
 
 BUDGET_S = 300.0
 VARIANTS: dict[str, list[str]] = {
@@ -64,8 +64,7 @@ def timed_run(extra: list[str]) -> tuple[float, float, int]:
 def main() -> str:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.parse_args()
-    warn_if_busy()
-    print(machine_summary())
+    open_benchmark()
 
     measured = {label: timed_run(extra) for label, extra in VARIANTS.items()}
     rows = [

@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _timing import compare, markdown_table, open_benchmark, ratio_line, run_benchmark
 from torch import nn
 
-from _timing import compare, machine_summary, markdown_table, ratio_line, run_benchmark, warn_if_busy
 from bench.data import DataBundle, load_dataset
 from bench.models import create_model
 from bench.recipes import default_recipes
@@ -73,9 +73,7 @@ def main() -> str:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warn_if_busy()
-    print(machine_summary())
+    open_benchmark(args.threads)
 
     data, distributions = suite_distributions(MODELS[0], seed=0)
     images = sum(len(d.images) for d in distributions)

@@ -28,22 +28,26 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from _timing import (
     Timing,
     compare,
     geometric_mean,
-    machine_summary,
     markdown_table,
+    open_benchmark,
     ratio_line,
     run_benchmark,
-    warn_if_busy,
 )
+from torch import nn
+
 from bench.data import load_dataset
 from bench.models import create_model
 from bench.pruning import compressible_layers
-from bench.sensitivity import LayerReducer, layer_sensitivities, pfp_layer_scores, sipp_layer_scores
+from bench.sensitivity import (
+    LayerReducer,
+    layer_sensitivities,
+    pfp_layer_scores,
+    sipp_layer_scores,
+)
 
 MODELS = ("digits_cnn", "resnet20_cifar")
 REDUCERS: dict[str, tuple[Literal["sipp", "pfp"], LayerReducer]] = {
@@ -143,9 +147,7 @@ def main() -> str:
     parser.add_argument("--loop-repeats", type=int, default=1, help="timed runs of the torchprune-style loop")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warn_if_busy()
-    print(machine_summary())
+    open_benchmark(args.threads)
 
     data = load_dataset("digits", 0)
     inputs = data.normalize(data.val.images[: args.images])

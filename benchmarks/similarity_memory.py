@@ -25,9 +25,14 @@ import sys
 import time
 
 import torch
-
 from _timing import machine_summary, markdown_table, ratio_line, run_benchmark
-from bench.analysis import AnalysisNetwork, draw_seed, functional_similarity, noisy_inputs
+
+from bench.analysis import (
+    AnalysisNetwork,
+    draw_seed,
+    functional_similarity,
+    noisy_inputs,
+)
 from bench.data import DataBundle, ImageSet, load_dataset
 from bench.models import create_model
 
