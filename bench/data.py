@@ -93,10 +93,15 @@ class DataBundle:
         return digest.hexdigest()
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> float32 standardised with the train split's channel statistics."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (images.float().div_(255.0) - mean) / std
+        """uint8 (N, C, H, W) -> float32 standardised with the data set's channel statistics."""
+        return standardize(images, self.mean, self.std)
+
+
+def standardize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.float().div_(255.0) - mean_t) / std_t
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

@@ -40,6 +40,7 @@ Metrics and evaluation::
     iou_per_class(confusion) -> float64 (K,), NaN where union == 0
     mean_iou(confusion) -> float          # mean over classes with union > 0
     pixel_accuracy(confusion) -> float
+    accumulate_confusion(model, batches, normalize_fn, num_classes=None) -> int64 (K, K)  # any batch stream
     evaluate_segmentation(model, images, masks, normalize_fn, batch_size=8, num_classes=None,
                           ignore_index=255) -> int64 (K, K)   # streamed, inference_mode
     normalize_imagenet(images uint8) -> float32            # torchvision segmentation statistics
@@ -58,7 +59,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -68,6 +69,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.data import IMAGENET_MEAN, IMAGENET_STD, standardize
 
 __all__ = [
     "IGNORE_INDEX",
@@ -79,6 +82,7 @@ __all__ = [
     "VOC_CLASSES",
     "SegmentationModel",
     "SegmentationSet",
+    "accumulate_confusion",
     "augment_train",
     "augment_train_batch",
     "confusion_matrix",
@@ -105,9 +109,7 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 NUM_CLASSES = len(VOC_CLASSES)  # 21
 IGNORE_INDEX = 255
-# Statistics of torchvision's segmentation weights (ImageNet); use them with pretrained models.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# IMAGENET_MEAN / IMAGENET_STD (bench.data): the statistics of torchvision's segmentation weights.
 
 VOC_URLS: dict[str, str] = {
     "2012": "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -444,13 +446,39 @@ def pixel_accuracy(confusion: torch.Tensor) -> float:
 
 def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 standardised with ImageNet statistics (torchvision's weights)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float().div_(255.0) - mean) / std
+    return standardize(images, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _logits(outputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
     return outputs["out"] if isinstance(outputs, Mapping) else outputs
+
+
+def accumulate_confusion(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    normalize_fn: NormalizeFn,
+    num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """One int64 (K, K) confusion matrix accumulated over (uint8 images, masks) batches.
+
+    ``model`` maps ``normalize_fn(uint8 batch)`` to logits (N, K, h, w) or a dict with "out"
+    (raw torchvision models work too); logits at another resolution than the masks are
+    upsampled bilinearly. K defaults to the logits' channel count. Call :func:`mean_iou` on the
+    result for dataset-level mIoU. The caller sets eval mode, inference mode and precision.
+    """
+    confusion: torch.Tensor | None = None
+    for batch, target in batches:
+        logits = _logits(model(normalize_fn(batch)))
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        k = num_classes if num_classes is not None else logits.shape[1]
+        part = confusion_matrix(logits.argmax(1), target, k, ignore_index)
+        confusion = part if confusion is None else confusion + part
+    if confusion is None:  # no images
+        k = num_classes if num_classes is not None else NUM_CLASSES
+        confusion = torch.zeros((k, k), dtype=torch.int64)
+    return confusion
 
 
 @torch.inference_mode()
@@ -463,28 +491,12 @@ def evaluate_segmentation(
     num_classes: int | None = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """One int64 (K, K) confusion matrix accumulated over all images, streamed in batches.
-
-    ``model`` maps ``normalize_fn(uint8 batch)`` to logits (N, K, h, w) or a dict with "out"
-    (raw torchvision models work too); logits at another resolution than the masks are
-    upsampled bilinearly. K defaults to the logits' channel count. Call :func:`mean_iou` on the
-    result for dataset-level mIoU.
-    """
+    """:func:`accumulate_confusion` over image and mask tensors, streamed in batches, in eval mode."""
     if images.shape[0] != masks.shape[0] or tuple(images.shape[2:]) != tuple(masks.shape[1:]):
         raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)} do not match")
     model.eval()
-    confusion: torch.Tensor | None = None
-    for batch, target in zip(images.split(batch_size), masks.split(batch_size)):
-        logits = _logits(model(normalize_fn(batch)))
-        if logits.shape[-2:] != target.shape[-2:]:
-            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        k = num_classes if num_classes is not None else logits.shape[1]
-        part = confusion_matrix(logits.argmax(1), target, k, ignore_index)
-        confusion = part if confusion is None else confusion + part
-    if confusion is None:  # no images
-        k = num_classes if num_classes is not None else NUM_CLASSES
-        confusion = torch.zeros((k, k), dtype=torch.int64)
-    return confusion
+    batches = zip(images.split(batch_size), masks.split(batch_size))
+    return accumulate_confusion(model, batches, normalize_fn, num_classes, ignore_index)
 
 
 # ----------------------------------------------------------------------------------------------

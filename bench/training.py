@@ -121,19 +121,19 @@ def train(
     model.eval()
 
 
+def precision_context(model: nn.Module, precision: str) -> torch.autocast:
+    """Autocast to bfloat16 on the model's device for `precision="bf16"`; a no-op for fp32."""
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
 def correct_predictions(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 256,
                         precision: str = "fp32") -> torch.Tensor:
-    """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work.
-
-    `precision="bf16"` runs the forward under CPU/GPU autocast to bfloat16 (argmax of bf16 logits).
-    """
+    """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work."""
     model.eval()
-    device = next(model.parameters()).device
-    hits = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for images, labels in test.batches(batch_size):
-            hits.append(model(data.normalize(images.to(device))).argmax(1).cpu() == labels)
+    with precision_context(model, precision):
+        hits = [model(data.normalize(images)).argmax(1) == labels for images, labels in test.batches(batch_size)]
     return torch.cat(hits)
 
 
@@ -141,17 +141,11 @@ def correct_predictions(model: nn.Module, data: DataBundle, test: TestSource, ba
 def segmentation_confusion(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 8,
                            precision: str = "fp32") -> torch.Tensor:
     """One (K, K) confusion matrix over every pixel of the test set (dataset-level mIoU)."""
-    from bench.segmentation import confusion_matrix
+    from bench.segmentation import accumulate_confusion
 
     model.eval()
-    confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for images, masks in test.batches(batch_size):
-            logits = model(data.normalize(images))
-            if logits.shape[-2:] != masks.shape[-2:]:
-                logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
-            confusion += confusion_matrix(logits.argmax(1), masks, data.num_classes)
-    return confusion
+    with precision_context(model, precision):
+        return accumulate_confusion(model, test.batches(batch_size), data.normalize, data.num_classes)
 
 
 def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: str = "fp32") -> dict[str, object]:
