@@ -68,28 +68,27 @@ def download_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "") == "1"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file, read in chunks (md5 only as a checksum, never for security)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
-def md5_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
-def write_manifest(folder: Path, files: Sequence[Path]) -> dict[str, str]:
-    """sha256 of every file, saved as `prunebench-manifest.json` in `folder` (atomically)."""
+def update_manifest(folder: Path, hashes: Mapping[str, str]) -> dict[str, str]:
+    """Merge sha256 `hashes` (name -> hex) into the folder's `prunebench-manifest.json`, atomically."""
     from bench.results import atomic_write_text
 
-    manifest = {str(Path(f).relative_to(folder)): sha256_file(Path(f)) for f in files}
-    atomic_write_text(folder / LOCAL_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    path = folder / LOCAL_MANIFEST
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.update(hashes)
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 
@@ -142,8 +141,8 @@ def local_manifest(folder: Path, names: Sequence[str]) -> dict[str, str]:
     path = folder / LOCAL_MANIFEST
     if path.exists():
         return json.loads(path.read_text())
-    present = [folder / n for n in names if (folder / n).is_file()]
-    return write_manifest(folder, present)
+    present = [name for name in names if (folder / name).is_file()]
+    return update_manifest(folder, file_hashes(folder, present))  # also records them as verified
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,7 @@ def fetch_archive(archive: Archive, into: Path, how_to: str) -> None:
         from torchvision.datasets.utils import download_url
 
         download_url(archive.url, str(into), filename=archive.filename)
-    actual = md5_file(target)
+    actual = file_digest(target, "md5")
     if actual != archive.md5:
         raise ChecksumMismatch(f"{target}: md5 {actual} differs from the pinned {archive.md5}; delete it and retry")
     if archive.sha256 is not None and sha256_file(target) != archive.sha256:

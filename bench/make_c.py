@@ -42,20 +42,9 @@ from bench.corruption_tables import (
 if TYPE_CHECKING:  # torch is imported lazily: `bench --help` must stay fast
     import torch
 
-MANIFEST = "prunebench-manifest.json"  # same name as bench.files.LOCAL_MANIFEST
 PARAMETERS = "prunebench-make-c.json"
 SEVERITIES = (1, 2, 3, 4, 5)
 SEED_SCHEME = "seed_for(seed, 'make-c', corruption, severity, image_index)"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _temporary(path: Path) -> Path:
@@ -66,15 +55,6 @@ def _replace(temporary: Path, path: Path) -> None:
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = _temporary(path)
-    try:
-        temporary.write_text(text)
-        _replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -137,6 +117,8 @@ def make_c(
     from tqdm import tqdm
 
     from bench.corruptions import corrupt, seed_for
+    from bench.files import sha256_file, update_manifest
+    from bench.results import atomic_write_text
 
     images = torch.as_tensor(images)
     labels = torch.as_tensor(labels)
@@ -150,7 +132,7 @@ def make_c(
 
     written: dict[str, str] = {}
     _write_npy(out / "labels.npy", _label_array(labels, len(chosen)))
-    written["labels.npy"] = _sha256(out / "labels.npy")
+    written["labels.npy"] = sha256_file(out / "labels.npy")
 
     starts = range(0, n, chunk_size)
     bar = tqdm(total=len(names) * len(chosen) * len(starts), desc="make-c", unit="chunk", disable=not progress)
@@ -174,14 +156,11 @@ def make_c(
                 _replace(temporary, path)
             finally:
                 temporary.unlink(missing_ok=True)
-            written[path.name] = _sha256(path)
+            written[path.name] = sha256_file(path)
     finally:
         bar.close()
 
-    manifest_path = out / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.update(written)
-    _write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    update_manifest(out, written)
     table_name = next((key for key, value in TABLES.items() if value is table), "custom")
     parameters: dict[str, Any] = {
         "table": table_name,
@@ -194,26 +173,17 @@ def make_c(
         "labels_dtype": str(np.load(out / "labels.npy", mmap_mode="r").dtype),
         "constants": {name: [table[name][s - 1] for s in chosen] for name in names},
     }
-    _write_text(out / PARAMETERS, json.dumps(parameters, indent=1) + "\n")
+    atomic_write_text(out / PARAMETERS, json.dumps(parameters, indent=1) + "\n")
     return written
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
-def _name_list(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _severity_list(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"severities must be comma-separated integers 1-5, got {value!r}") from None
-
-
 def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
+    from bench.cli import names, severity_list
+
     parser = subparsers.add_parser(
         "make-c",
         help="write a CIFAR-10-C-style corrupted copy of a dataset's test split (official .npy layout)",
@@ -221,8 +191,8 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, help="a registered dataset (its test split is corrupted)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--corruptions", type=_name_list, default=None, help="comma-separated (default: all 19)")
-    parser.add_argument("--severities", type=_severity_list, default=SEVERITIES, help="comma-separated, default 1,2,3,4,5")
+    parser.add_argument("--corruptions", type=names, default=None, help="comma-separated (default: all 19)")
+    parser.add_argument("--severities", type=severity_list, default=SEVERITIES, help="comma-separated, default 1,2,3,4,5")
     parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
     parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")

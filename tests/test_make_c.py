@@ -14,7 +14,8 @@ import bench.corruptions
 from bench.cli import main
 from bench.corruption_tables import CIFAR10_C, IMAGENET_C
 from bench.corruptions import corrupt, seed_for
-from bench.make_c import MANIFEST, PARAMETERS, make_c
+from bench.files import LOCAL_MANIFEST as MANIFEST
+from bench.make_c import PARAMETERS, make_c
 
 NAMES = ["gaussian_noise", "frost", "contrast", "glass_blur"]
 
