@@ -26,7 +26,7 @@ from bench.metrics import derive
 from bench.pruning import Pruner
 from bench.results import save_result
 from bench.schema import Distribution, NetworkResult, Provenance, RunConfig, RunResult
-from bench.suite import Suite, TestDistribution
+from bench.suite import Suite, TestDistribution, in_selection
 
 NOMINAL = "nominal"
 
@@ -82,11 +82,7 @@ def selected(config: RunConfig, distributions: list[TestDistribution]) -> list[T
         if unknown:
             known = ", ".join(str(p) for p in sorted(present - {None}, key=str)) or "none"
             raise ValueError(f"{option}: {unknown} not offered by suites {list(config.suites)} (available: {known})")
-    return [
-        d for d in distributions
-        if (config.corruptions is None or d.corruption is None or d.corruption in config.corruptions)
-        and (config.severities is None or d.severity is None or d.severity in config.severities)
-    ]
+    return [d for d in distributions if in_selection(d.corruption, d.severity, config.corruptions, config.severities)]
 
 
 def test_distributions(config: RunConfig, data: DataBundle) -> list[TestDistribution]:

@@ -27,6 +27,15 @@ class TestDistribution:
     level: float | None = None
 
 
+def in_selection(corruption: str | None, severity: int | None, corruptions: tuple[str, ...] | None,
+                 severities: tuple[int, ...] | None) -> bool:
+    """The `--corruptions` / `--severities` filter; None (no selection, or a test set that is not a
+    corruption / has no severity) always passes."""
+    return (corruptions is None or corruption is None or corruption in corruptions) and (
+        severities is None or severity is None or severity in severities
+    )
+
+
 class Suite(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -40,9 +49,7 @@ class Suite(ABC):
         self.corruptions, self.severities, self.per_class = config.corruptions, config.severities, config.per_class
 
     def wanted(self, corruption: str, severity: int) -> bool:
-        return (self.corruptions is None or corruption in self.corruptions) and (
-            self.severities is None or severity in self.severities
-        )
+        return in_selection(corruption, severity, self.corruptions, self.severities)
 
     def check_dataset(self, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
