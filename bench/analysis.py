@@ -59,17 +59,15 @@ from bench.jobs import (
     JOB_VERSION,
     Store,
     job_environment,
-    load_checked_dataset,
-    load_network,
     new_model,
+    open_run,
     parent_spec,
-    run_networks,
     spec_key,
 )
 from bench.metrics import prune_potential
 from bench.plots import save_figure, text
 from bench.pruning import count_nonzero
-from bench.results import ANALYSIS_REPORT_SUFFIXES, atomic_write_text, load_result
+from bench.results import ANALYSIS_REPORT_SUFFIXES, atomic_write_text
 from bench.schema import PARENT, RunConfig, RunResult, Strict
 from bench.training import train
 from leaderboard.build import escape, table
@@ -139,25 +137,13 @@ def load_run_networks(
     result: RunResult | Path, cache_dir: Path | None = None, *, control: bool = True, progress: bool = False
 ) -> RunNetworks:
     """Every network of a result file from its store (default: `<result folder>/.cache`)."""
-    if isinstance(result, RunResult):
-        if cache_dir is None:
-            raise ValueError("a RunResult needs the cache folder of its run")
-    else:
-        path = Path(result)
-        result = load_result(path)
-        cache_dir = cache_dir if cache_dir is not None else path.parent / ".cache"
-    store = Store(Path(cache_dir))
-    config = result.config
-    data = load_checked_dataset(config, result.provenance.data_checksum)
-    ratios = {(n.pruner, n.step): n.prune_ratio for n in result.networks}
-    networks = []
-    for ref in run_networks(config, data.checksum):
-        ratio = ratios[(ref.pruner, ref.step)]
-        label = PARENT if ref.pruner == PARENT else f"{ref.pruner} {100 * ratio:.1f}%"
-        networks.append(AnalysisNetwork(label, ref.pruner, ref.step, ratio, load_network(store, config, data, ref)))
+    run = open_run(result, cache_dir)
+    networks = [AnalysisNetwork(run.label(ref), ref.pruner, ref.step, run.prune_ratio(ref), run.load(ref))
+                for ref in run.refs()]
     if control:
-        networks.append(AnalysisNetwork(CONTROL, CONTROL, 0, 0.0, control_network(store, config, data, progress)))
-    return RunNetworks(result, data, networks)
+        control_model = control_network(run.store, run.result.config, run.data, progress)
+        networks.append(AnalysisNetwork(CONTROL, CONTROL, 0, 0.0, control_model))
+    return RunNetworks(run.result, run.data, networks)
 
 
 def _check_parent_first(networks: Sequence[AnalysisNetwork]) -> None:

@@ -969,18 +969,11 @@ def compress_run(
     its job cache (default `<result folder>/.cache`); check the logits on the first
     `check_images` test images and time dense vs compressed (`compare`: the run's thread count
     and memory format unless `threads` is given)."""
-    from bench.jobs import (
-        Store,
-        job_environment,
-        load_checked_dataset,
-        load_network,
-        run_networks,
-    )
-    from bench.results import load_result
+    from bench.jobs import job_environment, open_run
 
     path = Path(result)
-    run = load_result(path)
-    config = run.config
+    run = open_run(path, cache_dir)
+    config, data = run.result.config, run.data
     available = structured_pruners(config.pruners)
     if pruners is None:
         chosen = available
@@ -994,9 +987,6 @@ def compress_run(
         chosen = list(pruners)
     if not chosen:
         raise ValueError(f"run {path.name} has no structured pruner ({', '.join(config.pruners)})")
-    store = Store(Path(cache_dir) if cache_dir is not None else path.parent / ".cache")
-    data = load_checked_dataset(config, run.provenance.data_checksum)
-    ratios = {(n.pruner, n.step): n.prune_ratio for n in run.networks}
     images = data.normalize(next(iter(data.test.batches(check_images)))[0])
     input_shape = tuple(images.shape[1:])
     protocol_args = {"batch": batch, "warmup": warmup, "repeats": repeats,
@@ -1004,17 +994,17 @@ def compress_run(
                      "channels_last": config.channels_last}
     rows: list[NetworkCompression] = []
     protocol: dict[str, Any] = {}
-    refs = [ref for ref in run_networks(config, data.checksum) if ref.pruner in chosen]
+    refs = [ref for ref in run.refs() if ref.pruner in chosen]
     with job_environment(config):
         for ref in refs:
-            dense = load_network(store, config, data, ref)
+            dense = run.load(ref)
             compressed, report = compress(dense, images[:1])
             diff = max_abs_diff(dense, compressed, images)
             m = compare({"dense": dense, "compressed": compressed}, input_shape, **protocol_args)
             protocol = m["dense"].protocol
-            ratio = ratios[(ref.pruner, ref.step)]
+            ratio = run.prune_ratio(ref)
             rows.append(NetworkCompression(
-                network=f"{ref.pruner} {100 * ratio:.1f}%", pruner=ref.pruner, step=ref.step, prune_ratio=ratio,
+                network=run.label(ref), pruner=ref.pruner, step=ref.step, prune_ratio=ratio,
                 params_dense=m["dense"].params, params_compressed=m["compressed"].params,
                 macs_dense=m["dense"].macs, macs_compressed=m["compressed"].macs,
                 latency_dense_ms=m["dense"].latency_ms, latency_compressed_ms=m["compressed"].latency_ms,

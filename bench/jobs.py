@@ -41,8 +41,8 @@ from bench.pruning import (
     current_masks,
     prune_to_ratio,
 )
-from bench.results import atomic_write_text
-from bench.schema import RunConfig
+from bench.results import atomic_write_text, load_result
+from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
 
 JOB_VERSION = 1  # bump when a job's computation changes, so old artifacts are not reused
@@ -180,6 +180,40 @@ def load_network(store: Store, config: RunConfig, data: DataBundle, ref: Network
     if not store.done(ref.kind, ref.key):
         raise FileNotFoundError(f"network {ref.pruner} step {ref.step} is not in {store.root}; rerun `bench run`")
     return store.load_weights(ref.kind, ref.key, new_model(config, data))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A result file with its job cache and data: what analyses of a finished run start from."""
+
+    result: RunResult
+    store: Store
+    data: DataBundle
+
+    def refs(self) -> list[NetworkRef]:
+        return run_networks(self.result.config, self.data.checksum)
+
+    def prune_ratio(self, ref: NetworkRef) -> float:
+        return next(n.prune_ratio for n in self.result.networks if (n.pruner, n.step) == (ref.pruner, ref.step))
+
+    def label(self, ref: NetworkRef) -> str:
+        return PARENT if ref.pruner == PARENT else f"{ref.pruner} {100 * self.prune_ratio(ref):.1f}%"
+
+    def load(self, ref: NetworkRef) -> nn.Module:
+        return load_network(self.store, self.result.config, self.data, ref)
+
+
+def open_run(result: RunResult | str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> FinishedRun:
+    """A result file (or loaded result) and its job cache, default `<result folder>/.cache`."""
+    if isinstance(result, RunResult):
+        if cache_dir is None:
+            raise ValueError("a RunResult needs the cache folder of its run")
+    else:
+        path = Path(result)
+        result = load_result(path)
+        cache_dir = cache_dir if cache_dir is not None else path.parent / ".cache"
+    data = load_checked_dataset(result.config, result.provenance.data_checksum)
+    return FinishedRun(result, Store(Path(cache_dir)), data)
 
 
 # ---- job functions -----------------------------------------------------------------------------
