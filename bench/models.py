@@ -4,6 +4,12 @@ Importing this module registers every name in ``BENCH_MODELS`` so that
 ``timm.create_model("resnet20_cifar", num_classes=10)`` works. All models expect
 32x32 NCHW inputs and accept ``num_classes`` (default 10) and ``in_chans``
 (default 3). No pretrained weights exist for them; train with ``bench run``.
+
+``resnet{20,56,110}_cifar``, ``vgg16_bn_cifar`` and ``wrn16_8_cifar`` compute (on 32x32 inputs)
+the same functions as the CIFAR models torchprune vendors (``util/external/cnn/models/cifar``:
+resnet.py, vgg.py, wrn.py), with their parameter counts and their parameters registered in the
+same order. ``resnet{20,56,110}_cifar_a`` are He et al.'s option-A BasicBlock ResNets
+(zero-padding shortcuts).
 """
 
 from __future__ import annotations
@@ -96,10 +102,34 @@ class _PadShortcut(nn.Module):
         return f"stride={self.stride}, channel_pad={self.channel_pad}"
 
 
+def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
+
+
+def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    """Projection shortcut (option B of He et al. (2016)): 1x1 conv (stride ``stride``) -> BatchNorm."""
+    return nn.Sequential(_conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+
+
+# Residual shortcuts of CifarResNet where a block changes resolution or width: "projection" is
+# the reference's (torchprune / pytorch-classification), "pad" the parameter-free option A.
+_SHORTCUTS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "projection": _projection,
+    "pad": _PadShortcut,
+}
+
+
+def _shortcut(kind: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """Identity where the block keeps shape, else the ``kind`` shortcut (see ``_SHORTCUTS``)."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    return _SHORTCUTS[kind](in_ch, out_ch, stride)
+
+
 class _BasicBlock(nn.Module):
     """Post-activation residual block: conv-BN-ReLU-conv-BN, add shortcut, ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, shortcut: str = "projection") -> None:
         super().__init__()
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
@@ -107,13 +137,41 @@ class _BasicBlock(nn.Module):
         self.conv2 = _conv3x3(out_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.relu2 = nn.ReLU()
-        changes_shape = stride != 1 or in_ch != out_ch
-        self.shortcut = _PadShortcut(in_ch, out_ch, stride) if changes_shape else nn.Identity()
+        self.shortcut = _shortcut(shortcut, in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
+
+
+class _Bottleneck(nn.Module):
+    """Post-activation bottleneck block: 1x1 conv to ``out_ch // 4``, 3x3 conv (strided), 1x1 conv
+    to ``out_ch``, each followed by BN (and ReLU but the last); add shortcut, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, shortcut: str = "projection") -> None:
+        super().__init__()
+        if out_ch % self.expansion:
+            raise ValueError(f"bottleneck output width must be a multiple of {self.expansion}, got {out_ch}")
+        mid = out_ch // self.expansion
+        self.conv1 = _conv1x1(in_ch, mid)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.relu1 = nn.ReLU()
+        self.conv2 = _conv3x3(mid, mid, stride)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.relu2 = nn.ReLU()
+        self.conv3 = _conv1x1(mid, out_ch)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu3 = nn.ReLU()
+        self.shortcut = _shortcut(shortcut, in_ch, out_ch, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu3(out + self.shortcut(x))
 
 
 class _PreActBlock(nn.Module):
@@ -163,16 +221,42 @@ def _residual_stages(
 
 
 class CifarResNet(_Classifier):
-    """CIFAR ResNet of He et al. (2016), depth = 6n + 2, option-A shortcuts."""
+    """CIFAR ResNet of He et al. (2016), depth = 6n + 2: a 3x3 conv-BN-ReLU stem (16 channels),
+    three stages of n blocks (base widths 16/32/64, strides 1/2/2), global average pool, Linear.
 
-    def __init__(self, depth: int = 20, num_classes: int = 10, in_chans: int = 3) -> None:
+    Defaults follow the reference CIFAR ResNet that torchprune vendors (``cifar/resnet.py`` of
+    pytorch-classification): ``shortcut="projection"`` (1x1 conv + BN wherever a block changes
+    resolution or width, identity elsewhere) and ``bottleneck=None``, i.e. the reference's rule
+    *Bottleneck blocks (expansion 4, head ``Linear(256, ...)``) for depth >= 44, BasicBlocks
+    below*, so ``resnet56_cifar`` / ``resnet110_cifar`` are bottleneck networks as in the
+    reference, not the BasicBlock ResNet-56/110 of the paper. ``shortcut="pad"`` with
+    ``bottleneck=False`` is the paper's option-A network (parameter-free zero-padding
+    shortcuts; the ``resnet*_cifar_a`` models).
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "projection",
+        bottleneck: bool | None = None,
+    ) -> None:
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
-        widths = (16, 16, 32, 64)
+        if shortcut not in _SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(_SHORTCUTS)}, got {shortcut!r}")
+        if bottleneck is None:
+            bottleneck = depth >= 44
+        block_cls = _Bottleneck if bottleneck else _BasicBlock
+        expansion = _Bottleneck.expansion if bottleneck else 1
+        widths = (16, *(expansion * w for w in (16, 32, 64)))
         layers = [("stem", _conv_bn_relu(in_chans, widths[0]))]
-        layers += _residual_stages(_BasicBlock, widths, (depth - 2) // 6)
+        layers += _residual_stages(partial(block_cls, shortcut=shortcut), widths, (depth - 2) // 6)
         super().__init__(nn.Sequential(OrderedDict(layers)), widths[-1], num_classes)
         self.depth = depth
+        self.shortcut = shortcut
+        self.bottleneck = bottleneck
 
 
 class WideResNet(_Classifier):
@@ -249,6 +333,10 @@ def _register(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.
 resnet20_cifar = _register("resnet20_cifar", partial(CifarResNet, 20))
 resnet56_cifar = _register("resnet56_cifar", partial(CifarResNet, 56))
 resnet110_cifar = _register("resnet110_cifar", partial(CifarResNet, 110))
+# He et al.'s option-A networks: BasicBlocks at every depth, zero-padding shortcuts
+resnet20_cifar_a = _register("resnet20_cifar_a", partial(CifarResNet, 20, shortcut="pad", bottleneck=False))
+resnet56_cifar_a = _register("resnet56_cifar_a", partial(CifarResNet, 56, shortcut="pad", bottleneck=False))
+resnet110_cifar_a = _register("resnet110_cifar_a", partial(CifarResNet, 110, shortcut="pad", bottleneck=False))
 vgg16_bn_cifar = _register("vgg16_bn_cifar", VGG16BN)
 wrn16_8_cifar = _register("wrn16_8_cifar", partial(WideResNet, 16, 8))
 digits_cnn = _register("digits_cnn", DigitsCNN)

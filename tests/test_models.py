@@ -8,15 +8,36 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench import models as bench_models  # noqa: E402
+from bench.pruning import compressible_layers  # noqa: E402
 
 EXPECTED_NAMES = (
     "resnet20_cifar",
     "resnet56_cifar",
     "resnet110_cifar",
+    "resnet20_cifar_a",
+    "resnet56_cifar_a",
+    "resnet110_cifar_a",
     "vgg16_bn_cifar",
     "wrn16_8_cifar",
     "digits_cnn",
 )
+
+
+# (parameters, compressible layers) with num_classes=10. The reference-faithful models match the
+# CIFAR models vendored by torchprune (util/external/cnn/models/cifar: resnet.py, vgg.py, wrn.py).
+EXPECTED_COUNTS = {
+    "resnet20_cifar": (272_474, 22),
+    "resnet56_cifar": (869_530, 86),
+    "resnet110_cifar": (1_704_154, 167),
+    # He et al. (2016), Table 6 (option A): 0.27M, 0.85M, 1.7M parameters
+    "resnet20_cifar_a": (269_722, 20),
+    "resnet56_cifar_a": (853_018, 56),
+    "resnet110_cifar_a": (1_727_962, 110),
+    "vgg16_bn_cifar": (14_728_266, 14),
+    # Zagoruyko & Komodakis (2016), Table 4: 11.0M parameters
+    "wrn16_8_cifar": (10_961_370, 17),
+    "digits_cnn": (61_338, 5),
+}
 
 
 def _num_params(model: nn.Module) -> int:
@@ -55,28 +76,90 @@ def test_forward_shape_and_classifier(built: dict[str, nn.Module], name: str) ->
     assert list(model.modules())[-1] is head
 
 
-def test_resnet20_param_count(built: dict[str, nn.Module]) -> None:
-    assert _num_params(built["resnet20_cifar"]) == 269_722
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_param_and_compressible_layer_counts(built: dict[str, nn.Module], name: str) -> None:
+    model = built[name]
+    assert (_num_params(model), len(compressible_layers(model))) == EXPECTED_COUNTS[name]
 
 
-def test_resnet56_structure_and_param_count(built: dict[str, nn.Module]) -> None:
-    model = built["resnet56_cifar"]
-    stages = [model.features.stage1, model.features.stage2, model.features.stage3]
-    assert [len(stage) for stage in stages] == [9, 9, 9]
-    # He et al. (2016), Table 6: 0.85M parameters.
-    assert _num_params(model) == 853_018
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_activations_are_not_in_place(built: dict[str, nn.Module], name: str) -> None:
+    # pruners record BatchNorm outputs through forward hooks; an in-place ReLU would overwrite them
+    relus = [m for m in built[name].modules() if isinstance(m, nn.ReLU)]
+    assert relus and not any(m.inplace for m in relus)
 
 
-def test_resnet110_param_count(built: dict[str, nn.Module]) -> None:
-    # He et al. (2016), Table 6: 1.7M parameters.
-    assert _num_params(built["resnet110_cifar"]) == 1_727_962
+def _projections(model: nn.Module) -> list[nn.Sequential]:
+    return [m.shortcut for m in model.modules() if isinstance(getattr(m, "shortcut", None), nn.Sequential)]
 
 
-def test_resnet_shortcuts_are_parameter_free(built: dict[str, nn.Module]) -> None:
+def test_resnet20_matches_the_reference_layout(built: dict[str, nn.Module]) -> None:
     model = built["resnet20_cifar"]
+    stages = [model.features.stage1, model.features.stage2, model.features.stage3]
+    assert [len(stage) for stage in stages] == [3, 3, 3]
+    assert all(isinstance(block, bench_models._BasicBlock) for stage in stages for block in stage)
+    assert [stage[-1].conv2.out_channels for stage in stages] == [16, 32, 64]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 19
+    assert len(convs) == 21 and all(c.bias is None for c in convs)
+    assert sum(c.kernel_size == (3, 3) for c in convs) == 19
+    # conv 1x1 (stride 2, no bias) + BN where a stage starts, identity everywhere else
+    projections = _projections(model)
+    assert [stage[0].shortcut for stage in stages[1:]] == projections
+    for shortcut, (in_ch, out_ch) in zip(projections, [(16, 32), (32, 64)]):
+        conv, bn = shortcut
+        assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride) == (in_ch, out_ch, (1, 1), (2, 2))
+        assert conv.bias is None and isinstance(bn, nn.BatchNorm2d) and bn.num_features == out_ch
+    identities = [block.shortcut for stage in stages for block in stage if block.shortcut not in projections]
+    assert len(identities) == 7 and all(isinstance(m, nn.Identity) for m in identities)
+    assert not any(isinstance(m, bench_models._PadShortcut) for m in model.modules())
+    assert model.get_classifier().in_features == 64
+
+
+def test_reference_init(built: dict[str, nn.Module]) -> None:
+    # conv weights ~ N(0, 2 / (k * k * out_channels)); BatchNorm weight 1, bias 0
+    model = built["resnet56_cifar"]
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.weight.numel() >= 1024:
+            kh, kw = module.kernel_size
+            expected = (2 / (kh * kw * module.out_channels)) ** 0.5
+            assert abs(float(module.weight.detach().std()) / expected - 1) < 0.15
+        elif isinstance(module, nn.BatchNorm2d):
+            assert bool((module.weight == 1).all()) and bool((module.bias == 0).all())
+
+
+@pytest.mark.parametrize(("name", "blocks"), [("resnet56_cifar", 9), ("resnet110_cifar", 18)])
+def test_deep_resnets_use_bottlenecks_as_the_reference(built: dict[str, nn.Module], name: str, blocks: int) -> None:
+    model = built[name]
+    stages = [model.features.stage1, model.features.stage2, model.features.stage3]
+    assert [len(stage) for stage in stages] == [blocks] * 3
+    assert all(isinstance(block, bench_models._Bottleneck) for stage in stages for block in stage)
+    first = [stage[0] for stage in stages]
+    assert [(b.conv1.out_channels, b.conv2.out_channels, b.conv3.out_channels) for b in first] == [
+        (16, 16, 64), (32, 32, 128), (64, 64, 256)
+    ]
+    assert [b.conv2.stride for b in first] == [(1, 1), (2, 2), (2, 2)]  # the 3x3 conv is the strided one
+    # every stage starts with a projection: 16 -> 64 channels (stride 1), then 64 -> 128, 128 -> 256
+    assert [block.shortcut for block in first] == _projections(model)
+    assert [(s[0].in_channels, s[0].out_channels, s[0].stride) for s in _projections(model)] == [
+        (16, 64, (1, 1)), (64, 128, (2, 2)), (128, 256, (2, 2))
+    ]
+    assert model.get_classifier().in_features == 256
+
+
+@pytest.mark.parametrize(("name", "blocks"), [("resnet20_cifar_a", 3), ("resnet56_cifar_a", 9), ("resnet110_cifar_a", 18)])
+def test_option_a_resnets(built: dict[str, nn.Module], name: str, blocks: int) -> None:
+    model = built[name]
+    stages = [model.features.stage1, model.features.stage2, model.features.stage3]
+    assert [len(stage) for stage in stages] == [blocks] * 3
+    assert all(isinstance(block, bench_models._BasicBlock) for stage in stages for block in stage)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6 * blocks + 1
     assert all(c.kernel_size == (3, 3) and c.bias is None for c in convs)
+    assert model.get_classifier().in_features == 64
+
+
+def test_option_a_shortcuts_are_parameter_free(built: dict[str, nn.Module]) -> None:
+    model = built["resnet20_cifar_a"]
     shortcuts = [m for m in model.modules() if isinstance(m, bench_models._PadShortcut)]
     assert len(shortcuts) == 2
     x = torch.randn(2, 16, 32, 32)
@@ -84,6 +167,19 @@ def test_resnet_shortcuts_are_parameter_free(built: dict[str, nn.Module]) -> Non
     assert out.shape == (2, 32, 16, 16)
     assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+
+
+def test_cifar_resnet_options() -> None:
+    assert isinstance(bench_models.CifarResNet(44).features.stage1[0], bench_models._Bottleneck)
+    assert isinstance(bench_models.CifarResNet(38).features.stage1[0], bench_models._BasicBlock)
+    model = bench_models.CifarResNet(20, shortcut="pad", bottleneck=True).eval()
+    assert isinstance(model.features.stage1[0].shortcut, bench_models._PadShortcut)  # 16 -> 64 channels
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="shortcut"):
+        bench_models.CifarResNet(20, shortcut="option-c")
+    with pytest.raises(ValueError, match="6n"):
+        bench_models.CifarResNet(21)
 
 
 def test_vgg16_bn_layout(built: dict[str, nn.Module]) -> None:
