@@ -17,6 +17,7 @@ at one matrix product per file and can only widen the intervals (the duplicates 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,9 +57,11 @@ def replicates(results: Sequence[RunResult], pruner: str) -> list[RunResult]:
     """The files that ran `pruner`, one per seed (the newest, if a seed was run twice), by seed.
 
     Two files with the same seed are the same replicate; counting both would understate the spread.
+    Files written at the same instant are ordered by content_key, never by provenance, so that
+    which one wins depends only on what they hold (and files with equal content give equal numbers).
     """
     newest: dict[int, RunResult] = {}
-    for result in sorted(results, key=lambda r: (r.provenance.created_at, _digest(r))):
+    for result in sorted(results, key=lambda r: (r.provenance.created_at, content_key(r))):
         if any(n.pruner == pruner for n in result.networks):
             newest[result.config.seed] = result
     return [newest[s] for s in sorted(newest)]
@@ -138,8 +141,21 @@ def _rng(seed: int, *labels: str) -> np.random.Generator:
     return np.random.default_rng([seed, *np.frombuffer(key[:16], dtype=np.uint32).tolist()])
 
 
-def _digest(result: RunResult) -> str:
-    return result.integrity or result.payload_digest()
+def content_key(result: RunResult) -> str:
+    """sha256 of what the bootstrap resamples: the config hash and every network's accuracies and
+    per-example hits (canonical JSON, networks by pruner and step).
+
+    The image resamples of a file are seeded from this key rather than from the file's integrity
+    digest, which also covers provenance (created_at, wall_time_s, platform, ...): re-running a
+    finished command must give the same intervals and p-values, while a change in any hit must
+    give other draws.
+    """
+    networks = sorted(result.networks, key=lambda n: (n.pruner, n.step))
+    content = {
+        "config_hash": result.config.config_hash(),
+        "networks": [{"pruner": n.pruner, "step": n.step, "accuracy": n.accuracy, "hits": n.hits} for n in networks],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _image_weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,7 +180,7 @@ def resampled_accuracy(
     result: RunResult, networks: Sequence[NetworkResult], samples: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Distribution name -> (networks, samples) accuracies on resampled test images."""
-    rng = _rng(seed, "images", _digest(result))
+    rng = _rng(seed, "images", content_key(result))
     by_size: dict[int, list[str]] = defaultdict(list)
     for dist in result.distributions:
         by_size[dist.n_examples].append(dist.name)

@@ -112,3 +112,36 @@ def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
     written = capsys.readouterr().out.split()
     assert any(p.endswith("potential.png") for p in written) and any(p.endswith(".pdf") for p in written)
     assert all((tmp_path / "plots" / Path(p).name).stat().st_size > 1000 for p in written)
+
+
+def test_rerunning_a_finished_command_gives_the_same_result_and_a_byte_identical_leaderboard(tmp_path, capsys):
+    from bench.results import parse_result, save_result
+
+    args = ["run", "--suite", "noise", "--pruner", "wt,random", "--ratios", "0.5", "--epochs", "1",
+            "--retrain-epochs", "1", "--threads", "1", "--out", str(tmp_path / "results"), "--quiet"]
+    texts, boards = [], []
+    for _ in range(2):
+        assert main(args) == 0
+        (path,) = (tmp_path / "results").glob("*.json")  # the second run rewrites the same file
+        texts.append(path.read_text())
+        capsys.readouterr()
+        assert main(["leaderboard", str(tmp_path / "results")]) == 0
+        boards.append(capsys.readouterr().out)
+    assert "p = " in boards[0]  # the bootstrap ran: intervals and p-values are part of the comparison
+    assert boards[0] == boards[1]
+
+    # the files differ in their provenance timestamps (and the integrity digest over them) only
+    first, second = (json.loads(text) for text in texts)
+    stamps = ("created_at", "wall_time_s")
+    assert first["provenance"]["created_at"] != second["provenance"]["created_at"]
+    for raw in (first, second):
+        for key in stamps:
+            del raw["provenance"][key]
+        del raw["integrity"]
+    assert first == second
+    # byte for byte: the second file with the first file's timestamps is the first file
+    earlier = parse_result(texts[0]).provenance
+    result = parse_result(texts[1])
+    restamped = result.model_copy(update={"provenance": result.provenance.model_copy(
+        update={key: getattr(earlier, key) for key in stamps})})
+    assert save_result(restamped, tmp_path / "restamped.json").read_text() == texts[0]

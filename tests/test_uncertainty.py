@@ -182,11 +182,74 @@ def test_bad_input_is_a_clear_error():
 
 def test_resampled_accuracy_is_the_hit_rate_on_one_index_resample_shared_by_all_networks():
     from bench.schema import unpack_hits
-    from bench.uncertainty import _digest, _rng, resampled_accuracy
+    from bench.uncertainty import _rng, content_key, resampled_accuracy
 
     run = make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, n=97)
     accuracy = resampled_accuracy(run, run.networks, 40, seed=3)
-    indices = _rng(3, "images", _digest(run)).integers(0, 97, size=(40, 97))  # the draws it makes
+    indices = _rng(3, "images", content_key(run)).integers(0, 97, size=(40, 97))  # the draws it makes
     for dist in run.distributions:
         hits = np.stack([unpack_hits(net.hits[dist.name], 97) for net in run.networks])
         assert np.array_equal(accuracy[dist.name], hits[:, indices].mean(axis=2))
+
+
+def reprovenanced(run: RunResult, hour: int = 5, wall_time_s: float = 123.4, platform: str = "elsewhere") -> RunResult:
+    """The same content with other provenance (timestamp, wall time, platform), sealed like a saved file."""
+    from bench.results import seal
+
+    provenance = run.provenance.model_copy(update={
+        "created_at": datetime(2026, 3, 1, hour, tzinfo=timezone.utc), "wall_time_s": wall_time_s, "platform": platform,
+    })
+    return seal(run.model_copy(update={"provenance": provenance}))
+
+
+def with_one_hit_flipped(run: RunResult, pruner: str = "wt", step: int = 1, name: str = "digits/clean") -> RunResult:
+    """`run` with one per-example bit of one network flipped (and its accuracy to match), validated."""
+    from bench.schema import unpack_hits
+
+    raw = run.model_dump(mode="json")
+    n = next(d.n_examples for d in run.distributions if d.name == name)
+    net = next(x for x in raw["networks"] if x["pruner"] == pruner and x["step"] == step)
+    hits = unpack_hits(net["hits"][name], n)
+    hits[0] = not hits[0]
+    net["hits"][name], net["accuracy"][name] = pack_hits(hits), float(hits.mean())
+    return RunResult.model_validate(raw)
+
+
+def test_statistics_depend_on_content_not_on_provenance():
+    from bench.results import seal
+    from bench.uncertainty import content_key, resampled_accuracy
+
+    runs = [seal(make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, seed=s)) for s in range(2)]
+    rerun = [reprovenanced(r, hour=s) for s, r in enumerate(runs)]  # re-running the finished command
+    assert all(a.integrity != b.integrity for a, b in zip(runs, rerun))
+    assert [content_key(r) for r in runs] == [content_key(r) for r in rerun]
+
+    first, again = bootstrap_pruners(runs, samples=300), bootstrap_pruners(rerun, samples=300)
+    assert first == again  # estimates, intervals and p-values
+    for pruner in first:
+        assert np.array_equal(first[pruner].gap_draws, again[pruner].gap_draws)
+    assert {p: v.gap_p_value for p, v in first.items()} == {p: v.gap_p_value for p, v in again.items()}
+
+    # one changed bit gives other image resamples: even the untouched parent's resampled accuracy changes
+    flipped = with_one_hit_flipped(runs[0])
+    assert content_key(flipped) != content_key(runs[0])
+    before = resampled_accuracy(runs[0], [runs[0].parent], 300, seed=0)
+    after = resampled_accuracy(flipped, [flipped.parent], 300, seed=0)
+    assert not np.array_equal(before["digits/clean"], after["digits/clean"])
+    changed = bootstrap_pruners([flipped, runs[1]], samples=300)
+    assert not np.array_equal(changed["wt"].gap_draws, first["wt"].gap_draws)  # wt is borderline: draws vary
+
+
+def test_a_tie_between_files_of_one_seed_is_broken_by_content_not_provenance():
+    from bench.uncertainty import content_key
+
+    a = make_run({"wt": {"clean": [0, 40, 40], "shifted": [0, 40, 40]}})
+    b = make_run({"wt": {"clean": [0, 0, 0], "shifted": [0, 0, 0]}})  # same seed, same created_at
+    winner = max((a, b), key=content_key)
+    for platform, wall_time_s in [("x", 1.0), ("y", 2.0), ("z", 3.0), ("w", 4.0)]:
+        pair = [reprovenanced(r, hour=0, platform=platform, wall_time_s=wall_time_s) for r in (a, b)]
+        for order in (pair, pair[::-1]):
+            (chosen,) = replicates(order, "wt")
+            assert content_key(chosen) == content_key(winner)
+    newer = reprovenanced(min((a, b), key=content_key), hour=1)  # a newer file still wins on time
+    assert replicates([winner, newer], "wt") == [newer]
