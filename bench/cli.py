@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
     run.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs per prune step")
     run.add_argument("--delta", type=float, default=0.005, help="prune-potential tolerance (absolute error)")
-    run.add_argument("--calibration-size", type=int, default=256, help="images in the S set of data-informed pruners")
+    run.add_argument("--calibration-size", type=int, default=None,
+                     help="images in the S set (default: the reference's |S| formula, e.g. 183 for resnet20)")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
     run.add_argument("--threads", type=int, default=2, help="CPU threads per job (part of the numerics; recorded)")

@@ -34,18 +34,22 @@ from bench.data import DataBundle, ImageSet, TestSource, load_dataset
 from bench.files import source_from_reference
 from bench.models import create_model
 from bench.pruning import (
+    FAILURE_PROBABILITY,
     PruneContext,
     Pruner,
-    classifier_name,
+    calibration_size,
+    classification_loss,
     count_nonzero,
-    current_masks,
+    last_layer_name,
+    layer_output_sizes,
+    parameter_masks,
     prune_to_ratio,
 )
 from bench.results import atomic_write_text, load_result
 from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
 
-JOB_VERSION = 1  # bump when a job's computation changes, so old artifacts are not reused
+JOB_VERSION = 2  # bump when a job's computation changes, so old artifacts are not reused
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
@@ -127,13 +131,36 @@ def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
     }
 
 
-def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str) -> dict[str, Any]:
+def load_pruner(name: str) -> Pruner:
+    """An instance of the pruner an entry point names (it must subclass bench.pruning.Pruner)."""
+    cls = registry.load(registry.PRUNER_GROUP, name)
+    pruner = cls()
+    if not isinstance(pruner, Pruner):
+        raise registry.RegistryError(f"pruner {name!r} ({cls!r}) does not subclass bench.pruning.Pruner")
+    return pruner
+
+
+def pruner_identity(name: str) -> dict[str, Any]:
+    """What makes a pruner's steps what they are: its package and version, a digest of its source
+    code (bench.registry.source_digest) and its options. Part of every step's cache key."""
+    pruner = load_pruner(name)
+    distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, name)
+    return {
+        "name": name,
+        "distribution": distribution,
+        "version": dist_version,
+        "source_sha256": registry.source_digest(registry.PRUNER_GROUP, name, type(pruner)),
+        "options": pruner.options(),
+    }
+
+
+def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
+              identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         "job": "step",
         "version": JOB_VERSION,
         "previous": previous_key,
-        "pruner": pruner,
-        "pruner_package": list(registry.distribution_of(registry.PRUNER_GROUP, pruner)),
+        "pruner": dict(identity) if identity is not None else pruner_identity(pruner),
         "step": step,
         "target_ratio": config.target_ratios[step - 1],
         "retrain": config.retrain.model_dump(mode="json"),
@@ -148,10 +175,13 @@ def eval_spec(network_key: str, testset_checksum: str, config: RunConfig) -> dic
             "threads": config.threads, "precision": config.precision}
 
 
-def chain_keys(config: RunConfig, pruner: str, parent_key: str) -> list[str]:
+def chain_keys(config: RunConfig, pruner: str, parent_key: str,
+               identity: Mapping[str, Any] | None = None) -> list[str]:
+    """Keys of a pruner's cascade steps; `identity` defaults to the installed pruner's."""
     keys, previous = [], parent_key
+    identity = identity if identity is not None else pruner_identity(pruner)
     for step in range(1, len(config.target_ratios) + 1):
-        previous = spec_key(step_spec(config, pruner, step, previous))
+        previous = spec_key(step_spec(config, pruner, step, previous, identity))
         keys.append(previous)
     return keys
 
@@ -166,13 +196,19 @@ class NetworkRef:
     step: int
 
 
-def run_networks(config: RunConfig, data_checksum: str) -> list[NetworkRef]:
-    """The parent and every cascade step of a run, in result-file order."""
+def run_networks(config: RunConfig, data_checksum: str,
+                 identities: Mapping[str, Mapping[str, Any]] | None = None) -> list[NetworkRef]:
+    """The parent and every cascade step of a run, in result-file order.
+
+    `identities` (pruner name -> identity, as a result file records them) name the networks that a
+    finished run evaluated even after its pruners' code changed; default: the installed pruners.
+    """
     parent_key = spec_key(parent_spec(config, data_checksum))
     refs = [NetworkRef("parents", parent_key, "parent", 0)]
     for pruner in config.pruners:
+        identity = (identities or {}).get(pruner)
         refs += [NetworkRef("steps", key, pruner, step)
-                 for step, key in enumerate(chain_keys(config, pruner, parent_key), start=1)]
+                 for step, key in enumerate(chain_keys(config, pruner, parent_key, identity), start=1)]
     return refs
 
 
@@ -191,7 +227,8 @@ class FinishedRun:
     data: DataBundle
 
     def refs(self) -> list[NetworkRef]:
-        return run_networks(self.result.config, self.data.checksum)
+        identities = {name: p.model_dump(mode="json") for name, p in self.result.provenance.pruners.items()}
+        return run_networks(self.result.config, self.data.checksum, identities)
 
     def prune_ratio(self, ref: NetworkRef) -> float:
         return next(n.prune_ratio for n in self.result.networks if (n.pruner, n.step) == (ref.pruner, ref.step))
@@ -238,6 +275,43 @@ def new_model(config: RunConfig, data: DataBundle, initial: bool = False) -> nn.
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
+def calibration_indices(config: RunConfig, data: DataBundle) -> list[int]:
+    """The S set of every pruner: a seeded random subset of the validation split, sorted.
+
+    |S| follows the reference (bench.pruning.calibration_size: resnet20 on CIFAR gives 183, capped at
+    half the validation split), unless `config.calibration_size` sets it.
+    """
+    available = len(data.val)
+    if available < 2:
+        raise ValueError(f"the validation split of {data.name!r} has {available} image(s); pruning needs at least 2 "
+                         "for its S set (use more data, e.g. a larger --per-class)")
+    if config.calibration_size is not None:
+        size = min(config.calibration_size, available)
+    else:
+        example = data.normalize(data.val.images[:1])
+        sizes = layer_output_sizes(new_model(config, data), example)
+        size = calibration_size(sizes, FAILURE_PROBABILITY[data.task], available)
+    order = torch.randperm(available, generator=torch.Generator().manual_seed(config.seed))
+    return sorted(order[:size].tolist())
+
+
+def prune_context(config: RunConfig, data: DataBundle, model: nn.Module) -> PruneContext:
+    """The S set and task constants handed to every pruner of a run."""
+    s_set = data.val.subset(torch.tensor(calibration_indices(config, data)))
+    if data.task == "segmentation":
+        from bench.segmentation import segmentation_loss as loss
+    else:
+        loss = classification_loss
+    return PruneContext(
+        calibration=data.normalize(s_set.images),
+        labels=s_set.labels,
+        seed=config.seed,
+        last_layer=last_layer_name(model),
+        loss=loss,
+        failure_probability=FAILURE_PROBABILITY[data.task],
+    )
+
+
 def load_checked_dataset(config: RunConfig, checksum: str) -> DataBundle:
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     if data.checksum != checksum:
@@ -270,7 +344,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
         return keys
     with job_environment(config):
         data = load_checked_dataset(config, data_checksum)
-        pruner = registry.load(registry.PRUNER_GROUP, pruner_name)()
+        pruner = load_pruner(pruner_name)
         first = todo[0]
         model = new_model(config, data)
         if first == 1:
@@ -278,11 +352,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
         else:
             store.load_weights("steps", keys[first - 2], model)
         parent_nonzero = store.read_json("parents", parent_key)["nonzero_params"]
-        ctx = PruneContext(
-            calibration=data.normalize(data.val.images[: config.calibration_size]),
-            seed=config.seed,
-            classifier=classifier_name(model),
-        )
+        ctx = prune_context(config, data, model)
         for step in range(first, len(keys) + 1):
             run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
     return keys
@@ -292,7 +362,7 @@ def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int
              data: DataBundle, ctx: PruneContext, parent_nonzero: int, progress: bool) -> None:
     target = config.target_ratios[step - 1]
     outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx)
-    masks = current_masks(model)
+    masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
           progress=progress)
     nonzero = count_nonzero(model)

@@ -1,24 +1,59 @@
-"""Shared pruning machinery: compressible layers, masks, measured prune ratio, the Pruner API.
+"""Shared pruning machinery: compressible layers, masks, the S set, propagation, measured prune ratio.
 
 A pruner turns a network into a *mask plan*: a function from a keep knob in [0, 1]
-(monotone: more knob keeps more) to weight masks. `prune_to_ratio` searches the knob so the
-**measured** prune ratio, 1 - nnz(all parameters of the pruned net) / nnz(parent), lands on
-the target, whatever the pruner's own size model assumes. Masks are zeroed weights; nothing is
-physically removed, as in the paper.
+(monotone: more knob keeps more) to weight masks. `prune_to_ratio` applies a plan, then the
+reference's propagation step over the S set (`propagate_compression`), and searches the knob
+so the **measured** prune ratio, 1 - nnz(all parameters of the pruned net) / nnz(parent),
+lands on the target, whatever the pruner's own size model assumes. Masks are zeroed
+parameters; nothing is physically removed, as in the paper (Liebenwein et al., torchprune).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+__all__ = [
+    "FAILURE_PROBABILITY",
+    "Masks",
+    "MaskPlan",
+    "ParameterMasks",
+    "PruneContext",
+    "PruneOutcome",
+    "Pruner",
+    "apply_masks",
+    "calibration_size",
+    "classifier_name",
+    "compressible_layers",
+    "count_nonzero",
+    "current_masks",
+    "enforce_parameter_masks",
+    "global_topk",
+    "last_layer_name",
+    "layer_output_sizes",
+    "parameter_masks",
+    "propagate_compression",
+    "prune_to_ratio",
+    "top_units",
+]
 
 Masks = dict[str, torch.Tensor]  # "<layer name>" -> bool mask shaped like that layer's weight
 MaskPlan = Callable[[float], Masks]
+ParameterMasks = dict[str, torch.Tensor]  # "<parameter name>" -> bool mask, False = pruned (stays 0)
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# The reference's failure probability deltaS (torchprune experiment/param/default.yaml; its VOC
+# configuration overrides it to 1e-5). PFP's bound uses it as is; the |S| formula divides it by eta.
+FAILURE_PROBABILITY = {"classification": 1e-16, "segmentation": 1e-5}
+_S_CONSTANT = 3.0  # C in |S| = ceil(C ln(8 eta* / (delta / eta))) ("C=3 for ICLR experiments")
+_S_MAX_FRACTION = 0.5  # |S| is capped at half of the validation split
 
 
 def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -42,27 +77,49 @@ def classifier_name(model: nn.Module) -> str:
     return list(layers)[-1]
 
 
+def last_layer_name(model: nn.Module) -> str:
+    """The last compressible layer in module order: the layer whose outputs FT never prunes in
+    the reference (for DeepLabV3 with an aux head that is the aux head's last conv)."""
+    return list(compressible_layers(model))[-1]
+
+
 def count_nonzero(model: nn.Module) -> int:
     """Nonzero parameters, all of them (weights, biases, norm affine); buffers excluded."""
     return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
 
 
 def current_masks(model: nn.Module) -> Masks:
+    """Layer name -> bool mask of the nonzero entries of its weight."""
     return {name: layer.weight.detach() != 0 for name, layer in compressible_layers(model).items()}
+
+
+def parameter_masks(model: nn.Module) -> ParameterMasks:
+    """Parameter name -> bool mask of its nonzero entries, for every parameter that has a zero:
+    weights, biases and norm affine alike, so retraining keeps every pruned entry at zero."""
+    return {name: p.detach() != 0 for name, p in model.named_parameters() if not bool(p.detach().all())}
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
+    """Zero the masked-out weights of the named compressible layers."""
     layers = compressible_layers(model)
     for name, mask in masks.items():
         layers[name].weight.mul_(mask)
+
+
+@torch.no_grad()
+def enforce_parameter_masks(model: nn.Module, masks: ParameterMasks) -> None:
+    """Zero the masked-out entries of the named parameters (after every optimizer step)."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask)
 
 
 def global_topk(scores: dict[str, torch.Tensor], keep: float) -> Masks:
     """Keep the round(keep * total) highest-scoring weights over all layers together."""
     flat = torch.cat([s.flatten() for s in scores.values()])
     k = round(min(max(keep, 0.0), 1.0) * flat.numel())
-    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
         keep_flat[torch.topk(flat, k, sorted=False).indices] = True
     masks, start = {}, 0
@@ -75,32 +132,89 @@ def global_topk(scores: dict[str, torch.Tensor], keep: float) -> Masks:
 def top_units(scores: torch.Tensor, count: int) -> torch.Tensor:
     """Bool vector keeping the `count` highest-scoring units (at least one, at most all)."""
     count = min(max(count, 1), scores.numel())
-    kept = torch.zeros(scores.numel(), dtype=torch.bool)
+    kept = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     kept[torch.topk(scores, count, sorted=False).indices] = True
     return kept
 
 
+def layer_output_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Output neurons per image (C_out * positions) of each compressible layer that runs, from one
+    forward pass of one image in eval mode."""
+    layers = compressible_layers(model)
+    sizes: dict[str, int] = {}
+    handles = [
+        layer.register_forward_hook(lambda _m, _a, out, name=name: sizes.__setitem__(name, out[0].numel()))
+        for name, layer in layers.items()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return sizes
+
+
+def calibration_size(output_sizes: dict[str, int], failure_probability: float, available: int) -> int:
+    """|S| = ceil(3 ln(8 eta* / (delta / eta))), capped at half of the `available` validation images
+    (but at least 2).
+
+    eta = output neurons per image summed over the compressible layers, eta* = the largest layer's
+    (torchprune's experiment/evaluator.py; resnet20 on 32x32 images gives 183)."""
+    eta, eta_max = sum(output_sizes.values()), max(output_sizes.values())
+    wanted = math.ceil(_S_CONSTANT * math.log(8 * eta_max / (failure_probability / eta)))
+    # at least 2 images where there are: propagation tells constant channels by comparing images
+    return max(min(wanted, int(_S_MAX_FRACTION * available)), min(2, available))
+
+
+def classification_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs, labels)
+
+
 @dataclass(frozen=True)
 class PruneContext:
-    """What a pruner may use besides the weights."""
+    """What a pruner may use besides the weights: the S set and the task's constants."""
 
-    calibration: torch.Tensor  # normalised S-set images, float (N, C, H, W)
+    calibration: torch.Tensor  # normalised S-set images, float (N, C, H, W), on the model's device
+    labels: torch.Tensor  # their labels (class ids, or (N, H, W) masks for segmentation)
     seed: int
-    classifier: str  # name of the output layer
+    last_layer: str  # last compressible layer in module order; FT never prunes its outputs
+    loss: Loss = classification_loss  # of the propagation pass
+    failure_probability: float = FAILURE_PROBABILITY["classification"]  # PFP's delta
     batch_size: int = 64
 
 
 class Pruner(ABC):
     """Base class of every pruner; third-party pruners subclass it and register an entry point
-    in the `prunebench.pruners` group."""
+    in the `prunebench.pruners` group.
+
+    Example::
+
+        class Magnitude(Pruner):
+            name = "magnitude"
+
+            def plan(self, model, ctx):
+                scores = {n: l.weight.detach().abs() for n, l in compressible_layers(model).items()}
+                return lambda keep: global_topk(scores, keep)
+
+    Options set in ``__init__`` (public attributes) are part of the pruner's identity: results
+    and cache keys record them.
+    """
 
     name: ClassVar[str]
     structured: ClassVar[bool] = False  # masks whole filters/channels
-    uses_data: ClassVar[bool] = False  # plan depends on the calibration set
+    uses_data: ClassVar[bool] = False  # scores depend on the calibration set
 
     @abstractmethod
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         """Score `model` once and return keep-knob -> masks (layer name -> bool weight mask)."""
+
+    def options(self) -> dict[str, Any]:
+        """The pruner's settings (its public instance attributes), recorded with its results."""
+        return {key: value for key, value in sorted(vars(self).items()) if not key.startswith("_")}
 
 
 @dataclass(frozen=True)
@@ -111,30 +225,87 @@ class PruneOutcome:
     keep_knob: float
 
 
-def zero_dead_filters(model: nn.Module, calibration: torch.Tensor, seed: int) -> None:
-    """Zero output filters whose weight gradient is exactly zero on the calibration batch.
+class _ConstantInputs:
+    """Forward hooks recording, per compressible layer, which input channels are identical for every
+    image and position seen (compared with the first image's): channels of pruned filters."""
 
-    After a structured mask, a filter whose output no later layer reads receives no
-    gradient; removing it keeps the function and makes e.g. PFP's pruned input channels
-    remove the filters that produced them, on any topology (residual sums keep theirs).
-    """
+    def __init__(self, layers: dict[str, nn.Module]) -> None:
+        self.first: dict[str, torch.Tensor] = {}
+        self.constant: dict[str, torch.Tensor] = {}
+        self.handles = [layer.register_forward_hook(self._hook(name)) for name, layer in layers.items()]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            x = args[0].detach()
+            # Linear: tokens folded into the batch, as the reference does; (rows, channels, positions)
+            x = x.reshape(-1, x.shape[-1], 1) if isinstance(layer, nn.Linear) else x.flatten(2)
+            first = self.first.setdefault(name, x[:1].clone())
+            same = (x == first).all(2).all(0)
+            self.constant[name] = same if name not in self.constant else self.constant[name] & same
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> None:
+    """One pass of the reference's propagation step (see propagate_compression)."""
     layers = compressible_layers(model)
+    model.zero_grad(set_to_none=True)
+    constant = _ConstantInputs(layers) if structured else None
+    try:
+        with torch.enable_grad():
+            for images, labels in zip(ctx.calibration.split(ctx.batch_size), ctx.labels.split(ctx.batch_size)):
+                ctx.loss(model(images), labels).backward()
+    finally:
+        if constant is not None:
+            constant.remove()
+    with torch.no_grad():
+        if structured:
+            for layer in layers.values():
+                if layer.weight.grad is not None:
+                    layer.weight[layer.weight.grad.flatten(1).abs().sum(1) == 0] = 0
+            for name, channels in constant.constant.items():
+                layers[name].weight[:, channels] = 0
+        else:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.masked_fill_(p.grad == 0, 0.0)
+    model.zero_grad(set_to_none=True)
+
+
+def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool, max_passes: int = 10) -> None:
+    """The reference's propagation step after masking (torchprune `CompressedNet._propagate_compression`).
+
+    Forward + backward passes of the loss over the whole S set (eval mode, gradients summed over
+    batches), then:
+
+    * unstructured (WeightNet): every parameter entry, weights, biases and norm affine alike, whose
+      gradient is exactly zero is zeroed;
+    * structured (FilterNet): every conv/linear output filter whose gradient is exactly zero is
+      zeroed, and every consumer input column ``W[:, c]`` whose input channel c was constant over S
+      (e.g. a pruned filter's relu(beta') through BN + ReLU, residual sums included) is zeroed.
+
+    Unlike the reference's single pass, passes repeat until nothing changes: zeroing a constant
+    channel's columns shifts later pre-activations, and a channel that this turns constant (or a
+    parameter whose gradient it turns zero) is removed too. Parameters without a gradient (layers
+    the forward pass does not reach) are left alone.
+    """
+    if structured and len(ctx.calibration) < 2:
+        raise ValueError("structured propagation needs at least 2 S-set images to tell constant channels")
     was_training = model.training
     model.eval()
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        out = model(calibration)
-        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-        (out * probe).sum().backward()
-    with torch.no_grad():
-        for layer in layers.values():
-            grad = layer.weight.grad
-            if grad is None:
-                continue
-            dead = grad.flatten(1).abs().amax(1) == 0
-            layer.weight[dead] = 0
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
+    try:
+        nonzero = count_nonzero(model)
+        for _ in range(max_passes):
+            _propagation_pass(model, ctx, structured)
+            nonzero, before = count_nonzero(model), nonzero
+            if nonzero == before:
+                break
+    finally:
+        model.train(was_training)
 
 
 def prune_to_ratio(
@@ -146,24 +317,22 @@ def prune_to_ratio(
     tolerance: float = 1e-3,
     max_steps: int = 30,
 ) -> PruneOutcome:
-    """Prune `model` in place so its measured prune ratio is as close to `target_ratio` as the
-    pruner's granularity allows. Already-zero weights stay zero (cascade pruning)."""
+    """Prune `model` in place so its measured prune ratio, after propagation over S, is as close to
+    `target_ratio` as the pruner's granularity allows. Already-zero parameters stay zero (cascade)."""
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target prune ratio must be in [0, 1), got {target_ratio}")
-    layers = compressible_layers(model)
-    before = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    params = dict(model.named_parameters())
+    before = {name: p.detach().clone() for name, p in params.items()}
     plan = pruner.plan(model, ctx)
     target_nonzero = round((1.0 - target_ratio) * parent_nonzero)
-    calibration = ctx.calibration[: ctx.batch_size]
 
     def attempt(knob: float) -> int:
         masks = plan(knob)
         with torch.no_grad():
-            for name, layer in layers.items():
-                mask = masks.get(name)
-                layer.weight.copy_(before[name] if mask is None else before[name] * mask)
-        if pruner.structured:
-            zero_dead_filters(model, calibration, ctx.seed)
+            for name, p in params.items():
+                p.copy_(before[name])
+        apply_masks(model, masks)
+        propagate_compression(model, ctx, pruner.structured)
         return count_nonzero(model)
 
     low, high = 0.0, 1.0

@@ -7,8 +7,11 @@ third-party package registers its own, so the core never imports a concrete one.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import sys
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 PRUNER_GROUP = "prunebench.pruners"
@@ -49,6 +52,34 @@ def distribution_of(group: str, name: str) -> tuple[str, str]:
     ep = _entry_points(group)[name]
     dist = ep.dist
     return (dist.name, dist.version) if dist is not None else ("unknown", "unknown")
+
+
+def _source_files(obj: Any, whole_package: bool) -> list[tuple[str, Path]]:
+    """(label, path) of the source behind `obj`: its module's file, or every .py file of the
+    top-level package that defines it."""
+    module = sys.modules[obj.__module__]
+    if not whole_package:
+        return [(module.__name__, Path(module.__file__))]
+    top = sys.modules[module.__name__.partition(".")[0]]
+    roots = [Path(p) for p in getattr(top, "__path__", [])]
+    if not roots:  # a single-module plugin
+        return [(top.__name__, Path(top.__file__))]
+    return [(f"{top.__name__}/{path.relative_to(root).as_posix()}", path)
+            for root in roots for path in sorted(root.rglob("*.py"))]
+
+
+def source_digest(group: str, name: str, obj: Any) -> str:
+    """sha256 of the source code behind an entry point's object.
+
+    For prunebench's own entries, the module that defines `obj` (editing one built-in pruner does
+    not touch the others); for a plugin, every module of its top-level package (a plugin's helper
+    modules are part of its method).
+    """
+    own = distribution_of(group, name)[0] == "prunebench"
+    digest = hashlib.sha256()
+    for label, path in _source_files(obj, whole_package=not own):
+        digest.update(label.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def refresh() -> None:

@@ -15,7 +15,10 @@ from bench.executors import Executor, LocalExecutor
 from bench.jobs import (
     NetworkRef,
     Store,
+    calibration_indices,
     eval_spec,
+    load_pruner,
+    pruner_identity,
     run_chain_job,
     run_eval_job,
     run_networks,
@@ -23,20 +26,11 @@ from bench.jobs import (
     spec_key,
 )
 from bench.metrics import derive
-from bench.pruning import Pruner
 from bench.results import save_result
-from bench.schema import Distribution, NetworkResult, Provenance, RunConfig, RunResult
+from bench.schema import Distribution, NetworkResult, Provenance, PrunerIdentity, RunConfig, RunResult
 from bench.suite import Suite, TestDistribution, in_selection
 
 NOMINAL = "nominal"
-
-
-def load_pruner(name: str) -> Pruner:
-    cls = registry.load(registry.PRUNER_GROUP, name)
-    pruner = cls()
-    if not isinstance(pruner, Pruner):
-        raise registry.RegistryError(f"pruner {name!r} ({cls!r}) does not subclass bench.pruning.Pruner")
-    return pruner
 
 
 def load_suite(name: str) -> Suite:
@@ -178,6 +172,8 @@ def run(
             config_hash=config.config_hash(),
             seed=config.seed,
             packages=package_versions(config),
+            pruners={name: PrunerIdentity(**pruner_identity(name)) for name in config.pruners},
+            calibration_indices=calibration_indices(config, data),
             data_checksum=data.checksum,
             distribution_checksums=testsets,
             platform=f"{platform.platform()} ({config.threads} threads per job, executor {executor.name})",

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -69,7 +69,7 @@ class RunConfig(Strict):
     train: Recipe
     retrain: Recipe
     seed: int = Field(ge=0)
-    calibration_size: int = Field(gt=0)
+    calibration_size: int | None = Field(default=None, gt=0)  # |S|; None: the reference's formula
     delta: float = Field(default=0.005, ge=0, lt=1)
     channels_last: bool = True  # NHWC memory format: ~2x faster CPU evaluation, same fp32 math
     threads: int = Field(default=2, gt=0)  # CPU threads per job: part of the numerics (reduction order)
@@ -99,10 +99,22 @@ class RunConfig(Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+class PrunerIdentity(Strict):
+    """A pruner's package, version, source digest and options: what its cached steps are keyed on."""
+
+    name: str
+    distribution: str
+    version: str
+    source_sha256: str
+    options: dict[str, Any] = {}
+
+
 class Provenance(Strict):
     config_hash: str
     seed: int
     packages: dict[str, str]  # python, torch, timm, prunebench, ... and each pruner's provider
+    pruners: dict[str, PrunerIdentity] = {}  # pruner name -> identity
+    calibration_indices: list[int] = []  # the S set: indices into the validation split
     data_checksum: str  # sha256 over train/val/test splits
     distribution_checksums: dict[str, str]  # sha256 of every evaluated test set
     platform: str

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.data import DataBundle, TestSource
-from bench.pruning import Masks, apply_masks
+from bench.pruning import ParameterMasks, enforce_parameter_masks
 from bench.schema import Recipe
 
 
@@ -81,11 +81,12 @@ def train(
     data: DataBundle,
     recipe: Recipe,
     seed: int,
-    masks: Masks | None = None,
+    masks: ParameterMasks | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> None:
-    """Train in place; pruned weights (mask False) are re-zeroed after every optimizer step."""
+    """Train in place; pruned parameter entries (mask False: weights, biases, norm affine) are
+    re-zeroed after every optimizer step, so they stay exactly zero."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = make_optimizer(model, recipe)
@@ -116,7 +117,7 @@ def train(
             loss.backward()
             optimizer.step()
             if masks is not None:
-                apply_masks(model, masks)
+                enforce_parameter_masks(model, masks)
             step += 1
     model.eval()
 

@@ -31,7 +31,7 @@ from torch import nn
 from bench.compress import TOLERANCE, compare, compress, max_abs_diff
 from bench.data import load_dataset
 from bench.models import create_model
-from bench.pruning import PruneContext, classifier_name, count_nonzero, prune_to_ratio
+from bench.pruning import PruneContext, last_layer_name, count_nonzero, prune_to_ratio
 from pruners.ft import FilterThresholding
 from pruners.pfp import PFP
 
@@ -69,7 +69,7 @@ def main() -> str:
     parent = stand_in_network(data.normalize(data.train.images))
     calibration = data.normalize(data.val.images[:64])
     check = data.normalize(data.test.images[:256])
-    ctx = PruneContext(calibration=calibration, seed=0, classifier=classifier_name(parent))
+    ctx = PruneContext(calibration=calibration, labels=data.val.labels[:64], seed=0, last_layer=last_layer_name(parent))
     parent_nonzero = count_nonzero(parent)
     pruners = {"ft": FilterThresholding(), "pfp": PFP()}
 

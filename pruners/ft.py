@@ -1,8 +1,10 @@
 """FT: filter thresholding (Li et al. 2017 as used in the paper).
 
 Scores each output filter by the l1 norm of its weights and keeps the same fraction of the
-still-alive filters in every layer (at least one); the classifier's outputs are never pruned.
-No data used.
+still-alive filters in every layer (at least one). As in the reference, the outputs of the last
+compressible layer in module order are never pruned (the classifier; for DeepLabV3 with an aux
+head, the aux head's last conv). The scores use no data; the shared propagation step then zeroes
+the consumer columns that read a pruned filter's constant output.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class FilterThresholding(Pruner):
         weights = {
             name: layer.weight.detach()
             for name, layer in compressible_layers(model).items()
-            if name != ctx.classifier
+            if name != ctx.last_layer
         }
         norms = {name: w.abs().flatten(1).sum(1) for name, w in weights.items()}
         alive = {name: int((n > 0).sum()) for name, n in norms.items()}

@@ -9,8 +9,10 @@ larger keep more channels:
     m_l(eps) = ceil(3 (6 + 2 eps) kappa_l / eps^2)
     keep_l  = ceil(sum_c 1 - (1 - p_c)^m_l)   channels with the largest s_c (>= 1)
 
-with C = 3 and delta = 1e-16 / (neurons per image), as in torchprune. Dropping input channel c
-of layer l+1 leaves the filter producing it unread; the shared pruning step then zeroes it.
+with C = 3 and delta = the reference's failure probability deltaS (1e-16; 1e-5 for segmentation),
+as in torchprune (the division by the neurons per image belongs to the |S| formula only).
+Dropping input channel c of layer l+1 leaves the filter producing it unread; the shared
+propagation step then zeroes it.
 """
 
 from __future__ import annotations
@@ -20,29 +22,19 @@ import math
 import torch
 from torch import nn
 
-from bench.pruning import MaskPlan, Masks, PruneContext, Pruner, compressible_layers, top_units
+from bench.pruning import (
+    MaskPlan,
+    Masks,
+    PruneContext,
+    Pruner,
+    compressible_layers,
+    layer_output_sizes,
+    top_units,
+)
 from bench.sensitivity import layer_sensitivities, pfp_layer_scores
 
 SAMPLE_CONSTANT = 3.0
-FAILURE_PROBABILITY = 1e-16
 LOG10_EPS_RANGE = (12.0, -6.0)  # keep knob 0 -> 1 maps log10(eps) from 12 (one channel) to -6 (all)
-
-
-def output_positions(model: nn.Module, layers: dict[str, nn.Module], example: torch.Tensor) -> dict[str, int]:
-    """Output neurons per image (C_out * positions) of each layer, from one forward pass."""
-    sizes: dict[str, int] = {}
-    handles = [
-        layer.register_forward_hook(lambda _m, _a, out, name=name: sizes.__setitem__(name, out[0].numel()))
-        for name, layer in layers.items()
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(example[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sizes
 
 
 def expected_distinct(probabilities: torch.Tensor, samples: float) -> int:
@@ -59,8 +51,8 @@ class PFP(Pruner):
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         layers = compressible_layers(model)
         scores = layer_sensitivities(model, layers, ctx.calibration, pfp_layer_scores, ctx.batch_size)
-        neurons = output_positions(model, layers, ctx.calibration)
-        delta = FAILURE_PROBABILITY / sum(neurons.values())
+        neurons = layer_output_sizes(model, ctx.calibration)
+        delta = ctx.failure_probability
         coefficients: dict[str, float] = {}
         for name, s in scores.items():
             layer = layers[name]

@@ -49,3 +49,17 @@ def digits_cnn(_trained_digits_cnn: torch.nn.Module) -> torch.nn.Module:
 def resnet20() -> torch.nn.Module:
     torch.manual_seed(0)
     return create_model("resnet20_cifar", num_classes=10).eval()
+
+
+@pytest.fixture(scope="session")
+def _trained_resnet20(digits: DataBundle) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar", num_classes=10)
+    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=0, progress=False)
+    return model
+
+
+@pytest.fixture
+def trained_resnet20(_trained_resnet20: torch.nn.Module) -> torch.nn.Module:
+    """resnet20_cifar after one epoch on digits (BN statistics and biases no longer at init)."""
+    return copy.deepcopy(_trained_resnet20)

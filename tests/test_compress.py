@@ -24,7 +24,7 @@ from bench.pruning import (
     PruneContext,
     Pruner,
     apply_masks,
-    classifier_name,
+    last_layer_name,
     compressible_layers,
     count_nonzero,
     prune_to_ratio,
@@ -136,9 +136,9 @@ def test_trained_digits_networks_compress_exactly(digits_run):
             else:
                 assert change.out_channels[1] <= alive, change
         if net.pruner == "ft":
-            # retrained BatchNorm shifts make some zeroed filters output nonzero constants, which
-            # are folded into the next conv's bias and border correction
-            assert any(change.folded_inputs and change.border_correction for change in report.layers)
+            # propagation zeroed (and retraining kept zero) every column that reads a pruned filter's
+            # constant output, so on this chain network there is no constant left to fold
+            assert not any(change.folded_inputs for change in report.layers)
     assert checked == 2 * len(RATIOS)
 
 
@@ -161,19 +161,20 @@ def test_cli_compress_prints_and_writes_the_comparison(digits_run, tmp_path, cap
     assert "not in this run" in capsys.readouterr().err
 
 
-# ---- ResNet20 (residual sums, option-A shortcuts) ---------------------------------------------
+# ---- ResNet20 (residual sums; conv+BN projection shortcuts, and option-A zero-pad shortcuts) ---
 
 
-@pytest.fixture(scope="module")
-def resnet20_bn(one_thread):
+@pytest.fixture(scope="module", params=["resnet20_cifar", "resnet20_cifar_a"])
+def resnet20_bn(one_thread, request):
     torch.manual_seed(0)
-    return with_bn_statistics(create_model("resnet20_cifar", num_classes=10))
+    return with_bn_statistics(create_model(request.param, num_classes=10))
 
 
 @pytest.mark.parametrize("pruner_cls", [FilterThresholding, PFP])
 def test_resnet20_compresses_exactly_at_several_ratios(resnet20_bn, pruner_cls):
     calibration = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    ctx = PruneContext(calibration=calibration, seed=0, classifier=classifier_name(resnet20_bn), batch_size=4)
+    ctx = PruneContext(calibration=calibration, labels=torch.zeros(4, dtype=torch.long), seed=0,
+                       last_layer=last_layer_name(resnet20_bn), batch_size=4)
     pruner = PlannedOnce(pruner_cls(), resnet20_bn, ctx)
     parent_nonzero = count_nonzero(resnet20_bn)
     inputs = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -191,6 +192,44 @@ def test_resnet20_compresses_exactly_at_several_ratios(resnet20_bn, pruner_cls):
             assert report.scatters > 0
             conv2 = [c for c in report.layers if c.name.endswith("conv2")]
             assert all(c.out_channels[1] < c.out_channels[0] for c in conv2)
+            # the 1x1 projection shortcuts (resnet20_cifar) lose filters too
+            projections = [c for c in report.layers if c.name.endswith("shortcut.0")]
+            assert len(projections) == (2 if isinstance(resnet20_bn.features.stage2[0].shortcut, nn.Sequential) else 0)
+            assert all(c.out_channels[1] < c.out_channels[0] for c in projections)
+
+
+def test_projection_shortcut_channels_are_removed_exactly(one_thread):
+    """Masks set by hand (independent of the pruners): each projection shortcut of resnet20_cifar
+    loses half of its filters and a third of its input channels, and the residual branch it is
+    added to loses an overlapping, different half. Sum channels then are kept (one operand
+    constant: BN of a zeroed filter), or constant (both), and all of it is exact."""
+    torch.manual_seed(0)
+    model = with_bn_statistics(create_model("resnet20_cifar", num_classes=10))
+    projections = {
+        name: module for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+    }
+    assert list(projections) == ["features.stage2.0.shortcut.0", "features.stage3.0.shortcut.0"]
+    with torch.no_grad():
+        for name, conv in projections.items():
+            block = model.get_submodule(name.removesuffix(".shortcut.0"))
+            width = conv.out_channels
+            conv.weight[: width // 2] = 0
+            conv.weight[:, ::3] = 0
+            block.conv2.weight[width // 4 : 3 * width // 4] = 0
+    inputs = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    _, report = check_compression(model, inputs)
+    changes = {change.name: change for change in report.layers}
+    for name, conv in projections.items():
+        change = changes[name]
+        assert change.out_channels == (conv.out_channels, conv.out_channels // 2)
+        assert change.in_channels == (conv.in_channels, conv.in_channels - len(range(0, conv.in_channels, 3)))
+        assert change.gathered
+        # sum channels where both operands were zeroed are constants, folded into the next conv
+        after = changes[name.replace(".0.shortcut.0", ".1.conv1")]
+        assert after.in_channels == (conv.out_channels, conv.out_channels * 3 // 4)
+        assert after.folded_inputs > 0 and after.border_correction
+    assert report.scatters > 0
 
 
 # ---- other shapes: pre-activation WRN with 1x1 shortcuts, VGG, odd borders ---------------------
@@ -201,7 +240,8 @@ def test_ft_on_other_architectures(build):
     torch.manual_seed(0)
     model = with_bn_statistics(build())
     calibration = torch.randn(2, 3, 32, 32)
-    ctx = PruneContext(calibration=calibration, seed=0, classifier=classifier_name(model), batch_size=2)
+    ctx = PruneContext(calibration=calibration, labels=torch.zeros(2, dtype=torch.long), seed=0,
+                       last_layer=last_layer_name(model), batch_size=2)
     apply_masks(model, FilterThresholding().plan(model, ctx)(0.4))
     check_compression(model, torch.randn(4, 3, 32, 32))
 

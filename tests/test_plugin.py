@@ -51,7 +51,8 @@ def bench_executable() -> str:
     return str(Path(sys.executable).parent / "bench")
 
 
-def test_installed_plugin_runs_through_bench_run(tmp_path):
+def install_plugin(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Install the demo plugin into its own site folder; returns (its module file, environment)."""
     package = tmp_path / "plugin"
     package.mkdir()
     (package / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
@@ -62,7 +63,11 @@ def test_installed_plugin_runs_through_bench_run(tmp_path):
          "--target", str(site), str(package)],
         check=True,
     )
-    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    return site / "layerwise_demo.py", {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+
+
+def test_installed_plugin_runs_through_bench_run(tmp_path):
+    _, env = install_plugin(tmp_path)
 
     listing = subprocess.run([bench_executable(), "list"], env=env, capture_output=True, text=True, check=True)
     assert "layerwise" in listing.stdout.splitlines()[0]
@@ -90,3 +95,33 @@ def test_unknown_pruner_is_a_clear_error(tmp_path):
     )
     assert run.returncode == 2
     assert "no pruner named 'wtt' is installed. Did you mean wt?" in run.stderr
+
+
+def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
+    source, env = install_plugin(tmp_path)
+    out = tmp_path / "results"
+    command = [bench_executable(), "run", "--pruner", "layerwise,wt", "--suite", "noise", "--ratios", "0.5,0.8",
+               "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--out", str(out), "--quiet"]
+
+    def artifacts() -> dict[str, float]:
+        return {p.name: p.stat().st_mtime_ns for p in (out / ".cache").rglob("*.json")}
+
+    def identity() -> dict:
+        (result_file,) = out.glob("*.json")
+        return json.loads(result_file.read_text())["provenance"]["pruners"]
+
+    subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=600)
+    first, first_identity = artifacts(), identity()
+    source.write_text(source.read_text().replace("k = max(1, round(keep * w.numel()))",
+                                                 "k = max(1, int(keep * w.numel()))"))
+    subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=600)
+    second, second_identity = artifacts(), identity()
+
+    new = set(second) - set(first)
+    steps = {p.name: json.loads(p.read_text()) for p in (out / ".cache" / "steps").glob("*.json")}
+    assert sorted(steps[name]["pruner"] for name in new if name in steps) == ["layerwise", "layerwise"]
+    assert {steps[name]["pruner"] for name in new if name in steps} == {"layerwise"}
+    assert all(second[name] == mtime for name, mtime in first.items()), "an unchanged artifact was rewritten"
+    assert second_identity["wt"] == first_identity["wt"]
+    assert second_identity["layerwise"]["source_sha256"] != first_identity["layerwise"]["source_sha256"]
+    assert second_identity["layerwise"]["distribution"] == "prunebench-layerwise-demo"

@@ -1,16 +1,23 @@
+"""Pruners and the shared pruning step: measured ratios, the reference's propagation over S, masks."""
+
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from bench.pruning import (
     PruneContext,
+    calibration_size,
     classifier_name,
     compressible_layers,
     count_nonzero,
     current_masks,
+    last_layer_name,
+    layer_output_sizes,
+    parameter_masks,
     prune_to_ratio,
 )
 from bench.runner import load_pruner
@@ -22,7 +29,8 @@ ALL_PRUNERS = ["wt", "ft", "sipp", "pfp", "random"]
 
 def context(model, digits, start=0, size=32, seed=0):
     images = digits.val.images[start : start + size]
-    return PruneContext(calibration=digits.normalize(images), seed=seed, classifier=classifier_name(model))
+    return PruneContext(calibration=digits.normalize(images), labels=digits.val.labels[start : start + size],
+                        seed=seed, last_layer=last_layer_name(model))
 
 
 @pytest.mark.parametrize("pruner", ALL_PRUNERS)
@@ -54,13 +62,12 @@ def test_cascade_keeps_earlier_zeros_and_reaches_the_cumulative_target(digits, d
     assert abs(1 - count_nonzero(digits_cnn) / parent_nonzero - 0.8) < 0.01
 
 
-def test_wt_mask_equals_torch_global_unstructured(digits, digits_cnn):
-    reference = copy.deepcopy(digits_cnn)
-    parent_nonzero = count_nonzero(digits_cnn)
-    prune_to_ratio(digits_cnn, load_pruner("wt"), 0.7, parent_nonzero, context(digits_cnn, digits))
-    ours = current_masks(digits_cnn)
+@pytest.mark.parametrize("keep", [0.5, 0.1, 0.02])
+def test_wt_plan_equals_torch_global_unstructured(keep, digits, digits_cnn):
+    """WT's masks before propagation are torch's global L1 magnitude pruning."""
+    ours = load_pruner("wt").plan(digits_cnn, context(digits_cnn, digits))(keep)
     kept = sum(int(m.sum()) for m in ours.values())
-    layers = compressible_layers(reference)
+    layers = compressible_layers(digits_cnn)
     total = sum(layer.weight.numel() for layer in layers.values())
     torch_prune.global_unstructured(
         [(layer, "weight") for layer in layers.values()],
@@ -71,9 +78,9 @@ def test_wt_mask_equals_torch_global_unstructured(digits, digits_cnn):
         assert torch.equal(layer.weight_mask.bool(), ours[name]), name
 
 
-def test_ft_removes_whole_filters_and_never_classifier_outputs(digits, digits_cnn):
+def test_ft_removes_whole_filters_and_never_the_last_layers_outputs(digits, digits_cnn):
     parent_nonzero = count_nonzero(digits_cnn)
-    head = classifier_name(digits_cnn)
+    head = last_layer_name(digits_cnn)
     prune_to_ratio(digits_cnn, load_pruner("ft"), 0.7, parent_nonzero, context(digits_cnn, digits))
     masks = current_masks(digits_cnn)
     for name, mask in masks.items():
@@ -81,23 +88,143 @@ def test_ft_removes_whole_filters_and_never_classifier_outputs(digits, digits_cn
             # classifier rows are all alive: its outputs are never pruned (inputs may be zeroed)
             assert mask.any(dim=1).all()
             continue
-        per_filter = mask.flatten(1)
-        alive = per_filter.any(1)
-        assert (per_filter[alive].all(1)).all(), f"{name}: a kept filter lost single weights"
+        slices = mask.flatten(2)  # (filter, input channel, kernel offset)
+        assert torch.equal(slices.all(2), slices.any(2)), f"{name}: a kernel lost single weights"
+        alive = slices.any(2).any(1)
+        columns = slices.any(2)[alive]
+        assert (columns == columns[:1]).all(), f"{name}: kept filters read different input channels"
         assert (~alive).any(), f"{name}: no filter was removed"
 
 
 @pytest.mark.parametrize("pruner, uses_data", [("sipp", True), ("pfp", True), ("wt", False), ("ft", False)])
-def test_masks_depend_on_calibration_data_only_for_data_informed_pruners(pruner, uses_data, digits, digits_cnn):
-    parent_nonzero = count_nonzero(digits_cnn)
-    masks = []
-    for start in (0, 64):
-        model = copy.deepcopy(digits_cnn)
-        prune_to_ratio(model, load_pruner(pruner), 0.7, parent_nonzero, context(model, digits, start=start, size=64))
-        masks.append(current_masks(model))
-    differs = any(not torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+def test_scores_depend_on_calibration_data_only_for_data_informed_pruners(pruner, uses_data, digits, digits_cnn):
+    """WT's and FT's *scores* (their plans) are data-free; the final masks of every pruner depend on S
+    through the propagation step."""
+    plans = [load_pruner(pruner).plan(digits_cnn, context(digits_cnn, digits, start=start, size=64))
+             for start in (0, 64)]
+    first, second = plans[0](0.3), plans[1](0.3)
+    differs = any(not torch.equal(first[n], second[n]) for n in first)
     assert differs == uses_data
     assert load_pruner(pruner).uses_data == uses_data
+
+
+def constant_input_channels(model, images):
+    """Per compressible layer, the input channels identical for every image and position."""
+    inputs = {}
+    handles = [layer.register_forward_hook(lambda _m, args, _o, name=name: inputs.__setitem__(name, args[0]))
+               for name, layer in compressible_layers(model).items()]
+    with torch.no_grad():
+        model.eval()(images)
+    for handle in handles:
+        handle.remove()
+    constant = {}
+    for name, x in inputs.items():
+        x = x.reshape(-1, x.shape[-1], 1) if x.ndim == 2 else x.flatten(2)
+        constant[name] = (x == x[:1]).all(2).all(0)
+    return constant
+
+
+def zero_gradient_parameters(model, images, labels):
+    """Parameter name -> entries whose cross-entropy gradient over (images, labels) is exactly zero."""
+    model.eval().zero_grad(set_to_none=True)
+    F.cross_entropy(model(images), labels).backward()
+    zero = {name: p.grad == 0 for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return zero
+
+
+@pytest.mark.parametrize("pruner", ["ft", "pfp"])
+@pytest.mark.parametrize("target", [0.5, 0.85])
+@pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
+def test_structured_pruning_zeroes_every_column_that_reads_a_constant_channel(pruner, target, network, digits,
+                                                                                request):
+    model = request.getfixturevalue(network)
+    parent_nonzero = count_nonzero(model)
+    ctx = context(model, digits, size=48)
+    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx)
+    assert abs(1 - count_nonzero(model) / parent_nonzero - target) < 0.01
+    layers = compressible_layers(model)
+    constant = constant_input_channels(model, ctx.calibration)
+    assert any(c.any() for c in constant.values()), "no channel was pruned"
+    for name, channels in constant.items():
+        assert not layers[name].weight[:, channels].any(), f"{name} still reads a constant channel"
+
+
+@pytest.mark.parametrize("pruner", ["wt", "sipp"])
+@pytest.mark.parametrize("target", [0.5, 0.9])
+@pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
+def test_unstructured_pruning_zeroes_every_parameter_without_gradient(pruner, target, network, digits, request):
+    model = request.getfixturevalue(network)
+    parent_nonzero = count_nonzero(model)
+    ctx = context(model, digits, size=48)
+    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx)
+    assert abs(1 - count_nonzero(model) / parent_nonzero - target) < 0.01
+    params = dict(model.named_parameters())
+    for name, zero in zero_gradient_parameters(model, ctx.calibration, ctx.labels).items():
+        assert not params[name][zero].any(), f"{name} keeps entries whose gradient over S is zero"
+
+
+def test_unstructured_propagation_hands_the_freed_budget_to_weights(digits, digits_cnn):
+    def weight_nonzero(model):
+        return sum(int(layer.weight.count_nonzero()) for layer in compressible_layers(model).values())
+
+    parent_nonzero = count_nonzero(digits_cnn)
+    parent_others = parent_nonzero - weight_nonzero(digits_cnn)  # biases and BN affine
+    prune_to_ratio(digits_cnn, load_pruner("wt"), 0.9, parent_nonzero, context(digits_cnn, digits, size=48))
+    nonzero = count_nonzero(digits_cnn)
+    assert nonzero - weight_nonzero(digits_cnn) < parent_others, "no bias or BN entry was zeroed"
+    assert abs(nonzero - round(0.1 * parent_nonzero)) <= 1e-3 * parent_nonzero  # spent on weights instead
+
+
+@pytest.mark.parametrize("pruner", ["wt", "ft", "sipp", "pfp"])
+def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, digits, digits_cnn):
+    parent_nonzero = count_nonzero(digits_cnn)
+    prune_to_ratio(digits_cnn, load_pruner(pruner), 0.85, parent_nonzero, context(digits_cnn, digits, size=48))
+    masks = parameter_masks(digits_cnn)
+    zeroed = {name for name, mask in masks.items() if not name.endswith("weight") or mask.ndim == 1}
+    # unstructured propagation zeroes biases and BN entries too; structured propagation only weights
+    assert bool(zeroed) != load_pruner(pruner).structured
+    before = {n: p.detach().clone() for n, p in digits_cnn.named_parameters()}
+    train(digits_cnn, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
+    changed = False
+    for name, p in digits_cnn.named_parameters():
+        if name in masks:
+            assert not p[~masks[name]].any(), f"{name}: a pruned entry regrew"
+        changed |= not torch.equal(before[name], p)
+    assert changed, "retraining did not update the surviving parameters"
+    assert count_nonzero(digits_cnn) <= round(0.15 * parent_nonzero) + 0.01 * parent_nonzero
+
+
+def test_s_set_size_follows_the_reference_formula(digits, digits_cnn, resnet20):
+    image = digits.normalize(digits.val.images[:1])
+    # torchprune's |S| = ceil(3 ln(8 eta* / (1e-16 / eta))): 183 for resnet20 on 32x32, 178 for digits_cnn
+    assert calibration_size(layer_output_sizes(resnet20, image), 1e-16, 10_000) == 183
+    assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 10_000) == 178
+    assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 179) == 89  # capped at half
+
+
+def test_ft_protects_the_last_compressible_layer_in_module_order():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(3, 8, 3)
+            self.head = nn.Conv2d(8, 4, 1)
+            self.aux = nn.Conv2d(8, 4, 1)  # last in module order, like DeepLabV3's aux head
+
+        def get_classifier(self):
+            return self.head
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    model = TwoHeads()
+    assert (classifier_name(model), last_layer_name(model)) == ("head", "aux")
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 8, 8)
+    ctx = PruneContext(calibration=images, labels=torch.zeros(4, dtype=torch.long), seed=0,
+                       last_layer=last_layer_name(model))
+    masks = load_pruner("ft").plan(model, ctx)(0.5)
+    assert "aux" not in masks and int(masks["head"].flatten(1).all(1).sum()) == 2
 
 
 def test_pfp_prunes_channels_and_their_producing_filters(digits, digits_cnn):
@@ -109,20 +236,6 @@ def test_pfp_prunes_channels_and_their_producing_filters(digits, digits_cnn):
         dead_filters = ~producer.weight.detach().flatten(1).any(1)
         assert dead_inputs.any()
         assert torch.equal(dead_inputs, dead_filters)
-
-
-def test_masks_stay_fixed_during_retraining(digits, digits_cnn):
-    parent_nonzero = count_nonzero(digits_cnn)
-    prune_to_ratio(digits_cnn, load_pruner("wt"), 0.8, parent_nonzero, context(digits_cnn, digits))
-    masks = current_masks(digits_cnn)
-    before = {n: l.weight.detach().clone() for n, l in compressible_layers(digits_cnn).items()}
-    train(digits_cnn, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
-    after = current_masks(digits_cnn)
-    changed = False
-    for name, mask in masks.items():
-        assert not (after[name] & ~mask).any(), f"{name}: a pruned weight regrew"
-        changed |= not torch.equal(before[name], compressible_layers(digits_cnn)[name].weight)
-    assert changed, "retraining did not update the surviving weights"
 
 
 def test_target_outside_range_is_rejected(digits, digits_cnn):
