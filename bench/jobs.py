@@ -275,11 +275,12 @@ def new_model(config: RunConfig, data: DataBundle, initial: bool = False) -> nn.
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
-def calibration_indices(config: RunConfig, data: DataBundle) -> list[int]:
+def calibration_indices(config: RunConfig, data: DataBundle, model: nn.Module | None = None) -> list[int]:
     """The S set of every pruner: a seeded random subset of the validation split, sorted.
 
     |S| follows the reference (bench.pruning.calibration_size: resnet20 on CIFAR gives 183, capped at
-    half the validation split), unless `config.calibration_size` sets it.
+    half the validation split), unless `config.calibration_size` sets it. `model`: the run's
+    architecture, if one is at hand (only its layer output sizes matter).
     """
     available = len(data.val)
     if available < 2:
@@ -289,7 +290,7 @@ def calibration_indices(config: RunConfig, data: DataBundle) -> list[int]:
         size = min(config.calibration_size, available)
     else:
         example = data.normalize(data.val.images[:1])
-        sizes = layer_output_sizes(new_model(config, data), example)
+        sizes = layer_output_sizes(model if model is not None else new_model(config, data), example)
         size = calibration_size(sizes, FAILURE_PROBABILITY[data.task], available)
     order = torch.randperm(available, generator=torch.Generator().manual_seed(config.seed))
     return sorted(order[:size].tolist())
@@ -297,7 +298,7 @@ def calibration_indices(config: RunConfig, data: DataBundle) -> list[int]:
 
 def prune_context(config: RunConfig, data: DataBundle, model: nn.Module) -> PruneContext:
     """The S set and task constants handed to every pruner of a run."""
-    s_set = data.val.subset(torch.tensor(calibration_indices(config, data)))
+    s_set = data.val.subset(torch.tensor(calibration_indices(config, data, model)))
     if data.task == "segmentation":
         from bench.segmentation import segmentation_loss as loss
     else:

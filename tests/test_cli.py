@@ -34,6 +34,13 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, caps
     assert parent_clean > 0.8, "the parent did not learn"
     assert result.provenance.seed == 0 and result.provenance.packages["torch"].startswith("2.14")
     assert set(result.provenance.distribution_checksums) == {d.name for d in result.distributions}
+    # the S set: |S| = 178 by the reference's formula, capped at half of the 179 validation images,
+    # a seeded random subset (not the first images), recorded with the pruners' identities
+    s_set = result.provenance.calibration_indices
+    assert len(s_set) == 89 and s_set == sorted(set(s_set)) and s_set[-1] < 179 and s_set != list(range(89))
+    assert set(result.provenance.pruners) == {"wt", "pfp"}
+    assert result.provenance.pruners["pfp"].distribution == "prunebench"
+    assert len(result.provenance.pruners["pfp"].source_sha256) == 64
 
     # the printed numbers are the ones recomputed from the file's cells
     metrics = {m.pruner: m for m in derive(result.distributions, result.networks, result.config.delta).pruners}
