@@ -272,6 +272,7 @@ class WideResNet(_Classifier):
         layers += _residual_stages(_PreActBlock, widths, (depth - 4) // 6)
         layers += [("final_bn", nn.BatchNorm2d(widths[-1])), ("final_relu", nn.ReLU())]
         super().__init__(nn.Sequential(OrderedDict(layers)), widths[-1], num_classes)
+        nn.init.zeros_(self.fc.bias)  # the reference's head init (default weights, zero bias)
         self.depth = depth
         self.widen_factor = widen_factor
 
@@ -292,6 +293,8 @@ class VGG16BN(_Classifier):
                 layers.append(_conv_bn_relu(in_ch, int(item), bias=True))
                 in_ch = int(item)
         super().__init__(nn.Sequential(*layers), in_ch, num_classes)
+        nn.init.normal_(self.fc.weight, 0.0, 0.01)  # the reference's head init
+        nn.init.zeros_(self.fc.bias)
 
 
 class DigitsCNN(_Classifier):

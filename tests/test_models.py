@@ -127,6 +127,14 @@ def test_reference_init(built: dict[str, nn.Module]) -> None:
             assert bool((module.weight == 1).all()) and bool((module.bias == 0).all())
 
 
+def test_reference_head_init(built: dict[str, nn.Module]) -> None:
+    # VGG: Linear ~ N(0, 0.01), bias 0; WRN: default weights, bias 0 (torchprune's vgg.py, wrn.py)
+    vgg, wrn = built["vgg16_bn_cifar"].fc, built["wrn16_8_cifar"].fc
+    assert abs(float(vgg.weight.detach().std()) / 0.01 - 1) < 0.15
+    assert not vgg.bias.any() and not wrn.bias.any()
+    assert float(wrn.weight.detach().abs().max()) > 0.02  # not the VGG init
+
+
 @pytest.mark.parametrize(("name", "blocks"), [("resnet56_cifar", 9), ("resnet110_cifar", 18)])
 def test_deep_resnets_use_bottlenecks_as_the_reference(built: dict[str, nn.Module], name: str, blocks: int) -> None:
     model = built[name]
