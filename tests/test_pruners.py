@@ -177,22 +177,24 @@ def test_unstructured_propagation_hands_the_freed_budget_to_weights(digits, digi
 
 
 @pytest.mark.parametrize("pruner", ["wt", "ft", "sipp", "pfp"])
-def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, digits, digits_cnn):
-    parent_nonzero = count_nonzero(digits_cnn)
-    prune_to_ratio(digits_cnn, load_pruner(pruner), 0.85, parent_nonzero, context(digits_cnn, digits, size=48))
-    masks = parameter_masks(digits_cnn)
+@pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
+def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, network, digits, request):
+    model = request.getfixturevalue(network)
+    parent_nonzero = count_nonzero(model)
+    prune_to_ratio(model, load_pruner(pruner), 0.85, parent_nonzero, context(model, digits, size=48))
+    masks = parameter_masks(model)
     zeroed = {name for name, mask in masks.items() if not name.endswith("weight") or mask.ndim == 1}
     # unstructured propagation zeroes biases and BN entries too; structured propagation only weights
     assert bool(zeroed) != load_pruner(pruner).structured
-    before = {n: p.detach().clone() for n, p in digits_cnn.named_parameters()}
-    train(digits_cnn, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
     changed = False
-    for name, p in digits_cnn.named_parameters():
+    for name, p in model.named_parameters():
         if name in masks:
             assert not p[~masks[name]].any(), f"{name}: a pruned entry regrew"
         changed |= not torch.equal(before[name], p)
     assert changed, "retraining did not update the surviving parameters"
-    assert count_nonzero(digits_cnn) <= round(0.15 * parent_nonzero) + 0.01 * parent_nonzero
+    assert count_nonzero(model) <= round(0.15 * parent_nonzero) + 0.01 * parent_nonzero
 
 
 def test_s_set_size_follows_the_reference_formula(digits, digits_cnn, resnet20):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.pruning import classifier_name
+from bench.pruning import PruneContext, classifier_name, last_layer_name
+from bench.runner import load_pruner
 from bench.segmentation import (
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -188,6 +189,19 @@ def test_deeplabv3_resnet50_builds_offline_and_keeps_resolution():
         assert isinstance(out, torch.Tensor) and out.shape == (2, 21, 64, 64)
         train_out = model.train()(x)
     assert set(train_out) == {"out", "aux"} and train_out["aux"].shape == (2, 21, 64, 64)
+
+
+def test_ft_protects_deeplabs_aux_head_as_the_reference(one_thread):
+    """torchprune's FT never prunes the last compressible layer in module order: for DeepLabV3 with an
+    aux head that is the aux head's last conv, so the main head's class maps are prunable."""
+    torch.manual_seed(0)
+    model = create_segmentation_model("deeplabv3_resnet50", num_classes=21)
+    assert (classifier_name(model), last_layer_name(model)) == ("classifier.4", "aux_classifier.4")
+    ctx = PruneContext(calibration=torch.zeros(2, 3, 32, 32), labels=torch.zeros(2, 32, 32, dtype=torch.long),
+                       seed=0, last_layer=last_layer_name(model))
+    masks = load_pruner("ft").plan(model, ctx)(0.5)
+    assert "aux_classifier.4" not in masks
+    assert int(masks["classifier.4"].flatten(1).all(1).sum()) == 10  # 10 of 21 class maps kept (0.5 * 21, ties down)
 
 
 def test_a_few_training_steps_reduce_the_loss(voc, one_thread):
