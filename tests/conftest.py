@@ -31,12 +31,16 @@ def digits() -> DataBundle:
     return load_digits(seed=0)
 
 
+def trained_on_digits(name: str, data: DataBundle, epochs: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    train(model, data, DIGITS_TRAIN.model_copy(update={"epochs": epochs}), seed=0, progress=False)
+    return model
+
+
 @pytest.fixture(scope="session")
 def _trained_digits_cnn(digits: DataBundle) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("digits_cnn", num_classes=10)
-    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 6}), seed=0, progress=False)
-    return model
+    return trained_on_digits("digits_cnn", digits, epochs=6)
 
 
 @pytest.fixture
@@ -53,10 +57,7 @@ def resnet20() -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def _trained_resnet20(digits: DataBundle) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("resnet20_cifar", num_classes=10)
-    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=0, progress=False)
-    return model
+    return trained_on_digits("resnet20_cifar", digits, epochs=1)
 
 
 @pytest.fixture
