@@ -55,6 +55,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.data import DataBundle, ImageSet
+from bench.figures import save_figure, text
 from bench.jobs import (
     JOB_VERSION,
     Store,
@@ -64,13 +65,12 @@ from bench.jobs import (
     parent_spec,
     spec_key,
 )
+from bench.markdown import escape, table
 from bench.metrics import prune_potential
-from bench.plots import save_figure, text
 from bench.pruning import count_nonzero
 from bench.results import ANALYSIS_REPORT_SUFFIXES, atomic_write_text
 from bench.schema import PARENT, RunConfig, RunResult, Strict
 from bench.training import train
-from leaderboard.build import escape, table
 
 CONTROL = "control"  # pruner name of the independently trained parent
 CONTROL_KIND = "controls"  # store folder of control networks

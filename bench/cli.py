@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -79,6 +79,61 @@ def names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
+    from bench import make_c
+    from bench.corruption_tables import TABLES
+
+    parser = subparsers.add_parser(
+        "make-c",
+        help="write a CIFAR-10-C-style corrupted copy of a dataset's test split (official .npy layout)",
+        description=(make_c.__doc__ or "").split("\n\n")[1],
+    )
+    parser.add_argument("--dataset", required=True, help="a registered dataset (its test split is corrupted)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--corruptions", type=names, default=None, help="comma-separated (default: all 19)")
+    parser.add_argument("--severities", type=severity_list, default=make_c.SEVERITIES, help="comma-separated, default 1,2,3,4,5")
+    parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
+    parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--data-dir", type=Path, default=None, help="data root of --dataset (default $PRUNEBENCH_DATA or ./data)")
+    parser.add_argument("--download", action="store_true", help="allow downloading --dataset (checksum-verified)")
+    parser.set_defaults(data_command_fn=command_make_c)
+    return parser
+
+
+def command_make_c(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.corruption_tables import table_named
+    from bench.data import load_dataset
+    from bench.files import data_environment
+    from bench.make_c import make_c
+
+    with data_environment(args.data_dir, args.download):
+        bundle = load_dataset(args.dataset, args.seed)
+    test = bundle.test
+    images = getattr(test, "images", None)
+    if images is None:  # a lazily read test source
+        images = torch.cat([batch for batch, _ in test.batches(256)])
+    written = make_c(
+        images,
+        test.labels,
+        args.out,
+        table=table_named(args.table),
+        corruptions=args.corruptions,
+        severities=args.severities,
+        seed=args.seed,
+        progress=not args.quiet,
+        chunk_size=args.chunk_size,
+    )
+    for name in sorted(written):
+        print(args.out / name, file=sys.stderr)
+    print(f"wrote {len(written)} files for {len(images)} {args.dataset} test images to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
 
-    from bench.make_c import add_make_c_parser
 
     data = sub.add_parser("data", help="prepare data: corrupted test sets in the official layout")
     add_make_c_parser(data.add_subparsers(dest="data_command", required=True))

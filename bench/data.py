@@ -19,6 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from bench.files import DataMissing, data_root, decode_image, download_allowed
+from bench.normalization import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    standardize,
+)
 
 
 class TestSource(Protocol):
@@ -97,13 +104,6 @@ class DataBundle:
         return standardize(images, self.mean, self.std)
 
 
-def standardize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float().div_(255.0) - mean_t) / std_t
-
-
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Split indices into len(fractions)+1 parts, class by class; the last part takes the rest."""
     rng = np.random.default_rng(seed)
@@ -152,12 +152,6 @@ def load_digits(seed: int) -> DataBundle:
         std=std,
     )
 
-
-# The paper's CIFAR normalisation (torchprune training/cifar/common.yaml)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def saved_split(path: Path, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

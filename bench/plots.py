@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.figures import save_figure, text
 from bench.schema import PARENT, Distribution, PrunerMetrics, RunResult
 from bench.uncertainty import (
     ReplicateKey,
@@ -31,8 +32,6 @@ from bench.uncertainty import (
 if TYPE_CHECKING:
     from bench.analysis import Report
 
-FORMATS = ("png", "pdf")
-PNG_DPI = 120
 MAX_SIZE_IN = 40.0
 
 
@@ -45,13 +44,6 @@ def regression_slope(x: Sequence[float], y: Sequence[float]) -> float:
     if denominator == 0.0:
         raise ValueError("the slope through the origin needs at least one nonzero x")
     return float(np.dot(xs, ys)) / denominator
-
-
-def text(value: str) -> str:
-    """A string from a result file made safe as a matplotlib label: one line, no mathtext, and
-    not hidden from legends (matplotlib skips labels that start with an underscore)."""
-    flat = " ".join(str(value).split()).replace("$", r"\$")
-    return f" {flat}" if flat.startswith("_") else flat
 
 
 def _pruners(results: Sequence[RunResult]) -> list[str]:
@@ -171,17 +163,6 @@ def excess_error_figure(results: Sequence[RunResult]) -> Figure:
 def _slug(key: ReplicateKey) -> str:
     name = f"{key.dataset}-{key.model}-{'+'.join(key.suites) or 'nominal'}"
     return f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', name)[:80]}-{key.protocol}"
-
-
-def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf (PDF without a creation date, so reruns are byte-stable)."""
-    paths = []
-    for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        metadata = {"CreationDate": None} if fmt == "pdf" else {}
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
-        paths.append(path)
-    return paths
 
 
 FIGURES: dict[str, Callable[[Sequence[RunResult]], Figure]] = {

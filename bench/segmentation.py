@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import IMAGENET_MEAN, IMAGENET_STD, standardize
+from bench.normalization import IMAGENET_MEAN, IMAGENET_STD, standardize
 
 __all__ = [
     "IGNORE_INDEX",
@@ -109,7 +109,7 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 NUM_CLASSES = len(VOC_CLASSES)  # 21
 IGNORE_INDEX = 255
-# IMAGENET_MEAN / IMAGENET_STD (bench.data): the statistics of torchvision's segmentation weights.
+# IMAGENET_MEAN / IMAGENET_STD (bench.normalization): the statistics of torchvision's segmentation weights.
 
 VOC_URLS: dict[str, str] = {
     "2012": "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",

@@ -9,14 +9,12 @@ LEADERBOARD.md can be compared byte for byte with a regenerated one.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean, pstdev
 
-from tabulate import tabulate
 
+from bench.markdown import escape, table
 from bench.results import ResultFileError, find_result_files, load_result
 from bench.schema import PARENT, PrunerMetrics, RunResult
 from bench.uncertainty import (
@@ -32,21 +30,6 @@ from bench.uncertainty import (
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&$])")
-
-
-def escape(text: str) -> str:
-    """Render an untrusted string inert inside a markdown table cell or heading."""
-    flat = " ".join(str(text).split())  # newlines would end the row
-    # control and format characters (ANSI escapes, bidi overrides) are shown as code points
-    visible = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("C") else c for c in flat)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", visible)
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
 
 def pct(value: float) -> str:
     """A fraction as a percentage with one decimal; never "-0.0" from float noise."""
