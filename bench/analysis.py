@@ -68,7 +68,8 @@ from bench.jobs import (
 from bench.markdown import escape, table
 from bench.metrics import prune_potential
 from bench.pruning import count_nonzero
-from bench.results import ANALYSIS_REPORT_SUFFIXES, atomic_write_text
+from bench.io import atomic_write_text
+from bench.results import ANALYSIS_REPORT_SUFFIXES
 from bench.schema import PARENT, RunConfig, RunResult, Strict
 from bench.training import train
 

@@ -241,7 +241,7 @@ def command_analyze(args: argparse.Namespace) -> int:
 
 def command_compress(args: argparse.Namespace) -> int:
     from bench.compress import compress_run, compression_table
-    from bench.results import atomic_write_text
+    from bench.io import atomic_write_text
 
     report = compress_run(args.result, args.cache, pruners=args.pruner, batch=args.batch, warmup=args.warmup,
                           repeats=args.repeats, threads=args.threads, progress=True)
@@ -331,7 +331,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
     markdown = build_leaderboard(args.folder, breakdown=args.breakdown)
     if args.output:
-        from bench.results import atomic_write_text
+        from bench.io import atomic_write_text
 
         atomic_write_text(args.output, markdown)
     print(markdown, end="")

@@ -163,7 +163,7 @@ def saved_split(path: Path, labels: np.ndarray, val_fraction: float, seed: int) 
                              f"not of these {len(labels)} (seed {seed}); delete it to make a new one")
         val = np.array(saved["val"], dtype=np.int64)
     else:
-        from bench.results import atomic_write_text
+        from bench.io import atomic_write_text
 
         val, _ = stratified_split(labels, (val_fraction,), seed)
         atomic_write_text(path, json.dumps({"n": len(labels), "seed": seed, "val": val.tolist()}))

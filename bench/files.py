@@ -83,7 +83,7 @@ def sha256_file(path: Path) -> str:
 
 def update_manifest(folder: Path, hashes: Mapping[str, str]) -> dict[str, str]:
     """Merge sha256 `hashes` (name -> hex) into the folder's `prunebench-manifest.json`, atomically."""
-    from bench.results import atomic_write_text
+    from bench.io import atomic_write_text
 
     path = folder / LOCAL_MANIFEST
     manifest = json.loads(path.read_text()) if path.exists() else {}
@@ -99,7 +99,7 @@ def file_hashes(folder: Path, names: Sequence[str]) -> dict[str, str]:
     """sha256 of `names` (relative to folder), hashing a file again only when its size or mtime
     changed since it was last hashed (remembered in `<folder>/.prunebench-verified.json`), so a
     large folder is read once, not on every run."""
-    from bench.results import atomic_write_text
+    from bench.io import atomic_write_text
 
     record_path = folder / VERIFIED
     record = json.loads(record_path.read_text()) if record_path.exists() else {}

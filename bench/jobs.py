@@ -16,7 +16,6 @@ rerun with more suites only adds evaluations. Job functions take plain strings s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -45,7 +44,8 @@ from bench.pruning import (
     parameter_masks,
     prune_to_ratio,
 )
-from bench.results import atomic_write_text, load_result
+from bench.io import atomic_path, atomic_write_text, canonical_sha256
+from bench.results import load_result
 from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
 
@@ -53,8 +53,7 @@ JOB_VERSION = 2  # bump when a job's computation changes, so old artifacts are n
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return canonical_sha256(spec)[:24]
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,8 @@ class Store:
         atomic_write_text(self.path(kind, key, ".json"), json.dumps(payload, sort_keys=True))
 
     def save_network(self, kind: str, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
-        path = self.path(kind, key, ".pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.path(kind, key, ".pt")) as temporary:
+            torch.save(model.state_dict(), temporary)
         self.write_json(kind, key, meta)  # last: marks the job done
 
     def load_weights(self, kind: str, key: str, model: nn.Module) -> nn.Module:
@@ -96,10 +92,8 @@ class Store:
         if path.exists():
             return
         assert isinstance(source, ImageSet)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=source.images.numpy(), labels=source.labels.numpy())
-        os.replace(tmp, path)
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, images=source.images.numpy(), labels=source.labels.numpy())
 
     def load_testset(self, checksum: str) -> TestSource:
         if self.done("testsets", checksum):

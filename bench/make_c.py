@@ -22,7 +22,6 @@ sha256 of every file written is merged into ``prunebench-manifest.json`` (the fo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,26 +41,6 @@ if TYPE_CHECKING:  # torch is imported lazily: `bench --help` must stay fast
 PARAMETERS = "prunebench-make-c.json"
 SEVERITIES = (1, 2, 3, 4, 5)
 SEED_SCHEME = "seed_for(seed, 'make-c', corruption, severity, image_index)"
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _replace(temporary: Path, path: Path) -> None:
-    with open(temporary, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    temporary = _temporary(path)
-    try:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        _replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -115,7 +94,7 @@ def make_c(
 
     from bench.corruptions import corrupt, seed_for
     from bench.files import sha256_file, update_manifest
-    from bench.results import atomic_write_text
+    from bench.io import atomic_path, atomic_write_text
 
     images = torch.as_tensor(images)
     labels = torch.as_tensor(labels)
@@ -128,7 +107,8 @@ def make_c(
     out.mkdir(parents=True, exist_ok=True)
 
     written: dict[str, str] = {}
-    _write_npy(out / "labels.npy", _label_array(labels, len(chosen)))
+    with atomic_path(out / "labels.npy") as temporary, open(temporary, "wb") as handle:
+        np.save(handle, _label_array(labels, len(chosen)), allow_pickle=False)
     written["labels.npy"] = sha256_file(out / "labels.npy")
 
     starts = range(0, n, chunk_size)
@@ -137,8 +117,7 @@ def make_c(
         for name in names:
             bar.set_description(f"make-c {name}")
             path = out / f"{name}.npy"
-            temporary = _temporary(path)
-            try:
+            with atomic_path(path) as temporary:
                 rows = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(chosen) * n, h, w, c))
                 for block, severity in enumerate(chosen):
                     level = table[name][severity - 1]
@@ -150,9 +129,6 @@ def make_c(
                         bar.update(1)
                 rows.flush()
                 del rows
-                _replace(temporary, path)
-            finally:
-                temporary.unlink(missing_ok=True)
             written[path.name] = sha256_file(path)
     finally:
         bar.close()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from bench.io import atomic_write_text
 from bench.metrics import derive
 from bench.schema import SCHEMA_VERSION, RunResult
 
@@ -18,21 +17,6 @@ RESULT_SUFFIX = ".json"
 
 class ResultFileError(ValueError):
     """A result file that is not valid JSON, does not match the schema, or was edited."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seal(result: RunResult) -> RunResult:

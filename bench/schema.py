@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bench.io import canonical_sha256
 
 SCHEMA_VERSION = 1
 PARENT = "parent"  # pruner name of the unpruned network
@@ -89,14 +89,11 @@ class RunConfig(Strict):
         return self
 
     def config_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return canonical_sha256(self.model_dump(mode="json"))
 
     def protocol_hash(self) -> str:
         """What must match for two runs to be ranked together: everything but pruner, suites, seed."""
-        protocol = self.model_dump(mode="json", exclude={"pruners", "suites", "seed"})
-        canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return canonical_sha256(self.model_dump(mode="json", exclude={"pruners", "suites", "seed"}))[:12]
 
 
 class PrunerIdentity(Strict):
@@ -215,8 +212,7 @@ class RunResult(Strict):
         return self
 
     def payload_digest(self) -> str:
-        payload = self.model_dump(mode="json", exclude={"integrity"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return canonical_sha256(self.model_dump(mode="json", exclude={"integrity"}))
 
     @property
     def parent(self) -> NetworkResult:

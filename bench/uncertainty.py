@@ -17,7 +17,6 @@ at one matrix product per file and can only widen the intervals (the duplicates 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from statistics import fmean
 
 import numpy as np
 
+from bench.io import canonical_sha256
 from bench.metrics import _TIE, Rule, derive  # the same tie tolerance as the plain metric
 from bench.schema import PARENT, NetworkResult, PrunerMetrics, RunResult, unpack_hits
 
@@ -155,7 +155,7 @@ def content_key(result: RunResult) -> str:
         "config_hash": result.config.config_hash(),
         "networks": [{"pruner": n.pruner, "step": n.step, "accuracy": n.accuracy, "hits": n.hits} for n in networks],
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return canonical_sha256(content)
 
 
 def _image_weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:

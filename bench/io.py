@@ -1,0 +1,62 @@
+"""Durable file writes and canonical hashing, the one implementation of each used by the whole package.
+
+Every artifact (result files, job-store networks and test sets, make-c arrays, manifests,
+reports) is written through `atomic_path`: to a temporary file beside the target, flushed to disk,
+given the mode the user's umask asks for (``tempfile`` alone would leave 0600), then renamed over
+the target, so a crash never leaves half a file under a final name and a failed write leaves no
+temporary file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "atomic_write_text", "canonical_json", "canonical_sha256", "file_mode"]
+
+
+def file_mode() -> int:
+    """0666 less the process umask: the mode `open()` would give a new file (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; on success it replaces `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(temporary, file_mode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (see atomic_path)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def canonical_sha256(value: Any) -> str:
+    """sha256 (hex) of canonical_json(value)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()

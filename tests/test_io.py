@@ -1,0 +1,44 @@
+"""bench.io: atomic writes with the umask's file mode, nothing left behind on failure; canonical hashes."""
+
+import os
+import stat
+
+import pytest
+
+from bench.io import atomic_path, atomic_write_text, canonical_json, canonical_sha256
+
+
+@pytest.fixture
+def umask():
+    def set_umask(mask: int) -> None:
+        os.umask(mask)
+
+    before = os.umask(0o022)
+    os.umask(before)
+    yield set_umask
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_umask_default_mode(tmp_path, umask, mask, mode):
+    umask(mask)
+    path = tmp_path / "sub" / "result.json"
+    atomic_write_text(path, "{}\n")
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert path.read_text() == "{}\n"
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "result.json"
+    atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("disk gone")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_canonical_hash_ignores_key_order_and_whitespace():
+    assert canonical_json({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
+    assert canonical_sha256({"b": 1, "a": 2}) == canonical_sha256({"a": 2, "b": 1})
+    assert canonical_sha256({"a": 1}) != canonical_sha256({"a": 2})
