@@ -1,4 +1,8 @@
-"""Command line: `bench run`, `bench list`, `bench leaderboard`."""
+"""Command line: `bench run | list | data make-c | leaderboard | validate | plot | analyze | compress`.
+
+This module only parses arguments and hands them to the package; `bench --help` stays fast
+because heavy modules (torch, matplotlib) are imported inside the commands.
+"""
 
 from __future__ import annotations
 
@@ -134,8 +138,39 @@ def command_make_c(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless it is unset (None/False) or already said."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS
+        if not action.option_strings or unset or "default" in text:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose help shows defaults; its subcommand parsers are of the same kind."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prunebench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
+    parser = _Parser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
+    parser.add_argument("--version", action="version", version=f"prunebench {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
@@ -157,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
     run.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
     run.add_argument("--ratios", type=parse_ratios, default=parse_ratios(DEFAULT_RATIOS), help=f"default {DEFAULT_RATIOS}")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seed of the data split, training, S set and pruning")
     run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
     run.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs per prune step")
     run.add_argument("--delta", type=float, default=0.005, help="prune-potential tolerance (absolute error)")
@@ -195,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="analyses of a finished run beyond test accuracy")
     analyses = analyze.add_subparsers(dest="analysis", required=True)
     for name, text in (("similarity", "agreement with the parent under uniform pixel noise"),
-                       ("features", "confidence on each other's 10 % most informative pixels")):
+                       ("features", "confidence on each other's 10 %% most informative pixels")):
         sub_analysis = analyses.add_parser(name, help=text)
         sub_analysis.add_argument("result", type=Path, help="a result file written by bench run")
         sub_analysis.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")

@@ -356,7 +356,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
 def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int, config: RunConfig,
              data: DataBundle, ctx: PruneContext, parent_nonzero: int, progress: bool) -> None:
     target = config.target_ratios[step - 1]
-    outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx)
+    outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx, progress=progress)
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
           progress=progress)

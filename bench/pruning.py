@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = [
     "FAILURE_PROBABILITY",
@@ -316,6 +317,7 @@ def prune_to_ratio(
     ctx: PruneContext,
     tolerance: float = 1e-3,
     max_steps: int = 30,
+    progress: bool = False,
 ) -> PruneOutcome:
     """Prune `model` in place so its measured prune ratio, after propagation over S, is as close to
     `target_ratio` as the pruner's granularity allows. Already-zero parameters stay zero (cascade)."""
@@ -337,9 +339,13 @@ def prune_to_ratio(
 
     low, high = 0.0, 1.0
     best_knob, best_gap = 1.0, float("inf")
+    bar = tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
+               disable=not progress)
     for _ in range(max_steps):
         knob = (low + high) / 2
         nonzero = attempt(knob)
+        bar.update(1)
+        bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
         gap = abs(nonzero - target_nonzero)
         if gap < best_gap:
             best_knob, best_gap = knob, gap
@@ -349,6 +355,7 @@ def prune_to_ratio(
             high = knob
         else:
             low = knob
+    bar.close()
     nonzero = attempt(best_knob)
     return PruneOutcome(
         target_ratio=target_ratio,

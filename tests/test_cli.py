@@ -152,3 +152,38 @@ def test_rerunning_a_finished_command_gives_the_same_result_and_a_byte_identical
     restamped = result.model_copy(update={"provenance": result.provenance.model_copy(
         update={key: getattr(earlier, key) for key in stamps})})
     assert save_result(restamped, tmp_path / "restamped.json").read_text() == texts[0]
+
+
+def subcommand_paths(parser, prefix=()):
+    """Every command path of the CLI, e.g. ("analyze", "features")."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*prefix, name)
+                yield from subcommand_paths(child, (*prefix, name))
+
+
+def test_every_help_page_renders_and_shows_defaults(capsys):
+    from bench.cli import build_parser
+
+    paths = list(subcommand_paths(build_parser()))
+    assert ("analyze", "features") in paths and ("data", "make-c") in paths
+    for path in [(), *paths]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0, path
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0)" in text and "(default: wt,ft,sipp,pfp)" in text and "(default: None)" not in text
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"prunebench {version('prunebench')}"
