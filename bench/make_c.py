@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.corruption_tables import (
+from bench.corruptions.tables import (
     ALL_CORRUPTIONS,
     CIFAR10_C,
     TABLES,
@@ -84,7 +84,7 @@ def make_c(
 ) -> dict[str, str]:
     """Write ``<corruption>.npy`` and ``labels.npy`` for uint8 NCHW ``images`` into ``out_dir``.
 
-    ``table`` maps corruption -> 5 per-severity constants (:mod:`bench.corruption_tables`);
+    ``table`` maps corruption -> 5 per-severity constants (:mod:`bench.corruptions.tables`);
     ``corruptions`` None means every corruption of the table (official order).  Rows follow
     the sorted requested ``severities`` (see the module notes).  Returns ``{file name: sha256}``
     of the files written (also merged into ``prunebench-manifest.json``).

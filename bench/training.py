@@ -59,8 +59,8 @@ def corruption_mix(images: torch.Tensor, recipe: Recipe, generator: torch.Genera
     `recipe.corruption_mix` (uniform) at a uniform severity 1-5, with the test files' constants."""
     if not recipe.corruption_mix:
         return images
-    from bench.corruption_tables import table_named
     from bench.corruptions import corrupt
+    from bench.corruptions.tables import table_named
 
     table = table_named(recipe.corruption_table)
     n = images.shape[0]

@@ -2,7 +2,7 @@
 
 Images: all 1,797 scikit-learn digits, upsampled to uint8 3x32x32 (``bench.data.load_digits(0)``,
 test + validation + train splits). All 19 corruptions run at the ImageNet-C severity-3 constant
-of imagecorruptions 1.1.2 on both sides (``bench.corruption_tables.IMAGENET_C``):
+of imagecorruptions 1.1.2 on both sides (``bench.corruptions.tables.IMAGENET_C``):
 
 * torch: ``bench.corruptions.corrupt(images, name, IMAGENET_C[name][2], seed)`` on the whole uint8
   NCHW batch (uint8 -> float -> corruption -> rounded uint8);
@@ -43,8 +43,8 @@ from _timing import (
 )
 
 from bench._reference import load_imagecorruptions
-from bench.corruption_tables import ALL_CORRUPTIONS, IMAGENET_C
 from bench.corruptions import RANDOM_CORRUPTIONS, corrupt, normalize_level, seed_for
+from bench.corruptions.tables import ALL_CORRUPTIONS, IMAGENET_C
 from bench.data import load_digits
 
 SEVERITY = 3

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from bench.corruption_tables import CIFAR10_C
+from bench.corruptions.tables import CIFAR10_C
 from bench.data import DataBundle
 from bench.files import (
     Archive,

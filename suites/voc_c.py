@@ -10,7 +10,7 @@ dataset-level confusion matrix.
 
 from __future__ import annotations
 
-from bench.corruption_tables import IMAGENET_C
+from bench.corruptions.tables import IMAGENET_C
 from bench.suite import CorruptionSuite
 
 

@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 
 import bench.corruptions as C
-from bench.corruption_tables import IMAGENET_C
+from bench.corruptions import _opencv, _operators, blur, digital, weather
+from bench.corruptions.tables import IMAGENET_C
 
 if importlib.util.find_spec("imagecorruptions") is None:
     pytest.skip("imagecorruptions is not installed (pip install -e '.[test]')", allow_module_level=True)
@@ -100,7 +101,7 @@ def reference(name: str, image: torch.Tensor, severity: int) -> np.ndarray:
 
 
 def grey_levels(x: torch.Tensor) -> np.ndarray:
-    return C._to_uint8(x).numpy().astype(np.int16)
+    return _operators.to_uint8(x).numpy().astype(np.int16)
 
 
 def rounded(ref: np.ndarray) -> np.ndarray:
@@ -120,15 +121,15 @@ def replay(name: str, x: torch.Tensor, level: tuple[float, ...], draws: list[np.
     h = x.shape[2]
     if name == "glass_blur":
         offsets = torch.from_numpy(np.stack(draws).reshape(1, int(level[2]), -1, 2)).long()
-        return C._glass_blur(x, level[0], int(level[1]), offsets)
+        return blur._glass_blur(x, level[0], int(level[1]), offsets)
     if name == "motion_blur":
-        return C._motion_blur(x, int(level[0]), level[1], torch.tensor([float(draws[0])])).clamp(0, 1)
+        return _operators.motion_blur_at_angles(x, int(level[0]), level[1], torch.tensor([float(draws[0])])).clamp(0, 1)
     if name == "snow":
-        return C._snow(x, level, torch.from_numpy(draws[0])[None], torch.tensor([float(draws[1])]))
+        return weather._snow(x, level, torch.from_numpy(draws[0])[None], torch.tensor([float(draws[1])]))
     if name == "frost":
-        textures = C._frost_textures(h, x.shape[3], level[2])
+        textures = weather._frost_textures(h, x.shape[3], level[2])
         origin = torch.tensor([[int(draws[1]), int(draws[2])]])
-        return C._frost(x, level[0], level[1], textures, torch.tensor([int(draws[0])]), origin)
+        return weather._frost(x, level[0], level[1], textures, torch.tensor([int(draws[0])]), origin)
     if name == "fog":
         pending = iter(draws)
 
@@ -138,13 +139,13 @@ def replay(name: str, x: torch.Tensor, level: tuple[float, ...], draws: list[np.
             return torch.from_numpy(value)[None]
 
         side = 2 ** (max(x.shape[2:]) - 1).bit_length()
-        return C._fog(x, level[0], C._plasma_fractal(1, side, level[1], uniform))
+        return weather._fog(x, level[0], weather._plasma_fractal(1, side, level[1], uniform))
     if name == "spatter":
-        return C._spatter(x, level, torch.from_numpy(draws[0])[None])
+        return weather._spatter(x, level, torch.from_numpy(draws[0])[None])
     if name == "elastic_transform":
         max_shift = h * 0.005  # the library's uniform(-max_dx, max_dx); ours is U(-1, 1)
         noise = [torch.from_numpy(d / max_shift)[None] for d in draws]
-        return C._elastic(x, level, None, noise[0], noise[1])
+        return digital._elastic(x, level, None, noise[0], noise[1])
     raise AssertionError(name)
 
 
@@ -213,14 +214,14 @@ def liquid_layers(count: int = 40) -> list[np.ndarray]:
 def test_canny_distance_and_water_texture_match_cv2() -> None:
     layers = liquid_layers()
     batch = torch.from_numpy(np.stack(layers).astype(np.int64))
-    edges = C._canny(batch, 50, 150).numpy()
-    textures = C._water_texture(batch).numpy()
+    edges = _opencv.canny(batch, 50, 150).numpy()
+    textures = weather._water_texture(batch).numpy()
     mismatched_textures = 0
     for layer, edge, texture in zip(layers, edges, textures):
         reference_edges = cv2.Canny(layer, 50, 150)
         assert np.array_equal(edge, reference_edges > 0)
         distance = cv2.threshold(cv2.distanceTransform(255 - reference_edges, cv2.DIST_L2, 5), 20, 20, cv2.THRESH_TRUNC)[1]
-        ours = C._chamfer_distance(torch.from_numpy(reference_edges > 0)[None], 20.0)[0].numpy()
+        ours = _opencv.chamfer_distance(torch.from_numpy(reference_edges > 0)[None], 20.0)[0].numpy()
         assert np.abs(ours - distance).max() < 1e-5  # float32 sums in another order: last bits
         blurred = cv2.equalizeHist(cv2.blur(distance, (3, 3)).astype(np.uint8))
         kernel = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
@@ -233,20 +234,20 @@ def test_equalize_hist_matches_cv2() -> None:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, rng.integers(2, 22), size=(32, 40)).astype(np.uint8) for _ in range(300)]
     images.append(np.full((32, 40), 7, np.uint8))
-    ours = C._equalize_hist(torch.from_numpy(np.stack(images).astype(np.int64))).numpy()
+    ours = _opencv.equalize_hist(torch.from_numpy(np.stack(images).astype(np.int64))).numpy()
     for image, got in zip(images, ours):
         assert np.array_equal(got, cv2.equalizeHist(image))
 
 
 def test_frost_textures_match_cv2_resize() -> None:
-    texture = C._frost_texture(1).permute(1, 2, 0).numpy()
+    texture = weather._frost_texture(1).permute(1, 2, 0).numpy()
     th, tw = texture.shape[:2]
     cubic = cv2.resize(texture, (int(np.ceil(tw * 1.1)), int(np.ceil(th * 1.1))), interpolation=cv2.INTER_CUBIC)
-    ours = C._frost_textures(32, 40, 1.1)[1].permute(1, 2, 0).numpy().astype(np.int16)
+    ours = weather._frost_textures(32, 40, 1.1)[1].permute(1, 2, 0).numpy().astype(np.int16)
     assert ours.shape == cubic.shape
     assert np.abs(ours - cubic).max() <= 1 and (ours != cubic).mean() < 0.1
     linear = cv2.resize(texture, (0, 0), fx=0.2, fy=0.2)  # make_cifar_c.py
-    assert np.array_equal(C._frost_textures(32, 32, 0.2)[1].permute(1, 2, 0).numpy(), linear)
+    assert np.array_equal(weather._frost_textures(32, 32, 0.2)[1].permute(1, 2, 0).numpy(), linear)
 
 
 def test_elastic_affine_warp_matches_cv2() -> None:
@@ -259,6 +260,6 @@ def test_elastic_affine_warp_matches_cv2() -> None:
     points = np.float32([centre + size, [centre[0] + size, centre[1] - size], centre - size])
     matrix = cv2.getAffineTransform(points, points + jitter)
     expected = cv2.warpAffine(hwc, matrix, (w, h), borderMode=cv2.BORDER_REFLECT_101)
-    rows, cols = C._affine_sources(torch.from_numpy(jitter)[None], h, w)
-    ours = C._bilinear_sample(image, rows, cols, "reflect")[0].permute(1, 2, 0).numpy()
+    rows, cols = digital._affine_sources(torch.from_numpy(jitter)[None], h, w)
+    ours = _operators.bilinear_sample(image, rows, cols, "reflect")[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - expected).max() < 1e-4

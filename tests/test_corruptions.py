@@ -13,11 +13,18 @@ import torch
 from PIL import Image
 
 import bench.corruptions as C
-from bench.corruption_tables import ALL_CORRUPTIONS, CIFAR10_C, IMAGENET_C, MIX1, MIX2
-from bench.corruptions import CORRUPTIONS, RANDOM_CORRUPTIONS, corrupt, seed_for
+from bench.corruptions import (
+    CORRUPTIONS,
+    RANDOM_CORRUPTIONS,
+    blur,
+    corrupt,
+    seed_for,
+    weather,
+)
+from bench.corruptions.tables import ALL_CORRUPTIONS, CIFAR10_C, IMAGENET_C, MIX1, MIX2
 
 # Constants by increasing severity 1..5: the ImageNet-C constants of imagecorruptions 1.1.2
-# (bench.corruption_tables.IMAGENET_C) plus our uniform_noise.
+# (bench.corruptions.tables.IMAGENET_C) plus our uniform_noise.
 SEVERITY_LEVELS: dict[str, tuple] = {**IMAGENET_C, "uniform_noise": (0.05, 0.1, 0.2, 0.3, 0.4)}
 # corruptions whose deviation from the clean image grows strictly with severity at these constants
 MONOTONE = [
@@ -356,16 +363,16 @@ def test_glass_pixel_moves_match_the_sequential_loop(delta: int, iterations: int
     rng = np.random.default_rng(delta)
     visited = (h - 2 * delta) * (w - 2 * delta)
     offsets = rng.integers(-delta, delta, size=(3, iterations, visited, 2))
-    ours = C._glass_sources(torch.from_numpy(offsets), h, w, delta).numpy()
+    ours = blur._glass_sources(torch.from_numpy(offsets), h, w, delta).numpy()
     for got, image_offsets in zip(ours, offsets):
         assert np.array_equal(got, sequential_glass_sources(image_offsets, h, w, delta))
 
 
 def test_frost_textures_are_found_without_importing_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert C._frost_dir().is_dir()
-    monkeypatch.setattr(C.importlib.util, "find_spec", lambda name: None)
+    assert weather._frost_dir().is_dir()
+    monkeypatch.setattr(weather.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install imagecorruptions"):
-        C._frost_dir()
+        weather._frost_dir()
 
 
 def test_new_corruptions_on_grey_and_small_images() -> None:

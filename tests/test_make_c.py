@@ -12,8 +12,8 @@ import torch
 
 import bench.corruptions
 from bench.cli import main
-from bench.corruption_tables import CIFAR10_C, IMAGENET_C
 from bench.corruptions import corrupt, seed_for
+from bench.corruptions.tables import CIFAR10_C, IMAGENET_C
 from bench.files import LOCAL_MANIFEST as MANIFEST
 from bench.make_c import PARAMETERS, make_c
 

@@ -170,7 +170,7 @@ def test_mix_training_corrupts_five_sixths_of_the_images_reproducibly(digits):
 
 
 def test_mix1_training_tested_on_held_out_mix2(cifar_root, tmp_path):
-    from bench.corruption_tables import MIX1, MIX2
+    from bench.corruptions.tables import MIX1, MIX2
 
     cifar10c_fixture(cifar_root, list(MIX2))
     out = tmp_path / "results"

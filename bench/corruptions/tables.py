@@ -2,7 +2,8 @@
 
 Each table maps a corruption name (the official file names: ``gaussian_noise.npy`` ...) to a
 tuple of 5 constants, severity 1 to 5; a constant is a number or a tuple, in the form that the
-corruption functions of :mod:`bench.corruptions` take (their module notes spell the fields).
+corruption functions of :mod:`bench.corruptions` take (their docstrings spell the fields).
+Importing this module does not import torch (``bench --help`` reads it).
 
 * ``CIFAR10_C``: Hendrycks' ``make_cifar_c.py`` (hendrycks/robustness, ImageNet-C/create_c),
   which made the released CIFAR-10-C / CIFAR-100-C files.  Re-expressed where our engine's
@@ -24,6 +25,20 @@ corruption functions of :mod:`bench.corruptions` take (their module notes spell 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+__all__ = [
+    "ALL_CORRUPTIONS",
+    "BENCHMARK_CORRUPTIONS",
+    "CIFAR10_C",
+    "EXTRA_CORRUPTIONS",
+    "IMAGENET_C",
+    "MIX1",
+    "MIX2",
+    "TABLES",
+    "Constant",
+    "Table",
+    "table_named",
+]
 
 Constant = float | tuple[float, ...]
 Table = Mapping[str, tuple[Constant, ...]]

@@ -1,0 +1,146 @@
+"""Randomness of the corruptions: explicit torch generators, one per batch or one per image, and seeds.
+
+Every corruption draws only from the ``generator`` it is given (the global torch RNG is never
+used): one ``torch.Generator`` for the whole batch, or a sequence of N generators, one per
+image.  With one generator per image, each image draws its own numbers, so its result does
+not depend on which other images share the batch (:func:`bench.make_c.make_c` relies on it).
+The random fields are drawn and processed in float64.
+
+The draws follow the distributions of imagecorruptions 1.1.2 but come from torch, so results
+equal the library's in distribution, never bit for bit.  The deterministic part of every
+random corruption is therefore a private function that takes the draws explicitly
+(``_glass_blur``, ``_snow``, ``_frost``, ``_fog``, ``_spatter``, ``_elastic`` and
+:func:`~bench.corruptions._operators.motion_blur_at_angles`); the parity tests feed the
+library's own numpy draws to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Generators",
+    "draw",
+    "generators_for_seed",
+    "integers",
+    "normal",
+    "per_image_generators",
+    "rand_like",
+    "randn_like",
+    "seed_for",
+    "uniform",
+]
+
+Generators = torch.Generator | Sequence[torch.Generator]
+
+_SEED_DOMAIN = b"prunebench.corruptions.seed_for.v1"
+
+
+def per_image_generators(generator: Generators, n: int) -> list[torch.Generator] | None:
+    """None for a single generator, else the per-image generators (checked against N)."""
+    if isinstance(generator, torch.Generator):
+        return None
+    generators = list(generator)
+    if len(generators) != n:
+        raise ValueError(f"got {len(generators)} generators for a batch of {n} images")
+    return generators
+
+
+def draw(
+    generator: Generators,
+    n: int,
+    shape: Sequence[int],
+    sampler: Callable[[torch.Generator | None, tuple[int, ...]], torch.Tensor],
+) -> torch.Tensor:
+    """(n, *shape) draws: one call on a single generator, or one (*shape) call per image generator."""
+    generators = per_image_generators(generator, n)
+    if generators is None:
+        return sampler(generator, (n, *shape))  # type: ignore[arg-type]
+    if n == 0:
+        return sampler(None, (0, *shape))
+    return torch.stack([sampler(g, tuple(shape)) for g in generators])
+
+
+def uniform(
+    generator: Generators, n: int, shape: Sequence[int], low: float, high: float, device: torch.device
+) -> torch.Tensor:
+    """float64 uniform on ``[low, high)``, shape (n, *shape)."""
+    u = draw(generator, n, shape, lambda g, s: torch.rand(s, generator=g, device=device, dtype=torch.float64))
+    return low + (high - low) * u
+
+
+def normal(
+    generator: Generators, n: int, shape: Sequence[int], mean: float, std: float, device: torch.device
+) -> torch.Tensor:
+    """float64 normal(mean, std), shape (n, *shape)."""
+    z = draw(generator, n, shape, lambda g, s: torch.randn(s, generator=g, device=device, dtype=torch.float64))
+    return mean + std * z
+
+
+def integers(
+    generator: Generators, n: int, shape: Sequence[int], low: int, high: int, device: torch.device
+) -> torch.Tensor:
+    """int64 uniform on ``[low, high)`` (numpy ``randint`` convention), shape (n, *shape)."""
+    return draw(generator, n, shape, lambda g, s: torch.randint(low, high, s, generator=g, device=device))
+
+
+def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal draws of x's shape, dtype and device."""
+    return draw(
+        generator, x.shape[0], x.shape[1:], lambda g, s: torch.randn(s, generator=g, device=x.device, dtype=x.dtype)
+    )
+
+
+def rand_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Uniform ``[0, 1)`` draws of x's shape, dtype and device."""
+    return draw(
+        generator, x.shape[0], x.shape[1:], lambda g, s: torch.rand(s, generator=g, device=x.device, dtype=x.dtype)
+    )
+
+
+def generators_for_seed(seed: object, n: int, device: torch.device) -> Generators:
+    """One generator for an integer seed, else one per image from a sequence of N seeds."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return torch.Generator(device=device).manual_seed(int(seed))
+    seeds = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else seed
+    if not isinstance(seeds, Sequence) or isinstance(seeds, (str, bytes)):
+        raise TypeError(f"seed must be an integer or a sequence of N integers, got {type(seed).__name__}")
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {n} images")
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def _canonical(part: object) -> object:
+    """Normalise a seed part to builtin types with a stable ``repr``."""
+    if part is None or isinstance(part, bool):
+        return part
+    if isinstance(part, str):
+        return str.__str__(part)
+    if isinstance(part, bytes):
+        return bytes(part)
+    if isinstance(part, numbers.Integral):
+        return int(part)
+    if isinstance(part, numbers.Real):
+        return float(part)
+    if isinstance(part, (tuple, list)):
+        return tuple(_canonical(p) for p in part)
+    raise TypeError(
+        "seed_for parts must be str, bytes, numbers, None or tuples/lists of them, "
+        f"got {type(part).__name__}"
+    )
+
+
+def seed_for(*parts: object) -> int:
+    """Stable 63-bit seed derived from ``parts`` with SHA-256 (never Python's salted ``hash``).
+
+    Parts may be str, bytes, bool, integers, reals, None or (nested) tuples/lists of these;
+    ``1``, ``1.0``, ``True`` and ``'1'`` give different seeds.  Example:
+    ``seed_for(run_seed, "gaussian_noise", severity)``.
+    """
+    digest = hashlib.sha256(_SEED_DOMAIN + repr(_canonical(parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

@@ -1,0 +1,81 @@
+"""The corruptions by name, and :func:`corrupt`, which applies one to a uint8 batch with a seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from bench.corruptions import blur, digital, noise, weather
+from bench.corruptions._levels import Level, normalize_level
+from bench.corruptions._operators import to_uint8
+from bench.corruptions._random import Generators, generators_for_seed
+
+__all__ = ["CORRUPTIONS", "RANDOM_CORRUPTIONS", "CorruptionFn", "corrupt"]
+
+CorruptionFn = Callable[[torch.Tensor, Level, Generators], torch.Tensor]
+
+CORRUPTIONS: dict[str, CorruptionFn] = {
+    "gaussian_noise": noise.gaussian_noise,
+    "shot_noise": noise.shot_noise,
+    "impulse_noise": noise.impulse_noise,
+    "speckle_noise": noise.speckle_noise,
+    "uniform_noise": noise.uniform_noise,
+    "gaussian_blur": blur.gaussian_blur,
+    "defocus_blur": blur.defocus_blur,
+    "glass_blur": blur.glass_blur,
+    "motion_blur": blur.motion_blur,
+    "zoom_blur": blur.zoom_blur,
+    "snow": weather.snow,
+    "frost": weather.frost,
+    "fog": weather.fog,
+    "contrast": digital.contrast,
+    "brightness": weather.brightness,
+    "saturate": digital.saturate,
+    "pixelate": digital.pixelate,
+    "jpeg_compression": digital.jpeg_compression,
+    "elastic_transform": digital.elastic_transform,
+    "spatter": weather.spatter,
+}
+
+# corruptions whose output depends on the seed (the others ignore the generator)
+RANDOM_CORRUPTIONS = frozenset(
+    {
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "speckle_noise",
+        "uniform_noise",
+        "glass_blur",
+        "motion_blur",
+        "snow",
+        "frost",
+        "fog",
+        "elastic_transform",
+        "spatter",
+    }
+)
+
+
+def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[int]) -> torch.Tensor:
+    """Apply corruption ``name`` with per-severity constant ``level`` to a uint8 (N, C, H, W) batch.
+
+    ``level`` is a number or a tuple (see the corruption's docstring and
+    :mod:`bench.corruptions.tables`).  Deterministic for a fixed ``seed``: randomness comes only
+    from fresh ``torch.Generator``s on the images' device, one seeded with ``seed`` for the whole
+    batch, or, if ``seed`` is a sequence of N integers, one per image (an image's result then
+    does not depend on the rest of the batch).  The result is rounded to nearest (not truncated)
+    back to uint8.  Unknown names raise ``ValueError``.
+    """
+    fn = CORRUPTIONS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(sorted(CORRUPTIONS))}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"corrupt expects uint8 images, got {images.dtype}")
+    if images.dim() != 4:
+        raise ValueError(f"corrupt expects an (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    constant = normalize_level(level)
+    generator = generators_for_seed(seed, images.shape[0], images.device)
+    with torch.no_grad():
+        out = fn(images.to(torch.float32) / 255.0, constant, generator)
+    return to_uint8(out)

@@ -1,0 +1,225 @@
+"""Digital corruptions: contrast, elastic_transform, pixelate, jpeg_compression, and the extra saturate.
+
+Each is a :data:`~bench.corruptions.CorruptionFn` on float (N, C, H, W) batches in [0, 1],
+clamped to [0, 1].  elastic_transform is the only random one; ``_elastic`` takes its draws
+explicitly.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.corruptions._levels import Level, scalar_level, unpack_level
+from bench.corruptions._operators import (
+    apply_separable,
+    bilinear_sample,
+    divide_where_positive,
+    gaussian_filter,
+    to_uint8,
+)
+from bench.corruptions._random import Generators, uniform
+
+__all__ = ["contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
+
+
+def contrast(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """Scale deviations from the per-image, per-channel mean by ``level``: ``(x - m) * level + m``.
+
+    ``m`` is the mean over H, W of each image and channel.
+    """
+    factor = scalar_level(level, "contrast")
+    means = x.mean(dim=(-2, -1), keepdim=True)
+    return ((x - means) * factor + means).clamp_(0.0, 1.0)
+
+
+def saturate(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """HSV saturation ``S * factor + offset`` (clipped); exact, without the HSV round trip.
+
+    ``level`` is ``(factor, offset)``.  With ``S' = clip(S * factor + offset, 0, 1)``, each
+    channel becomes ``V - S' * V * (V - c) / (V - min)``; grey pixels have hue 0 (skimage),
+    so they become ``(V, V (1 - S'), V (1 - S'))``.  Channel counts other than 3 are grey and
+    stay unchanged (the library's 1-channel result).
+    """
+    factor, offset = unpack_level(level, "saturate", ("factor", "offset"))
+    if x.shape[-3] != 3:
+        return x.clone().clamp_(0.0, 1.0)
+    value = x.amax(dim=-3, keepdim=True)
+    chroma = value - x.amin(dim=-3, keepdim=True)
+    saturation = divide_where_positive(chroma, value)
+    new_saturation = (saturation * factor + offset).clamp(0.0, 1.0)
+    coloured = chroma > 0
+    # (V - c) / (V - min): 0 for the largest channel, 1 for the smallest; hue 0 for grey pixels
+    position = (value - x) / torch.where(coloured, chroma, torch.ones_like(chroma))
+    hue_zero = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    position = torch.where(coloured, position, hue_zero)
+    return (value - new_saturation * value * position).clamp_(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------ pixelate
+
+
+def _pil_box_operator(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of PIL's ``Image.BOX`` resampling along one axis."""
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    centers = (torch.arange(n_out, dtype=torch.float64) + 0.5) * scale
+    lo = (centers - support + 0.5).floor().clamp(min=0)
+    hi = (centers + support + 0.5).floor().clamp(max=n_in)
+    pos = torch.arange(n_in, dtype=torch.float64)
+    arg = (pos[None, :] - centers[:, None] + 0.5) / filter_scale
+    inside = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
+    weights = (inside & (arg > -0.5) & (arg <= 0.5)).to(torch.float64)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _pil_nearest_operator(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) selection matrix of PIL's ``Image.NEAREST`` resize along one axis.
+
+    PIL (ImagingScaleAffine) tabulates the source positions by repeated addition in double,
+    ``p_0 = scale / 2``, ``p_{i+1} = p_i + scale``, and truncates; the accumulated rounding
+    decides exact ties (e.g. 16 -> 40), so it is reproduced step by step.
+    """
+    scale = n_in / n_out
+    positions, position = [], 0.5 * scale
+    for _ in range(n_out):
+        positions.append(int(position))
+        position += scale
+    source = torch.tensor(positions, dtype=torch.long)
+    operator = torch.zeros(n_out, n_in, dtype=torch.float64)
+    operator[torch.arange(n_out), source.clamp(max=n_in - 1)] = 1.0
+    return operator
+
+
+def _pixelate_operator(n: int, level: float) -> torch.Tensor:
+    """(n, n) operator of one axis: PIL BOX down to ``max(1, int(n * level))``, then NEAREST back up."""
+    small = max(1, int(n * level))
+    return _pil_nearest_operator(small, n) @ _pil_box_operator(n, small)
+
+
+def pixelate(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """Box-downsample by ``level`` (PIL BOX, size truncated) and upsample back (nearest).
+
+    PIL ``BOX`` downsampling to ``int(H * level) x int(W * level)`` (truncation, like the
+    library; at least 1) and nearest upsampling (PIL's ``BOX`` upsampling picks the same source
+    pixel, so this covers both library versions).  Both steps reproduce PIL's resampling weights
+    as matrices, but PIL rounds the small intermediate image to uint8 and this does not, so
+    results can differ from PIL by one grey level.
+    """
+    scale = scalar_level(level, "pixelate")
+    height, width = x.shape[-2:]
+    term = (_pixelate_operator(height, scale), _pixelate_operator(width, scale))
+    return apply_separable(x, [term]).clamp_(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------ jpeg
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode/decode one (H, W, C) uint8 image with PIL; C is 1 or 3."""
+    grey = image.shape[2] == 1
+    pil = Image.fromarray(image[:, :, 0]).convert("RGB") if grey else Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    decoded = Image.open(buffer)
+    decoded = decoded.convert("L") if grey else decoded.convert("RGB")
+    out = np.asarray(decoded, dtype=np.uint8)
+    return out[:, :, None] if grey else out
+
+
+def jpeg_compression(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """PIL JPEG round trip at quality ``int(level)``, per image (1 or 3 channels).
+
+    PIL's default settings, one image at a time (the only non-batched corruption).  The input
+    is first rounded to uint8; 1-channel images go through RGB and back to ``L`` like the
+    library.
+    """
+    quality = int(scalar_level(level, "jpeg_compression"))
+    if not 1 <= quality <= 100:
+        raise ValueError(f"jpeg quality must be in [1, 100], got {level}")
+    if x.shape[-3] not in (1, 3):
+        raise ValueError(f"jpeg_compression supports 1 or 3 channels, got {x.shape[-3]}")
+    images = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = np.stack([_jpeg_roundtrip(image, quality) for image in images]) if len(images) else images
+    out = torch.from_numpy(decoded).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255.0
+    return out.clamp_(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------- elastic
+
+
+def _affine_sources(jitter: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source (rows, cols) of cv2.warpAffine for make_cifar_c.py's jittered three-point affine.
+
+    ``jitter`` (N, 3, 2) float32 is added to the points; cv2 inverts the fitted affine and
+    samples float images at the exact source positions (OpenCV 5; older versions snapped them
+    to 1/32 pixel).
+    """
+    n = jitter.shape[0]
+    centre = (float(height // 2), float(width // 2))
+    size = float(min(height, width) // 3)
+    source_points = torch.tensor(
+        [[centre[0] + size, centre[1] + size], [centre[0] + size, centre[1] - size], [centre[0] - size, centre[1] - size]],
+        dtype=torch.float32,
+    )
+    target_points = (source_points[None] + jitter.cpu().to(torch.float32)).to(torch.float64)
+    design = torch.cat([source_points.to(torch.float64), torch.ones(3, 1, dtype=torch.float64)], dim=1)
+    forward = torch.linalg.solve(design.expand(n, 3, 3), target_points).transpose(1, 2)  # (N, 2, 3)
+    linear_inv = torch.linalg.inv(forward[:, :, :2])
+    inverse = torch.cat([linear_inv, -linear_inv @ forward[:, :, 2:]], dim=2)  # dst (x, y) -> src (x, y)
+    xs = torch.arange(width, dtype=torch.float64)[None, None, :]
+    ys = torch.arange(height, dtype=torch.float64)[None, :, None]
+    cols = inverse[:, 0, 0, None, None] * xs + inverse[:, 0, 1, None, None] * ys + inverse[:, 0, 2, None, None]
+    rows = inverse[:, 1, 0, None, None] * xs + inverse[:, 1, 1, None, None] * ys + inverse[:, 1, 2, None, None]
+    return rows.to(jitter.device), cols.to(jitter.device)
+
+
+def _elastic(
+    x: torch.Tensor,
+    level: tuple[float, float, float],
+    jitter: torch.Tensor | None,
+    noise_x: torch.Tensor,
+    noise_y: torch.Tensor,
+) -> torch.Tensor:
+    """elastic_transform with explicit draws: affine ``jitter`` (N, 3, 2) in pixels (or None) and
+    displacement noise ``noise_x``/``noise_y`` (N, H, W) uniform in [-1, 1]."""
+    alpha, sigma, _ = level
+    h, w = x.shape[-2:]
+    if jitter is not None:
+        rows, cols = _affine_sources(jitter, h, w)
+        x = bilinear_sample(x, rows, cols, "reflect")
+    noise = torch.stack([noise_x, noise_y]).to(device=x.device, dtype=torch.float64)
+    field = gaussian_filter(noise, (sigma * h, sigma * w), mode="symmetric", truncate=3.0) * (alpha * h)
+    field = field.to(torch.float32).to(torch.float64)  # the library keeps float32 displacements
+    base_rows = torch.arange(h, dtype=torch.float64, device=x.device)[None, :, None]
+    base_cols = torch.arange(w, dtype=torch.float64, device=x.device)[None, None, :]
+    return bilinear_sample(x, base_rows + field[1], base_cols + field[0], "symmetric").clamp_(0.0, 1.0)
+
+
+def elastic_transform(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """Optional random affine, then a smooth random displacement field (fractions of the image size).
+
+    ``level`` is ``(alpha, sigma, affine)``, lengths as fractions of the image size
+    (make_cifar_c.py uses multiples of IMSIZE = 32; imagecorruptions uses
+    ``alpha = 250 * a * 0.005 * H`` and ``sigma = 0.01 * (H, W)``).  If ``affine`` > 0, a random
+    affine warp first (make_cifar_c.py: three points around the centre jittered by
+    ``U(-affine * H, affine * H)``, ``cv2.warpAffine`` bilinear with reflect-101 borders; the
+    points are built (H, W)-ordered and read by cv2 as (x, y), a no-op for square images).
+    Then displacement fields ``alpha * H * gaussian(U(-1, 1), sigma * (H, W), mode='reflect',
+    truncate=3)`` and bilinear resampling like ``scipy.ndimage.map_coordinates(order=1,
+    mode='reflect')`` (half-sample symmetric borders).  imagecorruptions has no affine step.
+    """
+    constant = unpack_level(level, "elastic_transform", ("alpha", "sigma", "affine"))
+    n, _, h, w = x.shape
+    jitter = None
+    if constant[2] > 0:
+        spread = constant[2] * h
+        jitter = uniform(generator, n, (3, 2), -spread, spread, x.device).to(torch.float32)
+    noise_x = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
+    noise_y = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
+    return _elastic(x, constant, jitter, noise_x, noise_y)  # type: ignore[arg-type]
