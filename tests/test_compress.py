@@ -5,8 +5,10 @@ import copy
 import json
 
 import pytest
+import timm
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.analysis import load_run_networks
 from bench.cli import main
@@ -24,9 +26,9 @@ from bench.pruning import (
     PruneContext,
     Pruner,
     apply_masks,
-    last_layer_name,
     compressible_layers,
     count_nonzero,
+    last_layer_name,
     prune_to_ratio,
 )
 from bench.recipes import DIGITS_TRAIN
@@ -283,6 +285,84 @@ def test_macs_and_measure_protocol():
     assert 0 < m.latency_min_ms <= m.latency_ms <= m.latency_max_ms
     assert m.protocol["batch"] == 4 and m.protocol["repeats"] == 3 and m.protocol["threads"] == 1
     assert m.protocol["channels_last"] is True and m.protocol["dtype"] == "float32"
+
+
+def reference_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """The hand count `count_macs` replaced (forward hooks, one image): per Conv2d, output
+    positions * out channels * in channels / groups * kh * kw; per Linear, rows * in * out."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out[0, 0].numel() * module.out_channels * module.in_channels // module.groups * kh * kw
+        else:
+            total += out.numel() // module.out_features * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model.eval()(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def _vit_tiny(fused_attention: bool) -> nn.Module:
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, num_classes=10)
+    for block in model.blocks:
+        block.attn.fused_attn = fused_attention  # False: q @ k^T and attn @ v as explicit matmuls (bmm)
+    return model
+
+
+def _compressed_resnet20() -> nn.Module:
+    """resnet20_cifar with filters and input columns zeroed by hand, compressed with gathers, so
+    the count sees CompressedConv2d (in_index, border) and AddChannels."""
+    torch.manual_seed(0)
+    model = with_bn_statistics(create_model("resnet20_cifar", num_classes=10))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d) and module.in_channels > 3:
+                module.weight[::4] = 0
+                module.weight[:, 1::5] = 0
+    compressed, _ = compress(model, (1, 3, 32, 32), min_gather_fraction=0.0)
+    convs = [m for m in compressed.modules() if isinstance(m, CompressedConv2d)]
+    assert any(m.in_index is not None for m in convs) and any(m.border is not None for m in convs)
+    return compressed
+
+
+MAC_MODELS = {
+    "digits_cnn": lambda: create_model("digits_cnn", num_classes=10),
+    "resnet20_cifar": lambda: create_model("resnet20_cifar", num_classes=10),
+    "resnet20_cifar_a": lambda: create_model("resnet20_cifar_a", num_classes=10),
+    "vit_tiny": lambda: _vit_tiny(fused_attention=True),
+    "vit_tiny_unfused": lambda: _vit_tiny(fused_attention=False),
+    "resnet20_compressed": _compressed_resnet20,
+}
+
+
+@pytest.mark.parametrize("name", list(MAC_MODELS))
+def test_flop_counter_macs_equal_the_hand_count(name):
+    torch.manual_seed(0)
+    model = MAC_MODELS[name]().eval()
+    example = torch.randn(2, 3, 32, 32)
+    expected = reference_macs(model, example)
+    assert count_macs(model, example) == expected > 0
+    # what FlopCounterMode counts beyond conv + linear, and count_macs leaves out: the batched
+    # matmuls of an unfused attention (q @ k^T, attn @ v); fused attention on the CPU counts nothing
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(example[:1])
+    flops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    attention = flops.pop("aten.bmm", 0)
+    assert set(flops) <= {"aten.convolution", "aten.addmm", "aten.mm"}
+    assert sum(flops.values()) == 2 * expected
+    if name == "vit_tiny_unfused":
+        tokens, dim, depth = 8 * 8 + 1, 192, 12  # 32 / patch 4, plus the class token
+        assert attention == depth * 2 * (2 * tokens * tokens * dim)
+    else:
+        assert attention == 0
 
 
 class _Branchy(nn.Module):

@@ -1,8 +1,5 @@
-"""Real compression of structured-pruned networks: physically remove dead channels.
-
-Pruners mask: a pruned filter is a zeroed weight row, and the network keeps its shape. This
-module rewrites a masked network (traced with torch.fx) into a smaller one with the same
-function, and measures params, MACs and latency of both.
+"""Graph analysis and channel removal: rewrite a masked network (traced with torch.fx) into a
+smaller one with the same function.
 
 **Which channels are removed.** Every tensor with a channel axis (dim 1) is analysed per channel:
 
@@ -50,41 +47,30 @@ from __future__ import annotations
 import copy
 import math
 import operator
-import os
-import statistics
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from bench.compress.measure import count_params
+from bench.compress.modules import (
+    AddChannels,
+    CompressedConv2d,
+    CompressedLinear,
+    ExpandChannels,
+)
 
 __all__ = [
     "MIN_GATHER_FRACTION",
     "TOLERANCE",
-    "AddChannels",
-    "CompressedConv2d",
-    "CompressedLinear",
     "CompressionReport",
-    "ExpandChannels",
     "LayerChange",
-    "Measurement",
-    "NetworkCompression",
-    "RunCompression",
-    "compare",
     "compress",
-    "compress_run",
-    "compression_table",
-    "count_macs",
-    "count_params",
     "max_abs_diff",
-    "measure",
 ]
 
 TOLERANCE = 1e-5  # max abs logit difference accepted between masked and compressed nets
@@ -106,168 +92,6 @@ _POOL_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 _PAD_FUNCTIONS = {F.pad, torch._C._nn.pad}
 _ADD_FUNCTIONS = {operator.add, torch.add}
 _FLATTEN_FUNCTIONS = {torch.flatten}
-
-
-# ---- compressed building blocks ----------------------------------------------------------------
-
-
-def _is_nhwc(x: torch.Tensor) -> bool:
-    """A 4-D tensor stored channels_last (and not also plain contiguous)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _rows(x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
-    """`x` with channels on dim 1 for index ops: the (N*H*W, C) view when `like` (default `x`) is
-    channels_last (a view of `x` if `x` is; index ops on it keep the memory format and run ~2x
-    faster than on the permuted 4-D view), else `x` itself."""
-    if _is_nhwc(x if like is None else like):
-        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    return x
-
-
-def gather_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    if _is_nhwc(x):
-        n, _, h, w = x.shape
-        return _rows(x).index_select(1, index).view(n, h, w, -1).permute(0, 3, 1, 2)
-    return x.index_select(1, index)
-
-
-def _new_like(x: torch.Tensor, channels: int) -> torch.Tensor:
-    shape = (x.shape[0], channels, *x.shape[2:])
-    fmt = torch.channels_last if _is_nhwc(x) else torch.contiguous_format
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-
-
-def _broadcast(vector: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return vector.view(1, -1, *([1] * (like.dim() - 2)))
-
-
-class CompressedConv2d(nn.Conv2d):
-    """A Conv2d over a subset of its input's channels (`in_index`, gathered first) whose bias
-    holds folded constant input channels, plus their border correction where the zero padding
-    hides some kernel taps (`border`: the constants' contribution per tap, (C_out, kh, kw))."""
-
-    def __init__(self, *args: Any, in_index: torch.Tensor | None = None, border: torch.Tensor | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("in_index", in_index)
-        self.register_buffer("border", border)
-        self._corrections: dict[tuple[Any, ...], list[tuple[tuple[slice, slice], torch.Tensor]]] = {}
-
-    def _border_patches(self, h: int, w: int, ref: torch.Tensor) -> list[tuple[tuple[slice, slice], torch.Tensor]]:
-        """(row slice, column slice) -> correction, for the border rows and columns of the output."""
-        key = (h, w, ref.device, ref.dtype)
-        if key not in self._corrections:
-            assert self.border is not None
-            valid = []
-            for size, k, s, p, d in zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation):
-                out = (size + 2 * p - d * (k - 1) - 1) // s + 1
-                pos = torch.arange(out)[:, None] * s - p + torch.arange(k)[None, :] * d
-                valid.append((pos >= 0) & (pos < size))  # (out, k): tap inside the image
-            rows, cols = valid
-            invalid = ~(rows[:, None, :, None] & cols[None, :, None, :])  # (ho, wo, kh, kw)
-            correction = -torch.einsum("ijkl,okl->oij", invalid.double(), self.border.double())
-            ho, wo = correction.shape[1:]
-
-            def edges(v: torch.Tensor, n: int) -> tuple[int, int]:
-                bad = (~v.all(1)).tolist()
-                top = next((i for i, b in enumerate(bad) if not b), n)
-                bottom = next((i for i, b in enumerate(reversed(bad)) if not b), n)
-                return top, bottom
-
-            top, bottom = edges(rows, ho)
-            left, right = edges(cols, wo)
-            if top + bottom >= ho or left + right >= wo:
-                regions = [(slice(0, ho), slice(0, wo))]
-            else:
-                mid = slice(top, ho - bottom)
-                regions = [(slice(0, top), slice(0, wo)), (slice(ho - bottom, ho), slice(0, wo)),
-                           (mid, slice(0, left)), (mid, slice(wo - right, wo))]
-            patches = []
-            for r, c in regions:
-                if r.stop > r.start and c.stop > c.start:
-                    patches.append(((r, c), correction[:, r, c].to(ref.dtype).to(ref.device).unsqueeze(0)))
-            self._corrections[key] = patches
-        return self._corrections[key]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_index is not None:
-            x = gather_channels(x, self.in_index)
-        out = self._conv_forward(x, self.weight, self.bias)
-        if self.border is not None:
-            for (r, c), patch in self._border_patches(x.shape[2], x.shape[3], out):
-                out[:, :, r, c] += patch
-        return out
-
-
-class CompressedLinear(nn.Linear):
-    """A Linear over a subset of its input features (`in_index`); folded constants in the bias."""
-
-    def __init__(self, *args: Any, in_index: torch.Tensor | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("in_index", in_index)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_index is not None:
-            x = x.index_select(1, self.in_index)
-        return super().forward(x)
-
-
-class ExpandChannels(nn.Module):
-    """Scatter a compact tensor into `width` channels at `index`, the others set to `fill`."""
-
-    def __init__(self, index: torch.Tensor, fill: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("index", index)
-        self.register_buffer("fill", fill)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _new_like(x, self.fill.numel())
-        out.copy_(_broadcast(self.fill, out).expand_as(out))
-        _rows(out).index_copy_(1, self.index, _rows(x, like=out))
-        return out
-
-    def extra_repr(self) -> str:
-        return f"{self.index.numel()} -> {self.fill.numel()} channels"
-
-
-class AddChannels(nn.Module):
-    """a + b for compact operands: each scattered to the `width` channels of the sum (index
-    None: it already has them), plus `const` (constant channels of one operand whose partner
-    channel is kept)."""
-
-    def __init__(self, width: int, index_a: torch.Tensor | None, index_b: torch.Tensor | None,
-                 const: torch.Tensor | None) -> None:
-        super().__init__()
-        self.width = width
-        self.register_buffer("index_a", index_a)
-        self.register_buffer("index_b", index_b)
-        self.register_buffer("const", const)
-
-    @staticmethod
-    def _add_into(out: torch.Tensor, index: torch.Tensor, x: torch.Tensor) -> None:
-        _rows(out).index_add_(1, index, _rows(x, like=out))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.index_a is None and self.index_b is None:
-            out = a + b
-        elif self.index_a is None or self.index_b is None:
-            full, part, index = (a, b, self.index_b) if self.index_a is None else (b, a, self.index_a)
-            out = full.clone(memory_format=torch.preserve_format)
-            self._add_into(out, index, part)
-        else:
-            out = _new_like(a, self.width).zero_()
-            self._add_into(out, self.index_a, a)
-            self._add_into(out, self.index_b, b)
-        if self.const is not None:
-            out.add_(_broadcast(self.const, out))
-        return out
-
-    def extra_repr(self) -> str:
-        def n(index: torch.Tensor | None) -> str:
-            return "all" if index is None else str(index.numel())
-
-        return f"width={self.width}, a={n(self.index_a)}, b={n(self.index_b)}"
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -768,11 +592,6 @@ def _fetch_attr(module: nn.Module, target: str) -> Any:
     return value
 
 
-def count_params(model: nn.Module) -> int:
-    """All parameters (weights, biases, norm affine), zero or not; buffers excluded."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def compress(
     model: nn.Module,
     example: torch.Tensor | Sequence[int] = (1, 3, 32, 32),
@@ -808,239 +627,3 @@ def max_abs_diff(a: nn.Module, b: nn.Module, inputs: torch.Tensor) -> float:
     a.eval()
     b.eval()
     return float((a(inputs) - b(inputs)).abs().max())
-
-
-# ---- measurement ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measurement:
-    params: int  # all parameters
-    macs: int  # multiply-accumulates of conv and linear layers, per image
-    latency_ms: float  # median forward time of one batch
-    latency_min_ms: float
-    latency_max_ms: float
-    protocol: dict[str, Any]
-
-
-def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Conv2d / Linear multiply-accumulates per image of one forward (forward hooks)."""
-    total = 0
-
-    def hook(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        per_image = out.numel() // out.shape[0]
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += per_image * (module.in_channels // module.groups) * kh * kw
-        else:
-            total += per_image * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.inference_mode():
-            model.eval()(example[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
-
-def compare(
-    models: Mapping[str, nn.Module],
-    input_shape: Sequence[int],
-    *,
-    batch: int = 64,
-    dtype: torch.dtype = torch.float32,
-    warmup: int = 5,
-    repeats: int = 20,
-    threads: int = 2,
-    channels_last: bool = True,
-    seed: int = 0,
-) -> dict[str, Measurement]:
-    """Params, MACs and latency of several models under one protocol, timed interleaved.
-
-    Protocol: eval mode, torch.inference_mode, `threads` intra-op CPU threads, one fixed random
-    batch (N(0, 1), `seed`) of `batch` x `input_shape` in `dtype` (channels_last memory format for
-    4-D inputs unless disabled, models converted alike), `warmup` untimed forwards per model, then
-    `repeats` rounds, each timing one forward of every model in turn (A B A B ...); latency =
-    median wall-clock time of one forward of the whole batch."""
-    protocol = {
-        "batch": batch, "input_shape": list(input_shape), "dtype": str(dtype).replace("torch.", ""),
-        "warmup": warmup, "repeats": repeats, "threads": threads, "channels_last": channels_last,
-        "device": "cpu", "timer": "time.perf_counter, median of repeats", "seed": seed,
-        "torch": torch.__version__,
-    }
-    fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
-    inputs = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed)).to(dtype=dtype)
-    inputs = inputs.contiguous(memory_format=fmt)
-    prepared = {name: copy.deepcopy(m).eval().to(dtype=dtype, memory_format=fmt) for name, m in models.items()}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    samples: dict[str, list[float]] = {name: [] for name in prepared}
-    try:
-        with torch.inference_mode():
-            for m in prepared.values():
-                for _ in range(warmup):
-                    m(inputs)
-            for _ in range(repeats):
-                for name, m in prepared.items():
-                    start = time.perf_counter()
-                    m(inputs)
-                    samples[name].append(1000 * (time.perf_counter() - start))
-    finally:
-        torch.set_num_threads(previous)
-    return {
-        name: Measurement(
-            params=count_params(models[name]),
-            macs=count_macs(prepared[name], inputs),
-            latency_ms=statistics.median(samples[name]),
-            latency_min_ms=min(samples[name]),
-            latency_max_ms=max(samples[name]),
-            protocol=protocol,
-        )
-        for name in prepared
-    }
-
-
-def measure(model: nn.Module, input_shape: Sequence[int], **protocol: Any) -> Measurement:
-    """`compare` for one model (same keyword protocol: batch, dtype, warmup, repeats, threads, ...)."""
-    return compare({"model": model}, input_shape, **protocol)["model"]
-
-
-
-# ---- the structured networks of a finished run (`bench compress`) ------------------------------
-
-
-class NetworkCompression(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    network: str
-    pruner: str
-    step: int
-    prune_ratio: float  # measured, from the result file (nonzero parameters)
-    params_dense: int  # all parameters of the masked network
-    params_compressed: int
-    macs_dense: int  # conv + linear multiply-accumulates per image
-    macs_compressed: int
-    latency_dense_ms: float  # median of one batch
-    latency_compressed_ms: float
-    speedup: float  # latency dense / compressed
-    max_abs_diff: float  # of the logits on the checked test images
-    scatters: int
-
-
-class RunCompression(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    result: str
-    dataset: str
-    model: str
-    config_hash: str
-    checked_images: int
-    tolerance: float
-    protocol: dict[str, Any]
-    networks: list[NetworkCompression]
-
-    @property
-    def exact(self) -> bool:
-        return all(n.max_abs_diff <= self.tolerance for n in self.networks)
-
-
-def structured_pruners(names: Sequence[str]) -> list[str]:
-    from bench import registry
-
-    return [name for name in names if getattr(registry.load(registry.PRUNER_GROUP, name), "structured", False)]
-
-
-def compress_run(
-    result: str | os.PathLike[str],
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    pruners: Sequence[str] | None = None,
-    batch: int = 64,
-    warmup: int = 5,
-    repeats: int = 20,
-    threads: int | None = None,
-    check_images: int = 256,
-    progress: bool = False,
-) -> RunCompression:
-    """Compress every network of the run's structured pruners (or of `pruners`) read back from
-    its job cache (default `<result folder>/.cache`); check the logits on the first
-    `check_images` test images and time dense vs compressed (`compare`: the run's thread count
-    and memory format unless `threads` is given)."""
-    from bench.jobs import job_environment, open_run
-
-    path = Path(result)
-    run = open_run(path, cache_dir)
-    config, data = run.result.config, run.data
-    available = structured_pruners(config.pruners)
-    if pruners is None:
-        chosen = available
-    else:
-        unknown = [p for p in pruners if p not in config.pruners]
-        if unknown:
-            raise ValueError(f"pruner(s) {', '.join(unknown)} not in this run ({', '.join(config.pruners)})")
-        unstructured = [p for p in pruners if p not in available]
-        if unstructured:
-            raise ValueError(f"pruner(s) {', '.join(unstructured)} are not structured: nothing to remove physically")
-        chosen = list(pruners)
-    if not chosen:
-        raise ValueError(f"run {path.name} has no structured pruner ({', '.join(config.pruners)})")
-    images = data.normalize(next(iter(data.test.batches(check_images)))[0])
-    input_shape = tuple(images.shape[1:])
-    protocol_args = {"batch": batch, "warmup": warmup, "repeats": repeats,
-                     "threads": config.threads if threads is None else threads,
-                     "channels_last": config.channels_last}
-    rows: list[NetworkCompression] = []
-    protocol: dict[str, Any] = {}
-    refs = [ref for ref in run.refs() if ref.pruner in chosen]
-    with job_environment(config):
-        for ref in refs:
-            dense = run.load(ref)
-            compressed, report = compress(dense, images[:1])
-            diff = max_abs_diff(dense, compressed, images)
-            m = compare({"dense": dense, "compressed": compressed}, input_shape, **protocol_args)
-            protocol = m["dense"].protocol
-            ratio = run.prune_ratio(ref)
-            rows.append(NetworkCompression(
-                network=run.label(ref), pruner=ref.pruner, step=ref.step, prune_ratio=ratio,
-                params_dense=m["dense"].params, params_compressed=m["compressed"].params,
-                macs_dense=m["dense"].macs, macs_compressed=m["compressed"].macs,
-                latency_dense_ms=m["dense"].latency_ms, latency_compressed_ms=m["compressed"].latency_ms,
-                speedup=m["dense"].latency_ms / m["compressed"].latency_ms, max_abs_diff=diff,
-                scatters=report.scatters,
-            ))
-            if progress:
-                print(f"compressed {rows[-1].network}", file=sys.stderr)
-    return RunCompression(
-        result=str(path), dataset=config.dataset, model=config.model, config_hash=config.config_hash(),
-        checked_images=int(images.shape[0]), tolerance=TOLERANCE, protocol=protocol, networks=rows,
-    )
-
-
-def compression_table(report: RunCompression) -> str:
-    """Markdown: one row per compressed network."""
-    from leaderboard.build import escape, table
-
-    def count(n: int) -> str:
-        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-
-    headers = ["network", "ratio %", "params dense", "params compr.", "MACs dense", "MACs compr.",
-               "latency dense ms", "latency compr. ms", "speedup", "max abs Δ logit"]
-    rows = [[escape(n.network), f"{100 * n.prune_ratio:.1f}", count(n.params_dense), count(n.params_compressed),
-             count(n.macs_dense), count(n.macs_compressed), f"{n.latency_dense_ms:.2f}",
-             f"{n.latency_compressed_ms:.2f}", f"{n.speedup:.2f}x", f"{n.max_abs_diff:.1e}"]
-            for n in report.networks]
-    p = report.protocol
-    lines = [
-        f"### {escape(report.dataset)} / {escape(report.model)}: masked (dense) vs compressed",
-        "",
-        table(rows, headers),
-        "",
-        (f"Latency: median of {p.get('repeats')} interleaved forwards of a batch of {p.get('batch')} "
-         f"({p.get('dtype')}, {'channels_last' if p.get('channels_last') else 'NCHW'}, threads={p.get('threads')}, "
-         f"{p.get('warmup')} warm-up); MACs: conv + linear per image; params: all parameters; "
-         f"max abs Δ logit on {report.checked_images} test images (tolerance {report.tolerance:g})."),
-    ]
-    return "\n".join(lines)
