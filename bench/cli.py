@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ DEFAULT_RATIOS = "geom:0.3:0.95:6"
 
 def corruption_names(value: str) -> tuple[str, ...]:
     """Comma-separated corruption names; `mix1` / `mix2` expand to the paper's two groups."""
-    from bench.corruption_tables import MIX1, MIX2
+    from bench.corruptions.tables import MIX1, MIX2
 
     groups = {"mix1": MIX1, "mix2": MIX2}
     return tuple(dict.fromkeys(n for part in names(value) for n in groups.get(part.lower(), (part,))))
@@ -86,7 +85,7 @@ def names(value: str) -> tuple[str, ...]:
 def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
     from bench import make_c
-    from bench.corruption_tables import TABLES
+    from bench.corruptions.tables import TABLES
 
     parser = subparsers.add_parser(
         "make-c",
@@ -110,7 +109,7 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
 def command_make_c(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.corruption_tables import table_named
+    from bench.corruptions.tables import table_named
     from bench.data import load_dataset
     from bench.files import data_environment
     from bench.make_c import make_c
@@ -416,9 +415,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    if not getattr(args, "pretrained", False):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on hub retries without network
     from bench.files import DataMissing
+    from bench.models import set_hub_policy
+
+    set_hub_policy(getattr(args, "pretrained", False))
 
     try:
         return COMMANDS[args.command](args)

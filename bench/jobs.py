@@ -31,7 +31,8 @@ from torch import nn
 from bench import registry
 from bench.data import DataBundle, ImageSet, TestSource, load_dataset
 from bench.files import source_from_reference
-from bench.models import create_model
+from bench.io import atomic_path, atomic_write_text, canonical_sha256
+from bench.models import create_model, set_hub_policy
 from bench.pruning import (
     FAILURE_PROBABILITY,
     PruneContext,
@@ -44,7 +45,6 @@ from bench.pruning import (
     parameter_masks,
     prune_to_ratio,
 )
-from bench.io import atomic_path, atomic_write_text, canonical_sha256
 from bench.results import load_result
 from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
@@ -127,11 +127,7 @@ def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
 
 def load_pruner(name: str) -> Pruner:
     """An instance of the pruner an entry point names (it must subclass bench.pruning.Pruner)."""
-    cls = registry.load(registry.PRUNER_GROUP, name)
-    pruner = cls()
-    if not isinstance(pruner, Pruner):
-        raise registry.RegistryError(f"pruner {name!r} ({cls!r}) does not subclass bench.pruning.Pruner")
-    return pruner
+    return registry.load_class(registry.PRUNER_GROUP, name, Pruner)()
 
 
 def pruner_identity(name: str) -> dict[str, Any]:
@@ -254,7 +250,7 @@ def open_run(result: RunResult | str | os.PathLike[str], cache_dir: str | os.Pat
 def job_environment(config: RunConfig) -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(config.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    set_hub_policy(config.pretrained)
     try:
         yield
     finally:

@@ -12,7 +12,9 @@ import sys
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PRUNER_GROUP = "prunebench.pruners"
 SUITE_GROUP = "prunebench.suites"
@@ -45,6 +47,19 @@ def load(group: str, name: str) -> Any:
         return eps[name].load()
     except Exception as exc:  # a broken plugin must say which package is at fault
         raise RegistryError(f"entry point {name!r} ({eps[name].value}) failed to load: {exc}") from exc
+
+
+def load_class(group: str, name: str, base: type[T]) -> type[T]:
+    """The class an entry point names, checked: a subclass of `base` whose `name` attribute (if it
+    declares one) is the entry point's name. The one way plugins are loaded."""
+    cls = load(group, name)
+    where = _entry_points(group)[name].value
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise RegistryError(f"entry point {name!r} ({where}) is not a subclass of {base.__module__}.{base.__qualname__}")
+    declared = getattr(cls, "name", name)
+    if declared != name:
+        raise RegistryError(f"entry point {name!r} ({where}) names a class whose name is {declared!r}")
+    return cls
 
 
 def distribution_of(group: str, name: str) -> tuple[str, str]:

@@ -27,17 +27,21 @@ from bench.jobs import (
 )
 from bench.metrics import derive
 from bench.results import save_result
-from bench.schema import Distribution, NetworkResult, Provenance, PrunerIdentity, RunConfig, RunResult
+from bench.schema import (
+    Distribution,
+    NetworkResult,
+    Provenance,
+    PrunerIdentity,
+    RunConfig,
+    RunResult,
+)
 from bench.suite import Suite, TestDistribution, in_selection
 
 NOMINAL = "nominal"
 
 
 def load_suite(name: str) -> Suite:
-    suite = registry.load(registry.SUITE_GROUP, name)()
-    if not isinstance(suite, Suite):
-        raise registry.RegistryError(f"suite {name!r} does not subclass bench.suite.Suite")
-    return suite
+    return registry.load_class(registry.SUITE_GROUP, name, Suite)()
 
 
 def package_versions(config: RunConfig) -> dict[str, str]:

@@ -125,3 +125,24 @@ def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
     assert second_identity["wt"] == first_identity["wt"]
     assert second_identity["layerwise"]["source_sha256"] != first_identity["layerwise"]["source_sha256"]
     assert second_identity["layerwise"]["distribution"] == "prunebench-layerwise-demo"
+
+
+def test_plugin_classes_are_checked_when_loaded(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import pytest
+
+    from bench import registry
+    from bench.pruning import Pruner
+
+    points = {
+        "wt": EntryPoint(name="wt", value="pruners.ft:FilterThresholding", group=registry.PRUNER_GROUP),
+        "schema": EntryPoint(name="schema", value="bench.schema:Strict", group=registry.PRUNER_GROUP),
+        "ft": EntryPoint(name="ft", value="pruners.ft:FilterThresholding", group=registry.PRUNER_GROUP),
+    }
+    monkeypatch.setattr(registry, "_entry_points", lambda group: points)
+    with pytest.raises(registry.RegistryError, match="names a class whose name is 'ft'"):
+        registry.load_class(registry.PRUNER_GROUP, "wt", Pruner)
+    with pytest.raises(registry.RegistryError, match="is not a subclass of bench.pruning.Pruner"):
+        registry.load_class(registry.PRUNER_GROUP, "schema", Pruner)
+    assert registry.load_class(registry.PRUNER_GROUP, "ft", Pruner).name == "ft"
