@@ -22,8 +22,8 @@ class Executor(ABC):
     def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
         """Run every job; return their results in submission order. Any failure raises."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Release the executor's workers; nothing to release by default."""
 
 
 class LocalExecutor(Executor):

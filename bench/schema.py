@@ -37,6 +37,8 @@ def unpack_hits(packed: str, count: int) -> np.ndarray:
 
 
 class Strict(BaseModel):
+    """The one pydantic base of every stored document: unknown fields are errors, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

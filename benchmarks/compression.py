@@ -31,7 +31,7 @@ from torch import nn
 from bench.compress import TOLERANCE, compare, compress, max_abs_diff
 from bench.data import load_dataset
 from bench.models import create_model
-from bench.pruning import PruneContext, last_layer_name, count_nonzero, prune_to_ratio
+from bench.pruning import PruneContext, count_nonzero, last_layer_name, prune_to_ratio
 from pruners.ft import FilterThresholding
 from pruners.pfp import PFP
 

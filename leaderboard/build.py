@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean, pstdev
 
-
 from bench.markdown import escape, table
 from bench.results import ResultFileError, find_result_files, load_result
 from bench.schema import PARENT, PrunerMetrics, RunResult

@@ -13,7 +13,7 @@ import math
 
 from torch import nn
 
-from bench.pruning import MaskPlan, Masks, PruneContext, Pruner, compressible_layers, top_units
+from bench.api import MaskPlan, Masks, PruneContext, Pruner, compressible_layers, top_units
 
 
 class FilterThresholding(Pruner):

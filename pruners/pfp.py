@@ -22,16 +22,17 @@ import math
 import torch
 from torch import nn
 
-from bench.pruning import (
+from bench.api import (
     MaskPlan,
     Masks,
     PruneContext,
     Pruner,
     compressible_layers,
     layer_output_sizes,
+    layer_sensitivities,
+    pfp_layer_scores,
     top_units,
 )
-from bench.sensitivity import layer_sensitivities, pfp_layer_scores
 
 SAMPLE_CONSTANT = 3.0
 LOG10_EPS_RANGE = (12.0, -6.0)  # keep knob 0 -> 1 maps log10(eps) from 12 (one channel) to -6 (all)

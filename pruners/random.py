@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.pruning import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
+from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
 
 
 class RandomPruner(Pruner):

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.pruning import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
-from bench.sensitivity import layer_sensitivities, sipp_layer_scores
+from bench.api import (
+    MaskPlan,
+    PruneContext,
+    Pruner,
+    compressible_layers,
+    global_topk,
+    layer_sensitivities,
+    sipp_layer_scores,
+)
 
 
 class SiPP(Pruner):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.pruning import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
+from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, global_topk
 
 
 class WeightThresholding(Pruner):

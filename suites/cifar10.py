@@ -6,8 +6,7 @@ the paper's 45k/5k split, augmentation and normalisation (bench.data.load_cifar1
 
 from __future__ import annotations
 
-from bench.data import DataBundle
-from bench.suite import Suite, TestDistribution
+from bench.api import DataBundle, Suite, TestDistribution
 
 
 class Cifar10(Suite):

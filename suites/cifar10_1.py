@@ -8,7 +8,7 @@ later runs refuse files that differ. Same normalisation as CIFAR-10 (the network
 
 from __future__ import annotations
 
-from bench.data import DataBundle
+from bench.api import DataBundle, Suite, TestDistribution
 from bench.files import (
     DataMissing,
     NpyRows,
@@ -17,7 +17,6 @@ from bench.files import (
     local_manifest,
     verify_files,
 )
-from bench.suite import Suite, TestDistribution
 
 URL = "https://github.com/modestyachts/CIFAR-10.1/raw/master/datasets/"
 FILES = ("cifar10.1_v6_data.npy", "cifar10.1_v6_labels.npy")

@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from bench.api import DataBundle, Suite, TestDistribution
 from bench.corruptions.tables import CIFAR10_C
-from bench.data import DataBundle
 from bench.files import (
     Archive,
     DataMissing,
@@ -28,7 +28,6 @@ from bench.files import (
     verify_files,
 )
 from bench.make_c import PARAMETERS
-from bench.suite import Suite, TestDistribution
 
 ARCHIVE = Archive(
     url="https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1",

@@ -12,7 +12,7 @@ this stack and has no seed argument.
 
 from __future__ import annotations
 
-from bench.suite import CorruptionSuite
+from bench.api import CorruptionSuite
 
 
 class DigitsC(CorruptionSuite):

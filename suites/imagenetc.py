@@ -10,10 +10,10 @@ of each class, the same images in every folder. Class indices are the sorted wni
 
 from __future__ import annotations
 
+from bench.api import Suite, TestDistribution
 from bench.corruptions.tables import IMAGENET_C
 from bench.data import DataBundle, folder_images
 from bench.files import DataMissing, ImageFiles, data_root
-from bench.suite import Suite, TestDistribution
 
 
 class ImagenetC(Suite):

@@ -3,7 +3,7 @@ clipped, quantised to 8 bits like the official corruption files), seeded per lev
 
 from __future__ import annotations
 
-from bench.suite import CorruptionSuite
+from bench.api import CorruptionSuite
 
 
 class NoiseSuite(CorruptionSuite):

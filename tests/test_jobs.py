@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from bench.executors import LocalExecutor, RayExecutor
+from bench.recipes import DIGITS_TRAIN
 from bench.results import load_result
 from bench.runner import run
-from bench.recipes import DIGITS_TRAIN
 from bench.schema import RunConfig
 
 ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.7,0.9",

@@ -1,9 +1,10 @@
 import json
 import re
 
+from test_uncertainty import GAP, NO_GAP, make_run
+
 from bench.results import save_result
 from leaderboard.build import build_leaderboard, render_leaderboard, validate_files
-from test_uncertainty import GAP, NO_GAP, make_run
 
 PRUNERS = {"wt": NO_GAP["wt"], "ft": GAP["wt"]}
 INTERVAL = re.compile(r"\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]")

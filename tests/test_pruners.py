@@ -1,6 +1,5 @@
 """Pruners and the shared pruning step: measured ratios, the reference's propagation over S, masks."""
 
-import copy
 
 import pytest
 import torch
@@ -20,9 +19,9 @@ from bench.pruning import (
     parameter_masks,
     prune_to_ratio,
 )
+from bench.recipes import DIGITS_TRAIN
 from bench.runner import load_pruner
 from bench.training import train
-from bench.recipes import DIGITS_TRAIN
 
 ALL_PRUNERS = ["wt", "ft", "sipp", "pfp", "random"]
 

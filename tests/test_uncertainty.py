@@ -5,10 +5,22 @@ import pytest
 
 from bench.metrics import derive, prune_potential
 from bench.schema import (
-    PARENT, Distribution, NetworkResult, Provenance, Recipe, RunConfig, RunResult, pack_hits,
+    PARENT,
+    Distribution,
+    NetworkResult,
+    Provenance,
+    Recipe,
+    RunConfig,
+    RunResult,
+    pack_hits,
 )
 from bench.uncertainty import (
-    bootstrap_potentials, bootstrap_pruners, gap_p_value, group_replicates, potential_batch, replicates,
+    bootstrap_potentials,
+    bootstrap_pruners,
+    gap_p_value,
+    group_replicates,
+    potential_batch,
+    replicates,
 )
 
 RECIPE = Recipe(epochs=1, batch_size=8, lr=0.1)

@@ -9,17 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bench.compress.measure import compare
 from bench.compress.surgery import TOLERANCE, compress, max_abs_diff
+from bench.schema import Strict
 
 __all__ = ["NetworkCompression", "RunCompression", "compress_run", "compression_table", "structured_pruners"]
 
 
-class NetworkCompression(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class NetworkCompression(Strict):
     network: str
     pruner: str
     step: int
@@ -35,9 +32,7 @@ class NetworkCompression(BaseModel):
     scatters: int
 
 
-class RunCompression(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RunCompression(Strict):
     result: str
     dataset: str
     model: str

@@ -1,0 +1,63 @@
+"""The public plugin API of prunebench: everything a pruner or suite package may import.
+
+Third-party pruners and suites import only from this module; its names are kept stable within
+an `API_VERSION` (a change that breaks a plugin bumps it). The size search, propagation over the
+S set, training and evaluation are internals (bench.pruning, bench.jobs, bench.training) and may
+change without notice.
+
+A pruner (register it under the ``prunebench.pruners`` entry-point group)::
+
+    from bench.api import Pruner, compressible_layers, global_topk
+
+    class Magnitude(Pruner):
+        name = "magnitude"
+
+        def plan(self, model, ctx):
+            scores = {n: l.weight.detach().abs() for n, l in compressible_layers(model).items()}
+            return lambda keep: global_topk(scores, keep)
+
+A suite (``prunebench.suites``): subclass `Suite` (return `TestDistribution`s built from the
+dataset's test set) or `CorruptionSuite` (a table corruption -> level per severity).
+"""
+
+from __future__ import annotations
+
+from bench.corruptions import corrupt, seed_for
+from bench.data import DataBundle, ImageSet, TestSource
+from bench.pruning import (
+    MaskPlan,
+    Masks,
+    PruneContext,
+    Pruner,
+    compressible_layers,
+    global_topk,
+    layer_output_sizes,
+    top_units,
+)
+from bench.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
+from bench.suite import CorruptionSuite, Suite, TestDistribution
+
+API_VERSION = 1
+
+__all__ = [
+    "API_VERSION",
+    "CorruptionSuite",
+    "DataBundle",
+    "ImageSet",
+    "MaskPlan",
+    "Masks",
+    "PruneContext",
+    "Pruner",
+    "Suite",
+    "TestDistribution",
+    "TestSource",
+    "compressible_layers",
+    "corrupt",
+    "global_topk",
+    "layer_output_sizes",
+    "layer_sensitivities",
+    "pfp_layer_scores",
+    "seed_for",
+    "sipp_layer_scores",
+    "top_units",
+]
