@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -271,7 +271,7 @@ VOC_SIZE = 513  # the paper's crop: short side resized to 513, centre crop 513 x
 
 
 def segmentation_data(name: str, source: str, root: Path, seed: int, image_size: int | None) -> DataBundle:
-    """A segmentation data set (bench.segmentation readers), 21 VOC classes.
+    """A segmentation data set (bench.segmentation.data readers), 21 VOC classes.
 
     Every image and mask is stored once at the evaluation view (short side S, centre crop S x S,
     S = `--image-size`, default 513; masks nearest, 255 = ignore), so corruptions run on exactly
@@ -279,17 +279,16 @@ def segmentation_data(name: str, source: str, root: Path, seed: int, image_size:
     out as the validation (calibration) split; test: the `val` split. Training augments these crops
     (random scale, flip, crop; bench.segmentation.augment_train_batch).
     """
-    from bench import segmentation
+    from bench.segmentation import data as segmentation
 
     size = image_size or VOC_SIZE
     try:
-        train_full, test = (
-            segmentation.load_segmentation_set(source, root, split, size, download=download_allowed())
+        train_set, test_set = (
+            ImageSet(*segmentation.load_segmentation_set(source, root, split, size, download=download_allowed()))
             for split in ("train", "val")
         )
     except FileNotFoundError as exc:
         raise DataMissing(f"{exc} (rerun with --download to fetch it)") from exc
-    train_set, test_set = (ImageSet(s.images, s.masks) for s in (train_full, test))
     train_idx, val_idx = saved_split(data_root() / "splits" / f"{name}-seed{seed}.json",
                                      np.zeros(len(train_set), dtype=np.int64), 0.1, seed)
     return DataBundle(
@@ -328,6 +327,13 @@ DATASETS: dict[str, Callable[[int, int | None, int | None], DataBundle]] = {
 
 
 def load_dataset(name: str, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
+    """A registered dataset, loaded once per process for each (arguments, data root): every job of a
+    worker shares it instead of decoding the files again."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return _load_once(name, seed, per_class, image_size, str(data_root()))
+
+
+@lru_cache(maxsize=2)
+def _load_once(name: str, seed: int, per_class: int | None, image_size: int | None, _root: str) -> DataBundle:
     return DATASETS[name](seed, per_class, image_size)

@@ -10,7 +10,7 @@ from pathlib import Path
 PLUGIN_SOURCE = '''
 """Layer-wise magnitude pruning: the same fraction of weights kept in every layer."""
 import torch
-from bench.pruning import Pruner, compressible_layers
+from bench.api import Pruner, compressible_layers
 
 
 class LayerwiseMagnitude(Pruner):
