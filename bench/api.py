@@ -35,12 +35,13 @@ from bench.pruning import (
     top_units,
 )
 from bench.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
-from bench.suite import CorruptionSuite, Suite, TestDistribution
+from bench.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
 
 API_VERSION = 1
 
 __all__ = [
     "API_VERSION",
+    "EVERYTHING",
     "CorruptionSuite",
     "DataBundle",
     "ImageSet",
@@ -48,6 +49,7 @@ __all__ = [
     "Masks",
     "PruneContext",
     "Pruner",
+    "Selection",
     "Suite",
     "TestDistribution",
     "TestSource",

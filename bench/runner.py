@@ -35,7 +35,7 @@ from bench.schema import (
     RunConfig,
     RunResult,
 )
-from bench.suite import Suite, TestDistribution, in_selection
+from bench.suite import Selection, Suite, TestDistribution, in_selection
 
 NOMINAL = "nominal"
 
@@ -87,9 +87,8 @@ def test_distributions(config: RunConfig, data: DataBundle) -> list[TestDistribu
     suites = [load_suite(name) for name in config.suites]
     for suite in suites:
         suite.check_dataset(data.name)
-        suite.configure(config)
     clean = TestDistribution(name=f"{data.name}/clean", suite=NOMINAL, images=data.test)
-    return [clean] + selected(config, [d for suite in suites for d in suite.distributions(data, config.seed)])
+    return [clean] + selected(config, [d for suite in suites for d in suite.distributions(data, config.seed, Selection.of(config))])
 
 
 def result_path(config: RunConfig, out_dir: Path) -> Path:

@@ -36,28 +36,37 @@ def in_selection(corruption: str | None, severity: int | None, corruptions: tupl
     )
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The run's choice among a suite's test sets, so suites can skip what will not be evaluated."""
+
+    corruptions: tuple[str, ...] | None = None  # --corruptions (None: all)
+    severities: tuple[int, ...] | None = None  # --severities (None: all)
+    per_class: int | None = None  # --per-class (folder-based suites: a class-balanced subset)
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Selection:
+        return cls(config.corruptions, config.severities, config.per_class)
+
+    def wants(self, corruption: str, severity: int) -> bool:
+        return in_selection(corruption, severity, self.corruptions, self.severities)
+
+
+EVERYTHING = Selection()
+
+
 class Suite(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     datasets: ClassVar[tuple[str, ...] | None] = None  # None: works on any dataset
-    corruptions: tuple[str, ...] | None = None  # the run's --corruptions (None: all)
-    severities: tuple[int, ...] | None = None  # the run's --severities (None: all)
-    per_class: int | None = None  # the run's --per-class (folder-based suites)
-
-    def configure(self, config: RunConfig) -> None:
-        """Take the run's selection, so suites can skip what will not be evaluated."""
-        self.corruptions, self.severities, self.per_class = config.corruptions, config.severities, config.per_class
-
-    def wanted(self, corruption: str, severity: int) -> bool:
-        return in_selection(corruption, severity, self.corruptions, self.severities)
 
     def check_dataset(self, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
             raise ValueError(f"suite {self.name!r} is defined for {', '.join(self.datasets)}, not for {dataset!r}")
 
     @abstractmethod
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
-        """The shifted test sets; the clean test set is evaluated by the runner itself."""
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
+        """The shifted test sets in `selection`; the clean test set is evaluated by the runner itself."""
 
 
 class CorruptionSuite(Suite):
@@ -72,12 +81,12 @@ class CorruptionSuite(Suite):
     def distribution_name(self, corruption: str, severity: int, level: float) -> str:
         return f"{self.name}/{corruption}/{severity}"
 
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         self.check_dataset(data.name)
         out = []
         for corruption, levels in self.table.items():
             for severity, level in enumerate(levels, start=1):
-                if not self.wanted(corruption, severity):
+                if not selection.wants(corruption, severity):
                     continue
                 images = corrupt(data.test.images, corruption, level, seed_for(seed, self.name, corruption, severity))
                 out.append(

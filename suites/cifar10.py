@@ -6,7 +6,7 @@ the paper's 45k/5k split, augmentation and normalisation (bench.data.load_cifar1
 
 from __future__ import annotations
 
-from bench.api import DataBundle, Suite, TestDistribution
+from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
 
 
 class Cifar10(Suite):
@@ -14,5 +14,5 @@ class Cifar10(Suite):
     description = "the clean CIFAR-10 test set (nominal only)"
     datasets = ("cifar10",)
 
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         return []

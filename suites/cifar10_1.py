@@ -8,7 +8,7 @@ later runs refuse files that differ. Same normalisation as CIFAR-10 (the network
 
 from __future__ import annotations
 
-from bench.api import DataBundle, Suite, TestDistribution
+from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
 from bench.files import (
     DataMissing,
     NpyRows,
@@ -27,7 +27,7 @@ class Cifar10_1(Suite):
     description = "CIFAR-10.1 v6: 2,000 re-collected CIFAR-10 test images"
     datasets = ("cifar10",)
 
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         folder = data_root() / "cifar10.1"
         missing = [name for name in FILES if not (folder / name).is_file()]
         if missing and download_allowed():

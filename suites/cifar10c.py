@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from bench.api import DataBundle, Suite, TestDistribution
+from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
 from bench.corruptions.tables import CIFAR10_C
 from bench.files import (
     Archive,
@@ -56,14 +56,14 @@ class Cifar10C(Suite):
     description = "official CIFAR-10-C .npy files, 19 corruptions x 5 severities (memory-mapped)"
     datasets = ("cifar10",)
 
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         folder = cifar10c_folder()
         if not folder.is_dir():
             fetch_archive(ARCHIVE, folder.parent, how_to=(
                 f"CIFAR-10-C not found in {folder}: rerun with --download (fetches {ARCHIVE.filename}, 2.9 GB, "
                 f"from {ARCHIVE.url}), extract that archive into {folder.parent}, or write a folder in the same "
                 f"layout with `bench data make-c --dataset cifar10 --out {folder}`"))
-        pairs = [(c, s) for c in CIFAR10_C for s in range(1, 6) if self.wanted(c, s)]
+        pairs = [(c, s) for c in CIFAR10_C for s in range(1, 6) if selection.wants(c, s)]
         files = sorted({f"{c}.npy" for c, _ in pairs}) + ["labels.npy"]
         missing = [f for f in files if not (folder / f).is_file()]
         if missing:

@@ -10,9 +10,9 @@ of each class, the same images in every folder. Class indices are the sorted wni
 
 from __future__ import annotations
 
-from bench.api import Suite, TestDistribution
+from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
 from bench.corruptions.tables import IMAGENET_C
-from bench.data import DataBundle, folder_images
+from bench.data import folder_images
 from bench.files import DataMissing, ImageFiles, data_root
 
 
@@ -21,7 +21,7 @@ class ImagenetC(Suite):
     description = "official ImageNet-C JPEG folders, 19 corruptions x 5 severities"
     datasets = ("imagenet",)
 
-    def distributions(self, data: DataBundle, seed: int) -> list[TestDistribution]:
+    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         folder = data_root() / "imagenet-c"
         if not folder.is_dir():
             raise DataMissing(
@@ -32,9 +32,9 @@ class ImagenetC(Suite):
         out = []
         for corruption in IMAGENET_C:
             for severity in range(1, 6):
-                if not self.wanted(corruption, severity):
+                if not selection.wants(corruption, severity):
                     continue
-                paths, targets, classes = folder_images(folder / corruption / str(severity), self.per_class)
+                paths, targets, classes = folder_images(folder / corruption / str(severity), selection.per_class)
                 if len(classes) != data.num_classes:
                     raise ValueError(f"{folder / corruption / str(severity)} has {len(classes)} classes, "
                                      f"the imagenet data {data.num_classes}")
