@@ -2,7 +2,7 @@
 
 Stages and their artifacts under a store folder (the run's cache):
 
-    parents/<key>.pt + .json   the trained unpruned network
+    parents/<key>.pt + .json   the trained unpruned network (and the analyses' control parents)
     steps/<key>.pt + .json     one prune + retrain step of a cascade chain (key chains the previous)
     evals/<key>.json           per-example correctness of one network on one test set
     testsets/<sha256>.npz      the test sets themselves, addressed by content
@@ -50,6 +50,7 @@ from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
 
 JOB_VERSION = 2  # bump when a job's computation changes, so old artifacts are not reused
+CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
@@ -303,25 +304,42 @@ def prune_context(config: RunConfig, data: DataBundle, model: nn.Module) -> Prun
     )
 
 
-def load_checked_dataset(config: RunConfig, checksum: str) -> DataBundle:
-    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
+def load_checked_dataset(config: RunConfig, checksum: str, seed: int | None = None) -> DataBundle:
+    """The config's data (split drawn with `seed`, default the config's), checked against `checksum`."""
+    data = load_dataset(config.dataset, config.seed if seed is None else seed, config.per_class, config.image_size)
     if data.checksum != checksum:
         raise RuntimeError(f"dataset {config.dataset!r} on this worker differs from the run's (checksum mismatch)")
     return data
 
 
-def run_parent_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False) -> str:
+def run_parent_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False,
+                   data_seed: int | None = None) -> str:
+    """Train the unpruned network; `data_seed`: the seed that drew the split `data_checksum` names,
+    if not the config's (a control parent trains on its run's split)."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
     key = spec_key(parent_spec(config, data_checksum))
     if store.done("parents", key):
         return key
     with job_environment(config):
-        data = load_checked_dataset(config, data_checksum)
+        data = load_checked_dataset(config, data_checksum, data_seed)
         model = new_model(config, data, initial=True)
         train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress)
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
+
+
+def control_config(config: RunConfig) -> RunConfig:
+    """The config whose parent is the run's control: same recipe, another init and data-order seed."""
+    return config.model_copy(update={"seed": config.seed + CONTROL_SEED_OFFSET})
+
+
+def run_control_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False) -> str:
+    """The parent job of `control_config` on the run's own split (the data checksum pins it, so the
+    parent spec addresses the control: a store kind "parents" artifact like any other)."""
+    config = RunConfig.model_validate_json(config_json)
+    return run_parent_job(control_config(config).model_dump_json(), store_root, data_checksum, progress,
+                          data_seed=config.seed)
 
 
 def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_name: str, parent_key: str,
