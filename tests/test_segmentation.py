@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.data import ImageSet
 from bench.pruning import PruneContext, classifier_name, last_layer_name
 from bench.runner import load_pruner
 from bench.segmentation import (
     IGNORE_INDEX,
     NUM_CLASSES,
-    SegmentationSet,
     augment_train,
     augment_train_batch,
     confusion_matrix,
@@ -67,8 +67,8 @@ def test_sbd_fixture_reads_back(tmp_path):
     assert len(pairs) == 3
     for (image, mask), (_, mask_np) in zip(pairs, written["val"]):
         assert image.shape == (3, 24, 30) and np.array_equal(mask.numpy(), mask_np)
-    data = load_segmentation_set("sbd", tmp_path, "train", size=16)
-    assert data.images.shape == (2, 3, 16, 16) and data.masks.shape == (2, 16, 16)
+    images, masks = load_segmentation_set("sbd", tmp_path, "train", size=16)
+    assert images.shape == (2, 3, 16, 16) and masks.shape == (2, 16, 16)
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
@@ -118,19 +118,17 @@ def test_augment_train_is_seeded_and_pads_with_ignore():
 
 def test_segmentation_set_checksum_and_validation(voc):
     root, _ = voc
-    data = load_segmentation_set("voc2012", root, "val", size=32)
-    again = load_segmentation_set("voc2012", root, "val", size=32)
-    assert len(data) == 4 and data.images.shape == (4, 3, 32, 32) and data.masks.dtype == torch.uint8
+    images, masks = load_segmentation_set("voc2012", root, "val", size=32)
+    data = ImageSet(images, masks)
+    again = ImageSet(*load_segmentation_set("voc2012", root, "val", size=32))
+    assert len(data) == 4 and images.shape == (4, 3, 32, 32) and masks.dtype == torch.uint8
     assert data.checksum == again.checksum
-    changed = data.masks.clone()
+    changed = masks.clone()
     changed[0, 0, 0] ^= 1
-    assert SegmentationSet(data.images, changed).checksum != data.checksum
-    assert data.subset(torch.tensor([1, 2])).checksum == SegmentationSet(data.images[1:3], data.masks[1:3]).checksum
-    assert data.with_images(data.images.flip(-1)).masks is data.masks
-    with pytest.raises(ValueError, match="masks must be uint8"):
-        SegmentationSet(data.images, data.masks.long())
-    with pytest.raises(ValueError, match="masks must be uint8"):
-        SegmentationSet(data.images, data.masks[:, :16])
+    assert ImageSet(images, changed).checksum != data.checksum
+    assert data.subset(torch.tensor([1, 2])).checksum == ImageSet(images[1:3], masks[1:3]).checksum
+    with pytest.raises(ValueError, match="labels shape"):
+        ImageSet(images, masks[:, :16])
 
 
 def test_confusion_matrix_matches_brute_force_loop():
@@ -222,9 +220,9 @@ def test_a_few_training_steps_reduce_the_loss(voc, one_thread):
         optimizer.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-    data = load_segmentation_set("voc2012", root, "val", size=32)
-    confusion = evaluate_segmentation(model, data.images, data.masks, normalize_imagenet, batch_size=3)
-    assert int(confusion.sum()) == int((data.masks != IGNORE_INDEX).sum())
+    images, masks = load_segmentation_set("voc2012", root, "val", size=32)
+    confusion = evaluate_segmentation(model, images, masks, normalize_imagenet, batch_size=3)
+    assert int(confusion.sum()) == int((masks != IGNORE_INDEX).sum())
     assert pixel_accuracy(confusion) > 0.6 and mean_iou(confusion) > 0.1
 
 
