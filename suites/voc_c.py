@@ -10,8 +10,8 @@ dataset-level confusion matrix.
 
 from __future__ import annotations
 
+from bench.api import CorruptionSuite
 from bench.corruptions.tables import IMAGENET_C
-from bench.suite import CorruptionSuite
 
 
 class VocC(CorruptionSuite):

@@ -213,7 +213,7 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
             assert confusion.shape == (21, 21) and int(confusion.sum()) <= 6 * 32 * 32
             assert net.accuracy[name] == mean_iou(confusion)
     # corruptions change images only: the masks of every test set are the clean ones
-    for name, checksum in result.provenance.distribution_checksums.items():
+    for checksum in result.provenance.distribution_checksums.values():
         assert torch.equal(store.load_testset(checksum).labels, data.test.labels)
 
 
