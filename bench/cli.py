@@ -12,17 +12,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from bench.config import DEFAULT_GRID, DEFAULT_PRUNERS, ratio_grid
 
 if TYPE_CHECKING:
     from bench.schema import RunConfig
 
-DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
-DEFAULT_SUITES = {"digits": ("noise", "digits-c"), "cifar10": ("cifar10.1", "cifar10c"), "imagenet": ("imagenetc",),
-                  "voc": ("voc-c",), "sbd": ("voc-c",)}
-DEFAULT_MODELS = {"digits": "digits_cnn", "cifar10": "resnet20_cifar", "imagenet": "resnet18",
-                  "voc": "deeplabv3_resnet50", "sbd": "deeplabv3_resnet50"}
-DEFAULT_RATIOS = "geom:0.3:0.95:6"
+DEFAULT_RATIOS = ":".join(map(str, DEFAULT_GRID))  # geom:0.3:0.95:6
 
 
 def corruption_names(value: str) -> tuple[str, ...]:
@@ -43,31 +38,12 @@ def severity_list(value: str) -> tuple[int, ...]:
     return severities
 
 
-def choose_dataset(dataset: str | None, suites: tuple[str, ...] | None) -> str:
-    """--dataset, else the one dataset the chosen suites are defined for, else digits."""
-    if dataset is not None or not suites:
-        return dataset or "digits"
-    from bench.runner import load_suite
-
-    needed = {load_suite(name).datasets for name in suites} - {None}
-    if len(needed) > 1:
-        raise ValueError(f"suites {', '.join(suites)} need different datasets ({sorted(needed)}); run them separately")
-    return needed.pop()[0] if needed else "digits"
-
-
 def parse_ratios(spec: str) -> tuple[float, ...]:
-    """'0.3,0.5,0.8' or 'geom:LOW:HIGH:N' (keep ratios 1-r geometrically spaced, as in the paper)
-    or 'lin:LOW:HIGH:N'."""
+    """'0.3,0.5,0.8' or 'geom:LOW:HIGH:N' / 'lin:LOW:HIGH:N' (bench.config.ratio_grid)."""
     try:
         if spec.startswith(("geom:", "lin:")):
             kind, low, high, count = spec.split(":")
-            low_f, high_f, n = float(low), float(high), int(count)
-            if not (0 < low_f < high_f < 1 and n >= 1):
-                raise ValueError
-            if kind == "geom":
-                keep = np.geomspace(1 - low_f, 1 - high_f, n)
-                return tuple(round(1 - float(k), 4) for k in keep)
-            return tuple(round(float(r), 4) for r in np.linspace(low_f, high_f, n))
+            return ratio_grid(kind, float(low), float(high), int(count))  # type: ignore[arg-type]
         ratios = tuple(float(part) for part in spec.split(",") if part.strip())
         if not ratios:
             raise ValueError
@@ -176,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default=None,
                      help="digits (default), cifar10, imagenet, voc, sbd; implied by the suites when they need one")
     run.add_argument("--model", default=None, help="a registered model or any timm model name "
-                     f"(default per dataset: {', '.join(f'{k}: {v}' for k, v in DEFAULT_MODELS.items())})")
+                     "(default: the dataset's, see `bench list`)")
     run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")
     run.add_argument("--pruner", type=names, default=DEFAULT_PRUNERS, help="comma-separated pruner names")
-    run.add_argument("--suite", type=names, default=None, help="comma-separated suite names (default per dataset: "
-                     + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_SUITES.items()) + ")")
+    run.add_argument("--suite", type=names, default=None,
+                     help="comma-separated suite names (default: the dataset's, see `bench list`)")
     run.add_argument("--corruptions", type=corruption_names, default=None,
                      help="evaluate only these corruptions of the suites (names, or mix1 / mix2)")
     run.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities, e.g. 3 or 1,3,5")
@@ -290,35 +266,24 @@ def command_compress(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig of `bench run`'s arguments, with the defaults of the chosen dataset."""
-    from bench.recipes import default_recipes
-    from bench.schema import RunConfig
+    """The RunConfig of `bench run`'s arguments (bench.config.default_config fills the rest)."""
+    from bench.config import default_config
 
-    dataset = choose_dataset(args.dataset, args.suite)
-    suites = args.suite if args.suite is not None else DEFAULT_SUITES.get(dataset, ())
-    model = args.model or DEFAULT_MODELS.get(dataset, "resnet18")
-    train, retrain = default_recipes(dataset, model)
-    if args.epochs is not None:
-        train = train.model_copy(update={"epochs": args.epochs})
-    if args.retrain_epochs is not None:
-        retrain = retrain.model_copy(update={"epochs": args.retrain_epochs})
-    if args.train_corruptions:
-        mix = {"corruption_mix": args.train_corruptions, "corruption_table": "cifar10-c" if dataset in ("cifar10", "digits") else "imagenet-c"}
-        train, retrain = train.model_copy(update=mix), retrain.model_copy(update=mix)
-    return RunConfig(
-        dataset=dataset,
-        model=model,
+    return default_config(
+        dataset=args.dataset,
+        model=args.model,
         pruners=args.pruner,
-        suites=suites,
+        suites=args.suite,
+        target_ratios=args.ratios,
+        epochs=args.epochs,
+        retrain_epochs=args.retrain_epochs,
+        train_corruptions=args.train_corruptions,
         pretrained=args.pretrained,
         per_class=args.per_class,
         image_size=args.image_size,
         corruptions=args.corruptions,
         severities=args.severities,
         precision=args.precision,
-        target_ratios=args.ratios,
-        train=train,
-        retrain=retrain,
         seed=args.seed,
         calibration_size=args.calibration_size,
         delta=args.delta,
@@ -353,6 +318,9 @@ def command_list(_: argparse.Namespace) -> int:
     print("pruners: " + ", ".join(registry.available(registry.PRUNER_GROUP)))
     print("suites:  " + ", ".join(registry.available(registry.SUITE_GROUP)))
     print("datasets: " + ", ".join(sorted(DATASETS)))
+    for name, spec in sorted(DATASETS.items()):
+        print(f"  {name}: model {spec.default_model}, suites {','.join(spec.default_suites)}, "
+              f"parent {spec.train.epochs} epochs, retrain {spec.retrain.epochs} epochs per step")
     from bench.segmentation import SEGMENTATION_MODELS
 
     print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")

@@ -26,6 +26,8 @@ from bench.normalization import (
     IMAGENET_STD,
     standardize,
 )
+from bench.recipes import CIFAR_RESNET, DEEPLAB_VOC, DIGITS_RETRAIN, DIGITS_TRAIN, IMAGENET_RESNET
+from bench.schema import Recipe
 
 
 class TestSource(Protocol):
@@ -317,23 +319,43 @@ def _digits(seed: int, per_class: int | None = None, image_size: int | None = No
     return load_digits(seed)
 
 
-DATASETS: dict[str, Callable[[int, int | None, int | None], DataBundle]] = {
-    "digits": _digits,
-    "cifar10": load_cifar10,
-    "imagenet": load_imagenet,
-    "voc": load_voc,
-    "sbd": load_sbd,
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything prunebench knows about one dataset, in one place: its loader (which fixes the
+    split, the task and the input normalisation) and the defaults of a run on it."""
+
+    load: Callable[[int, int | None, int | None], DataBundle]  # (seed, per_class, image_size)
+    default_model: str
+    default_suites: tuple[str, ...]
+    train: Recipe  # the parent's recipe
+    retrain: Recipe  # every retraining step's recipe (its own epochs)
+    mix_table: str  # corruption constants of Mix (re)training (--train-corruptions)
+
+
+# Adding a dataset is one entry here (plus its loader above).
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_digits, "digits_cnn", ("noise", "digits-c"), DIGITS_TRAIN, DIGITS_RETRAIN, "cifar10-c"),
+    "cifar10": DatasetSpec(load_cifar10, "resnet20_cifar", ("cifar10.1", "cifar10c"), CIFAR_RESNET, CIFAR_RESNET,
+                           "cifar10-c"),
+    "imagenet": DatasetSpec(load_imagenet, "resnet18", ("imagenetc",), IMAGENET_RESNET, IMAGENET_RESNET, "imagenet-c"),
+    "voc": DatasetSpec(load_voc, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c"),
+    "sbd": DatasetSpec(load_sbd, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c"),
 }
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
 
 
 def load_dataset(name: str, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataBundle:
     """A registered dataset, loaded once per process for each (arguments, data root): every job of a
     worker shares it instead of decoding the files again."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    dataset_spec(name)  # a clear error for unknown names
     return _load_once(name, seed, per_class, image_size, str(data_root()))
 
 
 @lru_cache(maxsize=2)
 def _load_once(name: str, seed: int, per_class: int | None, image_size: int | None, _root: str) -> DataBundle:
-    return DATASETS[name](seed, per_class, image_size)
+    return DATASETS[name].load(seed, per_class, image_size)

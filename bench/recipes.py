@@ -1,4 +1,4 @@
-"""Default training recipes per (dataset, model): the parent schedule and the retrain budget."""
+"""The training recipes (parent schedule and retrain budget) that the dataset specs (bench.data) use."""
 
 from __future__ import annotations
 
@@ -23,17 +23,3 @@ IMAGENET_RESNET = Recipe(
 # torchprune training/voc/deeplab.yaml: SGD lr 0.02, wd 1e-4, batch 16, 45 epochs, poly(0.9)
 DEEPLAB_VOC = Recipe(epochs=45, batch_size=16, optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4,
                      schedule="poly")
-
-RECIPES: dict[str, tuple[Recipe, Recipe]] = {
-    "voc": (DEEPLAB_VOC, DEEPLAB_VOC),
-    "sbd": (DEEPLAB_VOC, DEEPLAB_VOC),
-    "digits": (DIGITS_TRAIN, DIGITS_RETRAIN),
-    "cifar10": (CIFAR_RESNET, CIFAR_RESNET),
-    "imagenet": (IMAGENET_RESNET, IMAGENET_RESNET),
-}
-
-
-def default_recipes(dataset: str, model: str) -> tuple[Recipe, Recipe]:
-    if dataset not in RECIPES:
-        raise ValueError(f"no default recipe for dataset {dataset!r}; known: {', '.join(sorted(RECIPES))}")
-    return RECIPES[dataset]

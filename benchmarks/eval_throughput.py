@@ -24,11 +24,10 @@ import torch
 from _timing import compare, markdown_table, open_benchmark, ratio_line, run_benchmark
 from torch import nn
 
+from bench.config import default_config
 from bench.data import DataBundle, load_dataset
 from bench.models import create_model
-from bench.recipes import default_recipes
 from bench.runner import test_distributions
-from bench.schema import RunConfig
 from bench.suite import TestDistribution
 from bench.training import correct_predictions
 
@@ -40,18 +39,8 @@ GOAL = 0.9
 
 def suite_distributions(model: str, seed: int) -> tuple[DataBundle, list[TestDistribution]]:
     """The runner's test distributions for the default digits run (config as `bench run` builds it)."""
-    train, retrain = default_recipes("digits", model)
-    config = RunConfig(
-        dataset="digits",
-        model=model,
-        pruners=("wt",),
-        suites=SUITES,
-        target_ratios=(0.5,),
-        train=train,
-        retrain=retrain,
-        seed=seed,
-        calibration_size=256,
-    )
+    config = default_config(model=model, pruners=("wt",), suites=SUITES, target_ratios=(0.5,), seed=seed,
+                            calibration_size=256)
     data = load_dataset(config.dataset, config.seed)
     return data, test_distributions(config, data)
 

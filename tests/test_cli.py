@@ -187,3 +187,22 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"prunebench {version('prunebench')}"
+
+
+def test_the_cli_and_the_python_api_share_the_dataset_defaults():
+    from bench.cli import build_parser, run_config
+    from bench.config import default_config
+    from bench.data import DATASETS
+
+    assert run_config(build_parser().parse_args(["run"])) == default_config()
+    assert run_config(build_parser().parse_args(["run", "--seed", "2", "--pruner", "pfp"])) == default_config(
+        seed=2, pruners=("pfp",))
+    for name, spec in DATASETS.items():
+        config = default_config(dataset=name, train_corruptions=("fog",))
+        assert (config.model, config.suites, config.train.epochs) == (spec.default_model, spec.default_suites,
+                                                                      spec.train.epochs)
+        assert config.retrain.corruption_table == spec.mix_table
+    implied = default_config(suites=("cifar10c",))  # a suite that needs a dataset implies it
+    assert (implied.dataset, implied.model) == ("cifar10", "resnet20_cifar")
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        default_config(dataset="mnist")

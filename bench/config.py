@@ -1,0 +1,87 @@
+"""Run configurations with their dataset's defaults: the one place `bench run` and the Python API get them.
+
+    from bench.config import default_config
+    from bench.runner import run
+
+    run(default_config(pruners=("pfp",), seed=1), out_dir="results")   # what `bench run --pruner pfp --seed 1` does
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch-free at import: `bench --help` imports this module
+    from bench.schema import RunConfig
+
+__all__ = ["DEFAULT_GRID", "DEFAULT_PRUNERS", "choose_dataset", "default_config", "ratio_grid"]
+
+DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
+DEFAULT_GRID: tuple[Literal["geom", "lin"], float, float, int] = ("geom", 0.3, 0.95, 6)
+FALLBACK_DATASET = "digits"
+
+
+def ratio_grid(kind: Literal["geom", "lin"], low: float, high: float, count: int) -> tuple[float, ...]:
+    """Target prune ratios from `low` to `high`: "geom" spaces the keep ratios 1 - r geometrically
+    (as the paper does), "lin" the ratios linearly; rounded to 4 digits."""
+    if not (0 < low < high < 1 and count >= 1) or kind not in ("geom", "lin"):
+        raise ValueError(f"bad ratio grid {kind}:{low}:{high}:{count}: need 0 < LOW < HIGH < 1, N >= 1")
+    if kind == "geom":
+        return tuple(round(1 - float(k), 4) for k in np.geomspace(1 - low, 1 - high, count))
+    return tuple(round(float(r), 4) for r in np.linspace(low, high, count))
+
+
+def choose_dataset(dataset: str | None, suites: tuple[str, ...] | None) -> str:
+    """`dataset`, else the one dataset the chosen suites are defined for, else digits."""
+    if dataset is not None or not suites:
+        return dataset or FALLBACK_DATASET
+    from bench import registry
+    from bench.suite import Suite
+
+    needed = {registry.load_class(registry.SUITE_GROUP, name, Suite).datasets for name in suites} - {None}
+    if len(needed) > 1:
+        raise ValueError(f"suites {', '.join(suites)} need different datasets ({sorted(needed)}); run them separately")
+    return needed.pop()[0] if needed else FALLBACK_DATASET
+
+
+def default_config(
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    pruners: tuple[str, ...] = DEFAULT_PRUNERS,
+    suites: tuple[str, ...] | None = None,
+    target_ratios: tuple[float, ...] | None = None,
+    epochs: int | None = None,
+    retrain_epochs: int | None = None,
+    train_corruptions: tuple[str, ...] = (),
+    seed: int = 0,
+    **settings: Any,
+) -> RunConfig:
+    """A RunConfig whose unset parts come from the dataset's spec (bench.data.DATASETS): model,
+    suites, recipes (epochs overridable) and the Mix-training corruption table. `settings` are
+    the remaining RunConfig fields (seed, delta, threads, ...)."""
+    from bench.data import dataset_spec
+    from bench.schema import RunConfig
+
+    dataset = choose_dataset(dataset, suites)
+    spec = dataset_spec(dataset)
+    train, retrain = spec.train, spec.retrain
+    if epochs is not None:
+        train = train.model_copy(update={"epochs": epochs})
+    if retrain_epochs is not None:
+        retrain = retrain.model_copy(update={"epochs": retrain_epochs})
+    if train_corruptions:
+        mix = {"corruption_mix": train_corruptions, "corruption_table": spec.mix_table}
+        train, retrain = train.model_copy(update=mix), retrain.model_copy(update=mix)
+    return RunConfig(
+        dataset=dataset,
+        model=model or spec.default_model,
+        pruners=pruners,
+        suites=suites if suites is not None else spec.default_suites,
+        target_ratios=target_ratios if target_ratios is not None else ratio_grid(*DEFAULT_GRID),
+        train=train,
+        retrain=retrain,
+        seed=seed,
+        **settings,
+    )
