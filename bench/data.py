@@ -185,10 +185,9 @@ def load_cifar10(seed: int, per_class: int | None = None, image_size: int | None
     try:
         parts = [CIFAR10(str(root), train=train, download=download_allowed()) for train in (True, False)]
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        raise DataMissing(
-            f"CIFAR-10 not found (or its md5 differs) in {root / 'cifar-10-batches-py'}: rerun with --download, "
-            f"or extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into {root} "
-            "(--data-dir or $PRUNEBENCH_DATA choose the folder)"
+        raise DataMissing.not_found(
+            "CIFAR-10 (or its md5 differs)", root / "cifar-10-batches-py", "rerun with --download, or extract "
+            f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into {root}",
         ) from exc
     train_full, test = (
         ImageSet(torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(p.targets, dtype=torch.int64))
@@ -244,9 +243,9 @@ def load_imagenet(seed: int, per_class: int | None = None, image_size: int | Non
     """
     folder = data_root() / "imagenet"
     if not folder.is_dir():
-        raise DataMissing(
-            f"ImageNet not found in {folder}: place the ILSVRC2012 train and val images as "
-            f"{folder}/train/<wnid>/*.JPEG and {folder}/val/<wnid>/*.JPEG (val sorted into class folders)"
+        raise DataMissing.not_found(
+            "ImageNet", folder, f"place the ILSVRC2012 train and val images as {folder}/train/<wnid>/*.JPEG and "
+            f"{folder}/val/<wnid>/*.JPEG (val sorted into class folders)",
         )
 
     def decoded(split: str, classes: list[str] | None) -> tuple[ImageSet, list[str]]:

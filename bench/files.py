@@ -36,6 +36,11 @@ LOCAL_MANIFEST = "prunebench-manifest.json"
 class DataMissing(FileNotFoundError):
     """Data that is not on disk; the message says how to get it."""
 
+    @classmethod
+    def not_found(cls, what: str, where: Path, how: str) -> DataMissing:
+        """The one wording of every missing-data error: what, where it was looked for, how to get it."""
+        return cls(f"{what} not found in {where}: {how} (--data-dir or ${DATA_ENV} choose the data root)")
+
 
 class ChecksumMismatch(ValueError):
     """A file on disk differs from its manifest entry."""
@@ -156,12 +161,12 @@ class Archive:
     size: int | None = None
 
 
-def fetch_archive(archive: Archive, into: Path, how_to: str) -> None:
-    """Download (only when allowed), verify md5/sha256, extract a tar into `into`."""
+def fetch_archive(archive: Archive, into: Path, missing: DataMissing) -> None:
+    """Download (only when allowed, else raise `missing`), verify md5/sha256, extract a tar into `into`."""
     target = into / archive.filename
     if not target.exists():
         if not download_allowed():
-            raise DataMissing(how_to)
+            raise missing
         from torchvision.datasets.utils import download_url
 
         download_url(archive.url, str(into), filename=archive.filename)

@@ -36,9 +36,9 @@ class Cifar10_1(Suite):
             for name in missing:
                 download_url(URL + name, str(folder), filename=name)
         elif missing:
-            raise DataMissing(
-                f"CIFAR-10.1 v6 is not in {folder} (missing {', '.join(missing)}): rerun with --download, or "
-                f"fetch {', '.join(URL + n for n in FILES)} into that folder"
+            raise DataMissing.not_found(
+                f"CIFAR-10.1 v6 ({', '.join(missing)})", folder,
+                f"rerun with --download, or fetch {', '.join(URL + n for n in FILES)} into that folder",
             )
         hashes = verify_files(folder, local_manifest(folder, FILES), FILES)
         images = NpyRows(str(folder / FILES[0]), str(folder / FILES[1]), 0, _rows(folder / FILES[0]),

@@ -59,10 +59,10 @@ class Cifar10C(Suite):
     def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         folder = cifar10c_folder()
         if not folder.is_dir():
-            fetch_archive(ARCHIVE, folder.parent, how_to=(
-                f"CIFAR-10-C not found in {folder}: rerun with --download (fetches {ARCHIVE.filename}, 2.9 GB, "
-                f"from {ARCHIVE.url}), extract that archive into {folder.parent}, or write a folder in the same "
-                f"layout with `bench data make-c --dataset cifar10 --out {folder}`"))
+            fetch_archive(ARCHIVE, folder.parent, missing=DataMissing.not_found(
+                "CIFAR-10-C", folder, f"rerun with --download (fetches {ARCHIVE.filename}, 2.9 GB, from {ARCHIVE.url}), "
+                f"extract that archive into {folder.parent}, or write a folder in the same layout with "
+                f"`bench data make-c --dataset cifar10 --out {folder}`"))
         pairs = [(c, s) for c in CIFAR10_C for s in range(1, 6) if selection.wants(c, s)]
         files = sorted({f"{c}.npy" for c, _ in pairs}) + ["labels.npy"]
         missing = [f for f in files if not (folder / f).is_file()]

@@ -24,10 +24,9 @@ class ImagenetC(Suite):
     def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         folder = data_root() / "imagenet-c"
         if not folder.is_dir():
-            raise DataMissing(
-                f"ImageNet-C not found in {folder}: download the tars noise, blur, weather, digital and extra "
-                "from https://zenodo.org/records/2235448 and extract them into that folder "
-                "(<corruption>/<severity>/<wnid>/*.JPEG)"
+            raise DataMissing.not_found(
+                "ImageNet-C", folder, "download the tars noise, blur, weather, digital and extra from "
+                "https://zenodo.org/records/2235448 and extract them into that folder (<corruption>/<severity>/<wnid>/*.JPEG)",
             )
         out = []
         for corruption in IMAGENET_C:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -105,11 +106,22 @@ def test_cifar10_suites_end_to_end(cifar_root, tmp_path, capsys):
     assert "gaussian_noize" in capsys.readouterr().err
 
 
-def test_missing_data_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+MISSING = re.compile(r"bench run: error: (.+) not found in (\S+): .+ \(--data-dir or \$PRUNEBENCH_DATA choose the data root\)")
+
+
+@pytest.mark.parametrize("suite, what", [("cifar10c", "CIFAR-10 (or its md5 differs)"), ("imagenetc", "ImageNet")])
+def test_missing_data_says_how_to_get_it(suite, what, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "nothing"))
+    assert main(["run", "--suite", suite, "--out", str(tmp_path), *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line, in the one wording
+    match = MISSING.fullmatch(line)
+    assert match and match[1] == what and match[2].startswith(str(tmp_path / "nothing")), line
+
+
+def test_a_missing_suite_folder_has_the_same_wording(cifar_root, tmp_path, capsys):
     assert main(["run", "--suite", "cifar10c", "--out", str(tmp_path), *FAST]) == 2
-    err = capsys.readouterr().err
-    assert "CIFAR-10" in err and "--download" in err
+    match = MISSING.fullmatch(capsys.readouterr().err.strip())
+    assert match and match[1] == "CIFAR-10-C" and match[2] == str(cifar_root / "CIFAR-10-C")
 
 
 def test_cifar10c_download_needs_permission_and_checks_md5(cifar_root, tmp_path, capsys):
