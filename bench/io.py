@@ -1,4 +1,4 @@
-"""Durable file writes and canonical hashing, the one implementation of each used by the whole package.
+"""Durable file writes, canonical hashing and seed derivation: the one implementation of each.
 
 Every artifact (result files, job-store networks and test sets, make-c arrays, manifests,
 reports) is written through `atomic_path`: to a temporary file beside the target, flushed to disk,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "canonical_json", "canonical_sha256", "file_mode"]
+__all__ = ["atomic_path", "atomic_write_text", "canonical_json", "canonical_sha256", "file_mode", "seed_for"]
+
+# the domain of seed_for: changing it changes every corruption, make-c file and bootstrap draw
+_SEED_DOMAIN = b"prunebench.corruptions.seed_for.v1"
 
 
 def file_mode() -> int:
@@ -60,3 +64,35 @@ def canonical_json(value: Any) -> str:
 def canonical_sha256(value: Any) -> str:
     """sha256 (hex) of canonical_json(value)."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _canonical(part: object) -> object:
+    """Normalise a seed part to builtin types with a stable ``repr``."""
+    if part is None or isinstance(part, bool):
+        return part
+    if isinstance(part, str):
+        return str.__str__(part)
+    if isinstance(part, bytes):
+        return bytes(part)
+    if isinstance(part, numbers.Integral):
+        return int(part)
+    if isinstance(part, numbers.Real):
+        return float(part)
+    if isinstance(part, (tuple, list)):
+        return tuple(_canonical(p) for p in part)
+    raise TypeError(
+        "seed_for parts must be str, bytes, numbers, None or tuples/lists of them, "
+        f"got {type(part).__name__}"
+    )
+
+
+def seed_for(*parts: object) -> int:
+    """Stable 63-bit seed derived from ``parts`` with SHA-256 (never Python's salted ``hash``).
+
+    Parts may be str, bytes, bool, integers, reals, None or (nested) tuples/lists of these;
+    ``1``, ``1.0``, ``True`` and ``'1'`` give different seeds.  Example:
+    ``seed_for(run_seed, "gaussian_noise", severity)``. The one seed derivation of the package:
+    corruptions, make-c, the bootstrap and the similarity analysis all use it.
+    """
+    digest = hashlib.sha256(_SEED_DOMAIN + repr(_canonical(parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

@@ -16,7 +16,6 @@ at one matrix product per file and can only widen the intervals (the duplicates 
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from statistics import fmean
 
 import numpy as np
 
-from bench.io import canonical_sha256
+from bench.io import canonical_sha256, seed_for
 from bench.metrics import _TIE, Rule, derive  # the same tie tolerance as the plain metric
 from bench.schema import PARENT, NetworkResult, PrunerMetrics, RunResult, unpack_hits
 
@@ -136,9 +135,8 @@ def gap_p_value(draws: np.ndarray) -> float:
 
 
 def _rng(seed: int, *labels: str) -> np.random.Generator:
-    """A generator keyed by the seed and labels, so draws do not depend on argument order."""
-    key = hashlib.sha256("\0".join(labels).encode()).digest()
-    return np.random.default_rng([seed, *np.frombuffer(key[:16], dtype=np.uint32).tolist()])
+    """A generator keyed by the seed and labels (bench.io.seed_for), so draws do not depend on argument order."""
+    return np.random.default_rng(seed_for(seed, *labels))
 
 
 def content_key(result: RunResult) -> str:

@@ -5,7 +5,6 @@ agreement with the parent, the mean softmax ℓ2 distance to the parent and the 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from bench.analysis.networks import CONTROL, AnalysisNetwork, check_parent_first, load_run_networks
 from bench.analysis.reports import NoisePotential, SimilarityCell, SimilarityReport
 from bench.data import DataBundle, ImageSet
+from bench.io import seed_for
 from bench.jobs import job_environment
 from bench.metrics import prune_potential
 from bench.schema import PARENT, RunResult
@@ -37,8 +37,8 @@ DEFAULT_DRAWS = 20
 
 
 def draw_seed(seed: int, epsilon_index: int, draw: int) -> int:
-    digest = hashlib.sha256(f"similarity/{seed}/{epsilon_index}/{draw}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    """The noise seed of one (noise level, draw) of the similarity analysis."""
+    return seed_for(seed, "similarity", epsilon_index, draw)
 
 
 def noisy_inputs(images: torch.Tensor, epsilon: float, generator: torch.Generator, data: DataBundle) -> torch.Tensor:

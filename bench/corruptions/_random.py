@@ -16,12 +16,13 @@ library's own numpy draws to them.
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+
+from bench.io import seed_for  # the one seed derivation, re-exported here
 
 __all__ = [
     "Generators",
@@ -38,7 +39,6 @@ __all__ = [
 
 Generators = torch.Generator | Sequence[torch.Generator]
 
-_SEED_DOMAIN = b"prunebench.corruptions.seed_for.v1"
 
 
 def per_image_generators(generator: Generators, n: int) -> list[torch.Generator] | None:
@@ -115,32 +115,4 @@ def generators_for_seed(seed: object, n: int, device: torch.device) -> Generator
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def _canonical(part: object) -> object:
-    """Normalise a seed part to builtin types with a stable ``repr``."""
-    if part is None or isinstance(part, bool):
-        return part
-    if isinstance(part, str):
-        return str.__str__(part)
-    if isinstance(part, bytes):
-        return bytes(part)
-    if isinstance(part, numbers.Integral):
-        return int(part)
-    if isinstance(part, numbers.Real):
-        return float(part)
-    if isinstance(part, (tuple, list)):
-        return tuple(_canonical(p) for p in part)
-    raise TypeError(
-        "seed_for parts must be str, bytes, numbers, None or tuples/lists of them, "
-        f"got {type(part).__name__}"
-    )
 
-
-def seed_for(*parts: object) -> int:
-    """Stable 63-bit seed derived from ``parts`` with SHA-256 (never Python's salted ``hash``).
-
-    Parts may be str, bytes, bool, integers, reals, None or (nested) tuples/lists of these;
-    ``1``, ``1.0``, ``True`` and ``'1'`` give different seeds.  Example:
-    ``seed_for(run_seed, "gaussian_noise", severity)``.
-    """
-    digest = hashlib.sha256(_SEED_DOMAIN + repr(_canonical(parts)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
