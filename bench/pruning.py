@@ -57,7 +57,10 @@ _S_CONSTANT = 3.0  # C in |S| = ceil(C ln(8 eta* / (delta / eta))) ("C=3 for ICL
 _S_MAX_FRACTION = 0.5  # |S| is capped at half of the validation split
 
 
-def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
+Layer = nn.Conv2d | nn.Linear  # a compressible layer
+
+
+def compressible_layers(model: nn.Module) -> dict[str, Layer]:
     """Conv2d (groups == 1) and Linear layers, first conv and classifier included."""
     return {
         name: module
