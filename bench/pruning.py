@@ -280,7 +280,7 @@ def _propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> 
     model.zero_grad(set_to_none=True)
 
 
-def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool, max_passes: int = 10) -> None:
+def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool, max_passes: int = 10) -> int:
     """The reference's propagation step after masking (torchprune `CompressedNet._propagate_compression`).
 
     Forward + backward passes of the loss over the whole S set (eval mode, gradients summed over
@@ -295,7 +295,7 @@ def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool,
     Unlike the reference's single pass, passes repeat until nothing changes: zeroing a constant
     channel's columns shifts later pre-activations, and a channel that this turns constant (or a
     parameter whose gradient it turns zero) is removed too. Parameters without a gradient (layers
-    the forward pass does not reach) are left alone.
+    the forward pass does not reach) are left alone. Returns the model's nonzero parameter count.
     """
     if structured and len(ctx.calibration) < 2:
         raise ValueError("structured propagation needs at least 2 S-set images to tell constant channels")
@@ -310,6 +310,7 @@ def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool,
                 break
     finally:
         model.train(was_training)
+    return nonzero
 
 
 def prune_to_ratio(
@@ -337,28 +338,26 @@ def prune_to_ratio(
             for name, p in params.items():
                 p.copy_(before[name])
         apply_masks(model, masks)
-        propagate_compression(model, ctx, pruner.structured)
-        return count_nonzero(model)
+        return propagate_compression(model, ctx, pruner.structured)
 
     low, high = 0.0, 1.0
     best_knob, best_gap = 1.0, float("inf")
-    bar = tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
-               disable=not progress)
-    for _ in range(max_steps):
-        knob = (low + high) / 2
-        nonzero = attempt(knob)
-        bar.update(1)
-        bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
-        gap = abs(nonzero - target_nonzero)
-        if gap < best_gap:
-            best_knob, best_gap = knob, gap
-        if gap <= tolerance * parent_nonzero:
-            break
-        if nonzero > target_nonzero:
-            high = knob
-        else:
-            low = knob
-    bar.close()
+    with tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
+              disable=not progress) as bar:
+        for _ in range(max_steps):
+            knob = (low + high) / 2
+            nonzero = attempt(knob)
+            bar.update(1)
+            bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
+            gap = abs(nonzero - target_nonzero)
+            if gap < best_gap:
+                best_knob, best_gap = knob, gap
+            if gap <= tolerance * parent_nonzero:
+                break
+            if nonzero > target_nonzero:
+                high = knob
+            else:
+                low = knob
     nonzero = attempt(best_knob)
     return PruneOutcome(
         target_ratio=target_ratio,
