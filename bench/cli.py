@@ -1,4 +1,4 @@
-"""Command line: `bench run | list | data make-c | leaderboard | validate | plot | analyze | compress`.
+"""Command line: `bench run | list | data make-c | leaderboard | validate | verify | plot | analyze | compress`.
 
 This module only parses arguments and hands them to the package; `bench --help` stays fast
 because heavy modules (torch, matplotlib) are imported inside the commands.
@@ -194,9 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--output", "-o", type=Path, help="also write the markdown to this file")
     board.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                        help="aggregate tables only, no per-(corruption, severity) tables")
+    board.add_argument("--verified-only", action="store_true",
+                       help="rank only result files with a passed `bench verify` report for their exact content")
 
-    validate = sub.add_parser("validate", help="check result files (schema, hits, integrity, derived metrics)")
+    validate = sub.add_parser("validate", help="format check of result files (schema, version, hits agree with "
+                              "accuracies, integrity digest); not a proof: see `bench verify`")
     validate.add_argument("files", type=Path, nargs="+")
+
+    verify = sub.add_parser("verify", help="re-evaluate the saved networks of result files and compare every "
+                            "per-example hit; exit 1 on any disagreement")
+    verify.add_argument("files", type=Path, nargs="+", metavar="RESULT")
+    verify.add_argument("--networks", type=Path, default=None,
+                        help="folder of the network files (default: <result without .json>.networks beside each)")
+    verify.add_argument("--reproduce", type=int, default=0, metavar="K",
+                        help="also re-run K random cascade steps from their saved predecessor and compare")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce draw")
+    verify.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not write <result>.verify.json beside each result file")
+    verify.add_argument("--quiet", action="store_true", help="no progress bars")
 
     plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files, "
                           "similarity and features plots from the analysis reports under the folder")
@@ -232,18 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
 def command_analyze(args: argparse.Namespace) -> int:
     from bench import analysis
 
+    plots: list[Path] = []
+    report: analysis.SimilarityReport | analysis.FeatureReport
     if args.analysis == "similarity":
         report = analysis.similarity_analysis(args.result, args.cache, draws=args.draws, n_images=args.images,
                                               progress=True)
-        table, save_plot = analysis.similarity_table(report), analysis.save_similarity_plot
+        print(analysis.similarity_table(report))
+        plots = analysis.save_similarity_plot(report, args.plot) if args.plot else []
     else:
         images = {} if args.images is None else {"n_images": args.images}
         report = analysis.features_analysis(args.result, args.cache, progress=True, **images)
-        table, save_plot = analysis.features_table(report), analysis.save_features_plot
-    print(table)
-    if args.plot:
-        for path in save_plot(report, args.plot):
-            print(path, file=sys.stderr)
+        print(analysis.features_table(report))
+        plots = analysis.save_features_plot(report, args.plot) if args.plot else []
+    for plot_path in plots:
+        print(plot_path, file=sys.stderr)
     path = analysis.save_report(report, args.json or analysis.report_path(args.result, args.analysis))
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -331,7 +348,7 @@ def command_list(_: argparse.Namespace) -> int:
 def command_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard import build_leaderboard
 
-    markdown = build_leaderboard(args.folder, breakdown=args.breakdown)
+    markdown = build_leaderboard(args.folder, breakdown=args.breakdown, verified_only=args.verified_only)
     if args.output:
         from bench.io import atomic_write_text
 
@@ -348,6 +365,26 @@ def command_validate(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
     return 1 if errors else 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from bench.verify import verify_result
+
+    if args.reproduce < 0:
+        raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
+    failed = 0
+    for path in args.files:
+        check = verify_result(path, args.networks, reproduce=args.reproduce, seed=args.seed,
+                              progress=not args.quiet, write_report=args.report)
+        for line in check.disagreements:
+            print(f"{path.name}: {line}")
+        for line in check.reproduced:
+            print(f"{path.name}: reproduced {line}")
+        verdict = "verified" if check.passed else f"FAILED ({len(check.disagreements)} disagreements)"
+        print(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} per-example hits "
+              f"compared in {check.seconds:.1f} s")
+        failed += not check.passed
+    return 1 if failed else 0
 
 
 def command_plot(args: argparse.Namespace) -> int:
@@ -374,6 +411,7 @@ COMMANDS = {
     "list": command_list,
     "leaderboard": command_leaderboard,
     "validate": command_validate,
+    "verify": command_verify,
     "plot": command_plot,
     "analyze": command_analyze,
     "compress": command_compress,

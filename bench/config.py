@@ -39,7 +39,8 @@ def choose_dataset(dataset: str | None, suites: tuple[str, ...] | None) -> str:
     from bench import registry
     from bench.suite import Suite
 
-    needed = {registry.load_class(registry.SUITE_GROUP, name, Suite).datasets for name in suites} - {None}
+    needed = {datasets for name in suites
+              if (datasets := registry.load_class(registry.SUITE_GROUP, name, Suite).datasets) is not None}
     if len(needed) > 1:
         raise ValueError(f"suites {', '.join(suites)} need different datasets ({sorted(needed)}); run them separately")
     return needed.pop()[0] if needed else FALLBACK_DATASET

@@ -2,25 +2,28 @@
 
 Stages and their artifacts under a store folder (the run's cache):
 
-    parents/<key>.pt + .json   the trained unpruned network (and the analyses' control parents)
-    steps/<key>.pt + .json     one prune + retrain step of a cascade chain (key chains the previous)
+    parents/<key>.safetensors + .json   the trained unpruned network (and the analyses' control parents)
+    steps/<key>.safetensors + .json     one prune + retrain step of a cascade chain (key chains the previous)
     evals/<key>.json           per-example correctness of one network on one test set
     testsets/<sha256>.npz      the test sets themselves, addressed by content
 
 A spec holds everything that determines the artifact (including the CPU thread count, which
-changes float reduction order). Artifacts are written atomically and the `.json` of a network is
-written last, so its presence means "done": a killed run resumes exactly where it stopped, and a
+changes float reduction order). Networks are sparse safetensors (bench.checkpoints); the `.json` of
+a network records the file's sha256 (checked on every load) and is written last, so its presence
+means "done": a killed run resumes exactly where it stopped, and a
 rerun with more suites only adds evaluations. Job functions take plain strings so any executor
 (processes, Ray) can ship them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,14 @@ import torch
 from torch import nn
 
 from bench import registry
+from bench.checkpoints import SavedFile, load_state, save_state
 from bench.data import DataBundle, ImageSet, TestSource, load_dataset
 from bench.files import source_from_reference
 from bench.io import atomic_path, atomic_write_text, canonical_sha256
 from bench.models import create_model, set_hub_policy
 from bench.pruning import (
     FAILURE_PROBABILITY,
+    Loss,
     PruneContext,
     Pruner,
     calibration_size,
@@ -49,8 +54,11 @@ from bench.results import load_result
 from bench.schema import PARENT, RunConfig, RunResult
 from bench.training import evaluate, train
 
-JOB_VERSION = 2  # bump when a job's computation changes, so old artifacts are not reused
+JOB_VERSION = 3  # bump when a job's computation changes, so old artifacts are not reused
 CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
+
+
+NETWORK_SUFFIX = ".safetensors"
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
@@ -74,12 +82,28 @@ class Store:
         atomic_write_text(self.path(kind, key, ".json"), json.dumps(payload, sort_keys=True))
 
     def save_network(self, kind: str, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
-        with atomic_path(self.path(kind, key, ".pt")) as temporary:
-            torch.save(model.state_dict(), temporary)
-        self.write_json(kind, key, meta)  # last: marks the job done
+        saved = save_state(model.state_dict(), self.network_path(kind, key))
+        self.write_json(kind, key, {**meta, "file": asdict(saved)})  # last: marks the job done
+
+    def network_path(self, kind: str, key: str) -> Path:
+        return self.path(kind, key, NETWORK_SUFFIX)
+
+    def network_file(self, kind: str, key: str) -> SavedFile:
+        """The sha256, nonzero count and shape signature recorded when the network was saved."""
+        return SavedFile(**self.read_json(kind, key)["file"])
+
+    def export_network(self, kind: str, key: str, target: Path) -> SavedFile:
+        """Copy a network file out of the store (e.g. beside a result file), checking its sha256."""
+        saved = self.network_file(kind, key)
+        payload = self.network_path(kind, key).read_bytes()
+        if hashlib.sha256(payload).hexdigest() != saved.sha256:
+            raise RuntimeError(f"{self.network_path(kind, key)}: sha256 differs from its record (corrupted cache)")
+        with atomic_path(target) as temporary:
+            temporary.write_bytes(payload)
+        return saved
 
     def load_weights(self, kind: str, key: str, model: nn.Module) -> nn.Module:
-        model.load_state_dict(torch.load(self.path(kind, key, ".pt"), map_location="cpu", weights_only=True))
+        load_state(model, self.network_path(kind, key), self.network_file(kind, key).sha256)
         return model.eval()
 
     def save_testset(self, source: TestSource) -> None:
@@ -186,6 +210,11 @@ class NetworkRef:
     pruner: str  # "parent" for the unpruned network
     step: int
 
+    @property
+    def file_name(self) -> str:
+        """Its file name in a result's networks folder, e.g. `wt-3.safetensors`."""
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.pruner)}-{self.step}{NETWORK_SUFFIX}"
+
 
 def run_networks(config: RunConfig, data_checksum: str,
                  identities: Mapping[str, Mapping[str, Any]] | None = None) -> list[NetworkRef]:
@@ -290,10 +319,11 @@ def calibration_indices(config: RunConfig, data: DataBundle, model: nn.Module | 
 def prune_context(config: RunConfig, data: DataBundle, model: nn.Module) -> PruneContext:
     """The S set and task constants handed to every pruner of a run."""
     s_set = data.val.subset(torch.tensor(calibration_indices(config, data, model)))
+    loss: Loss = classification_loss
     if data.task == "segmentation":
-        from bench.segmentation import segmentation_loss as loss
-    else:
-        loss = classification_loss
+        from bench.segmentation import segmentation_loss
+
+        loss = segmentation_loss
     return PruneContext(
         calibration=data.normalize(s_set.images),
         labels=s_set.labels,
@@ -367,15 +397,17 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
     return keys
 
 
-def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int, config: RunConfig,
-             data: DataBundle, ctx: PruneContext, parent_nonzero: int, progress: bool) -> None:
+def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunConfig, data: DataBundle,
+                      ctx: PruneContext, parent_nonzero: int, progress: bool = False) -> dict[str, Any]:
+    """One cascade step in place: prune `model` to the step's target ratio, retrain it with the
+    pruned entries held at zero, and return the step's record (ratios, nonzero count, keep knob)."""
     target = config.target_ratios[step - 1]
     outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx, progress=progress)
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
           progress=progress)
     nonzero = count_nonzero(model)
-    meta = {
+    return {
         "pruner": pruner.name,
         "step": step,
         "target_ratio": target,
@@ -384,6 +416,11 @@ def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int
         "structured": pruner.structured,
         "keep_knob": outcome.keep_knob,
     }
+
+
+def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int, config: RunConfig,
+             data: DataBundle, ctx: PruneContext, parent_nonzero: int, progress: bool) -> None:
+    meta = prune_and_retrain(model, pruner, step, config, data, ctx, parent_nonzero, progress)
     store.save_network("steps", key, model, meta)
 
 

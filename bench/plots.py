@@ -132,7 +132,10 @@ def potential_figure(results: Sequence[RunResult]) -> Figure:
 
 
 def _potentials(m: PrunerMetrics, nominal: str, shifted: Sequence[str]) -> list[float]:
-    robust = [m.robust_potential_mean] if shifted else []
+    robust: list[float] = []
+    if shifted:
+        assert m.robust_potential_mean is not None  # set wherever there are shifted distributions
+        robust = [m.robust_potential_mean]
     return [m.potential_by_distribution[nominal], *robust, *(m.potential_by_distribution[d] for d in shifted)]
 
 

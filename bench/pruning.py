@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -105,18 +105,19 @@ def parameter_masks(model: nn.Module) -> ParameterMasks:
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
-    """Zero the masked-out weights of the named compressible layers."""
+    """Zero the masked-out weights of the named compressible layers (always +0.0: a multiply would
+    leave -0.0 whose sign depends on kernel choice, and saved networks are compared bitwise)."""
     layers = compressible_layers(model)
     for name, mask in masks.items():
-        layers[name].weight.mul_(mask)
+        layers[name].weight.masked_fill_(~mask.bool(), 0.0)
 
 
 @torch.no_grad()
 def enforce_parameter_masks(model: nn.Module, masks: ParameterMasks) -> None:
-    """Zero the masked-out entries of the named parameters (after every optimizer step)."""
+    """Zero the masked-out entries of the named parameters (after every optimizer step), as +0.0."""
     params = dict(model.named_parameters())
     for name, mask in masks.items():
-        params[name].mul_(mask)
+        params[name].masked_fill_(~mask, 0.0)
 
 
 def global_topk(scores: dict[str, torch.Tensor], keep: float) -> Masks:
@@ -233,7 +234,7 @@ class _ConstantInputs:
     """Forward hooks recording, per compressible layer, which input channels are identical for every
     image and position seen (compared with the first image's): channels of pruned filters."""
 
-    def __init__(self, layers: dict[str, nn.Module]) -> None:
+    def __init__(self, layers: Mapping[str, nn.Module]) -> None:
         self.first: dict[str, torch.Tensor] = {}
         self.constant: dict[str, torch.Tensor] = {}
         self.handles = [layer.register_forward_hook(self._hook(name)) for name, layer in layers.items()]
@@ -268,6 +269,7 @@ def _propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> 
             constant.remove()
     with torch.no_grad():
         if structured:
+            assert constant is not None
             for layer in layers.values():
                 if layer.weight.grad is not None:
                     layer.weight[layer.weight.grad.flatten(1).abs().sum(1) == 0] = 0

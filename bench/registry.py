@@ -12,7 +12,7 @@ import sys
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -74,11 +74,11 @@ def _source_files(obj: Any, whole_package: bool) -> list[tuple[str, Path]]:
     top-level package that defines it."""
     module = sys.modules[obj.__module__]
     if not whole_package:
-        return [(module.__name__, Path(module.__file__))]
+        return [(module.__name__, Path(cast(str, module.__file__)))]
     top = sys.modules[module.__name__.partition(".")[0]]
     roots = [Path(p) for p in getattr(top, "__path__", [])]
     if not roots:  # a single-module plugin
-        return [(top.__name__, Path(top.__file__))]
+        return [(top.__name__, Path(cast(str, top.__file__)))]
     return [(f"{top.__name__}/{path.relative_to(root).as_posix()}", path)
             for root in roots for path in sorted(root.rglob("*.py"))]
 

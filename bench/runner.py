@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,10 +26,10 @@ from bench.jobs import (
     run_parent_job,
     spec_key,
 )
-from bench.metrics import derive
-from bench.results import save_result
+from bench.results import networks_folder, save_result
 from bench.schema import (
     Distribution,
+    NetworkFile,
     NetworkResult,
     Provenance,
     PrunerIdentity,
@@ -95,7 +96,17 @@ def result_path(config: RunConfig, out_dir: Path) -> Path:
     return out_dir / f"{config.dataset}-{config.model}-s{config.seed}-{config.config_hash()[:12]}.json"
 
 
-def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], testsets: dict[str, str]) -> list[NetworkResult]:
+def save_networks(store: Store, refs: list[NetworkRef], folder: Path) -> dict[NetworkRef, NetworkFile]:
+    """Copy every evaluated network out of the job cache into `folder` (beside the result file)."""
+    files = {}
+    for ref in refs:
+        saved = store.export_network(ref.kind, ref.key, folder / ref.file_name)
+        files[ref] = NetworkFile(name=ref.file_name, **asdict(saved))
+    return files
+
+
+def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], testsets: dict[str, str],
+                    files: dict[NetworkRef, NetworkFile]) -> list[NetworkResult]:
     """Assemble the result cells from the job artifacts."""
     parent_nonzero = store.read_json("parents", refs[0].key)["nonzero_params"]
     parent_meta = {"prune_ratio": 0.0, "target_ratio": 0.0, "nonzero_params": parent_nonzero, "structured": False}
@@ -116,6 +127,7 @@ def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], tes
                 structured=meta["structured"],
                 accuracy={name: e["accuracy"] for name, e in evals.items()},
                 hits={name: e["hits"] for name, e in evals.items() if "hits" in e},
+                file=files[ref],
             )
         )
     return records
@@ -157,7 +169,8 @@ def run(
         [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()))) for ref in refs],
         desc="evaluations",
     )
-    cells = network_results(config, store, refs, testsets)
+    path = result_path(config, out_dir)
+    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)))
     described = [
         Distribution(
             name=d.name,
@@ -186,7 +199,6 @@ def run(
         ),
         distributions=described,
         networks=cells,
-        derived=derive(described, cells, config.delta),
         metric="miou" if data.task == "segmentation" else "top1",
     )
-    return save_result(result, result_path(config, out_dir))
+    return save_result(result, path)

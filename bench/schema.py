@@ -1,8 +1,9 @@
 """Pydantic models of a run's configuration and of the result file it writes.
 
-Result files are data: every leaderboard number is recomputed from `networks[*].accuracy`.
-`derived` is stored for convenience and checked against a recomputation on load
-(see bench.results), so an edited cell cannot hide behind stale aggregates.
+Result files are data: every leaderboard number is recomputed from `networks[*].accuracy` by the
+reader (bench.metrics.derive); nothing derived is stored. Files are durable: `schema_version` is
+explicit and bench.results upgrades every older version on read; the integrity digest covers the
+JSON as stored, so a field added later (with a default) leaves existing files valid.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.io import canonical_sha256
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 2  # bench.results.UPGRADES reads every older version
 PARENT = "parent"  # pruner name of the unpruned network
 
 
@@ -135,6 +136,15 @@ class Distribution(Strict):
         return self.suite == "nominal"
 
 
+class NetworkFile(Strict):
+    """A network saved beside its result file (bench.checkpoints): what `bench verify` checks first."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.safetensors$")  # in the result's networks folder
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    nonzero: int = Field(ge=0)  # stored entries (nonzero bit patterns) over every floating tensor, buffers too
+    shape_signature: str  # bench.checkpoints.shape_signature of its state dict
+
+
 class NetworkResult(Strict):
     pruner: str
     step: int = Field(ge=0)  # position in the cascade, 0 = parent
@@ -146,6 +156,7 @@ class NetworkResult(Strict):
     # distribution name -> per-example correctness (pack_hits), for bootstrap over test images;
     # absent for metrics that are not a mean over examples (e.g. dataset-level mIoU)
     hits: dict[str, str] = {}
+    file: NetworkFile | None = None  # absent in files written before schema version 2
 
     @model_validator(mode="after")
     def _check_accuracy(self) -> NetworkResult:
@@ -174,14 +185,15 @@ class Derived(Strict):
 
 
 class RunResult(Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     config: RunConfig
     provenance: Provenance
     distributions: list[Distribution]
     networks: list[NetworkResult]
-    derived: Derived
     metric: Literal["top1", "miou"] = "top1"  # what networks[*].accuracy holds; error = 1 - metric
-    integrity: str = ""  # sha256 of the canonical JSON of everything else, set on save
+    # sha256 of the canonical JSON of everything else as stored (bench.results.content_digest): a
+    # check against corruption and careless edits, not against forgery (that is `bench verify`'s job)
+    integrity: str = ""
 
     @model_validator(mode="after")
     def _check_cells(self) -> RunResult:
@@ -213,9 +225,6 @@ class RunResult(Strict):
                     )
         return self
 
-    def payload_digest(self) -> str:
-        return canonical_sha256(self.model_dump(mode="json", exclude={"integrity"}))
-
     @property
     def parent(self) -> NetworkResult:
         return next(n for n in self.networks if n.pruner == PARENT)
@@ -223,3 +232,19 @@ class RunResult(Strict):
     @property
     def nominal(self) -> Distribution:
         return next(d for d in self.distributions if d.nominal)
+
+
+class VerifyReport(Strict):
+    """What `bench verify` wrote beside a result file: the leaderboard's "verified" mark."""
+
+    result: str  # the result file's name
+    integrity: str  # the verified file's integrity digest: a report of another content does not count
+    passed: bool
+    networks_checked: int = Field(ge=0)
+    hits_compared: int = Field(ge=0)
+    reproduced: list[str] = []
+    disagreements: list[str] = []
+    prunebench: str
+    platform: str
+    verified_at: datetime
+    seconds: float = Field(ge=0)

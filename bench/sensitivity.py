@@ -15,7 +15,8 @@ matrix products, chunked to bound memory, instead of one image per forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ LayerReducer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def layer_patches(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Layer inputs as non-negative patches (B', J, P): J = fan-in, P = output positions."""
     if isinstance(layer, nn.Conv2d):
-        patches = F.unfold(inputs, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        padding = cast(tuple[int, ...], layer.padding)  # a string padding ("same") fails in F.unfold
+        patches = F.unfold(inputs, layer.kernel_size, layer.dilation, padding, layer.stride)
     else:  # Linear: any leading token dimensions act as positions
         patches = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1]).transpose(1, 2)
     if bool((patches < 0).any()):
@@ -102,7 +104,7 @@ def pfp_layer_scores(weight: torch.Tensor, patches: torch.Tensor) -> torch.Tenso
 @torch.no_grad()
 def layer_sensitivities(
     model: nn.Module,
-    layers: dict[str, nn.Module],
+    layers: Mapping[str, nn.Module],
     inputs: torch.Tensor,
     reducer: LayerReducer,
     batch_size: int,
@@ -112,7 +114,8 @@ def layer_sensitivities(
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-            batch_scores = reducer(layer.weight.detach(), layer_patches(layer, args[0].detach()))
+            weight = cast(torch.Tensor, layer.weight)  # a conv or linear (nn.Module types it Tensor | Module)
+            batch_scores = reducer(weight.detach(), layer_patches(layer, args[0].detach()))
             scores[name] = batch_scores if name not in scores else torch.maximum(scores[name], batch_scores)
 
         return hook

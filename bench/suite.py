@@ -14,6 +14,7 @@ from bench.corruptions import corrupt, seed_for
 from bench.data import DataBundle, ImageSet, TestSource
 
 if TYPE_CHECKING:
+    from bench.corruptions.tables import Constant
     from bench.schema import RunConfig
 
 
@@ -76,9 +77,9 @@ class CorruptionSuite(Suite):
     from (run seed, suite, corruption, severity), so every network sees the same images.
     """
 
-    table: ClassVar[dict[str, tuple[float, ...]]]
+    table: ClassVar[dict[str, tuple[Constant, ...]]]  # a constant is a number or a tuple of numbers
 
-    def distribution_name(self, corruption: str, severity: int, level: float) -> str:
+    def distribution_name(self, corruption: str, severity: int, level: Constant) -> str:
         return f"{self.name}/{corruption}/{severity}"
 
     def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:

@@ -268,6 +268,12 @@ def bootstrap_pruners(
     return out
 
 
+def _robust_mean(m: PrunerMetrics, monotone: bool) -> float:
+    value = m.monotone_robust_potential_mean if monotone else m.robust_potential_mean
+    assert value is not None  # set wherever there are shifted distributions
+    return value
+
+
 def _summarise(
     pruner: str, found: list[PrunerMetrics], chosen: np.ndarray, samples: int, confidence: float, rule: Rule
 ) -> PotentialIntervals:
@@ -279,7 +285,7 @@ def _summarise(
         return PotentialIntervals(pruner, len(found), samples, confidence, nominal, None, None, None)
     robust_draws = chosen[:, 1:].mean(axis=1)
     gap_draws = chosen[:, 0] - robust_draws
-    robust_point = fmean(m.monotone_robust_potential_mean if monotone else m.robust_potential_mean for m in found)
+    robust_point = fmean(_robust_mean(m, monotone) for m in found)
     return PotentialIntervals(
         pruner=pruner,
         replicates=len(found),

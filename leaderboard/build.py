@@ -14,7 +14,7 @@ from pathlib import Path
 from statistics import fmean, pstdev
 
 from bench.markdown import escape, table
-from bench.results import ResultFileError, find_result_files, load_result
+from bench.results import ResultFileError, find_result_files, load_result, read_report
 from bench.schema import PARENT, PrunerMetrics, RunResult
 from bench.uncertainty import (
     Interval,
@@ -55,6 +55,16 @@ def _metrics(results: Sequence[RunResult]) -> dict[str, list[PrunerMetrics]]:
     return {p: [m for _, m in replicate_metrics(results, p)] for p in pruners}
 
 
+def _verified_counts(results: Sequence[RunResult], verified: set[str]) -> dict[str, str]:
+    """Pruner -> "k/n": how many of its n replicate files passed `bench verify`."""
+    pruners = sorted({n.pruner for r in results for n in r.networks if n.pruner != PARENT})
+    counts = {}
+    for pruner in pruners:
+        files = [r for r, _ in replicate_metrics(results, pruner)]
+        counts[pruner] = f"{sum(r.integrity in verified for r in files)}/{len(files)}"
+    return counts
+
+
 def _ranked(metrics: dict[str, list[PrunerMetrics]]) -> list[str]:
     """Pruners by robust P mean, then nominal P (point estimates), then name."""
 
@@ -73,7 +83,8 @@ def _gap_cell(values: list[PrunerMetrics], intervals: PotentialIntervals | None)
 
 
 def group_table(
-    ranked: list[str], metrics: dict[str, list[PrunerMetrics]], intervals: dict[str, PotentialIntervals] | None
+    ranked: list[str], metrics: dict[str, list[PrunerMetrics]], intervals: dict[str, PotentialIntervals] | None,
+    verified: dict[str, str] | None = None,
 ) -> str:
     rows = []
     for rank, pruner in enumerate(ranked, start=1):
@@ -87,8 +98,10 @@ def group_table(
             with_interval(found.robust_mean) if found else percent([m.robust_potential_mean for m in values]),
             percent([m.robust_potential_min for m in values]),
             _gap_cell(values, found),
+            *([verified[pruner]] if verified is not None else []),
         ])
-    headers = ["rank", "pruner", "seeds", "nominal P (%)", "robust P mean (%)", "robust P min (%)", "gap (pp)"]
+    headers = ["rank", "pruner", "seeds", "nominal P (%)", "robust P mean (%)", "robust P min (%)", "gap (pp)",
+               *(["verified"] if verified is not None else [])]
     return table(rows, headers)
 
 
@@ -157,7 +170,8 @@ def protocol_line(result: RunResult) -> str:
 
 
 def group_section(
-    key: ReplicateKey, members: list[RunResult], breakdown: bool, samples: int, seed: int, confidence: float
+    key: ReplicateKey, members: list[RunResult], breakdown: bool, samples: int, seed: int, confidence: float,
+    verified: set[str] | None = None,
 ) -> list[str]:
     metrics = _metrics(members)
     ranked = _ranked(metrics)
@@ -169,7 +183,7 @@ def group_section(
         "",
         f"Protocol `{key.protocol}`: {escape(protocol_line(members[0]))}; seeds {seeds}.",
         "",
-        group_table(ranked, metrics, intervals),
+        group_table(ranked, metrics, intervals, None if verified is None else _verified_counts(members, verified)),
         "",
         interval_note(intervals, samples, seed, confidence),
     ]
@@ -187,9 +201,12 @@ def render_leaderboard(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
+    verified: set[str] | None = None,
 ) -> str:
     """Markdown: one section per (dataset, model, suites, protocol), aggregates with bootstrap
-    intervals and, with `breakdown`, P per (corruption, severity) for every suite."""
+    intervals and, with `breakdown`, P per (corruption, severity) for every suite. `verified`: the
+    integrity digests of files that passed `bench verify`; given, a "verified" column shows per row
+    how many of its seeds' files passed (k/n)."""
     if not results:
         return "# prunebench leaderboard\n\nNo result files found.\n"
     parts = [
@@ -198,10 +215,12 @@ def render_leaderboard(
         "P(δ, D): largest measured prune ratio with error on D within δ of the unpruned parent's error on D. "
         "Nominal P uses the clean test set; robust P is the mean (and min) of P over the shifted test sets. "
         "Gap = nominal P − robust P mean. Rows are ranked by robust P mean, only within one protocol. "
-        "Seeds count distinct seeds; of several files with the same pruner and seed, the newest is used.",
+        "Seeds count distinct seeds; of several files with the same pruner and seed, the newest is used."
+        + (" Verified: how many of a row's result files passed `bench verify` (every saved network re-evaluated, "
+           "every per-example hit compared) for exactly their content." if verified is not None else ""),
     ]
     for key, members in group_replicates(results).items():
-        parts += group_section(key, members, breakdown, samples, seed, confidence)
+        parts += group_section(key, members, breakdown, samples, seed, confidence, verified)
     return "\n".join(parts) + "\n"
 
 
@@ -220,9 +239,24 @@ def validate_files(paths: Sequence[Path]) -> list[str]:
     return _load(paths)[1]
 
 
-def build_leaderboard(folder: Path, *, breakdown: bool = True) -> str:
+def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set[str]:
+    """Integrity digests of the results whose `bench verify` report beside them passed for exactly
+    their content (bench.verify.report_path)."""
+    verified = set()
+    for path, result in zip(paths, results):
+        report = read_report(path)
+        if report is not None and report.passed and report.integrity == result.integrity:
+            verified.add(result.integrity)
+    return verified
+
+
+def build_leaderboard(folder: Path, *, breakdown: bool = True, verified_only: bool = False) -> str:
     """Validate every result file under `folder` and render the leaderboard."""
-    results, errors = _load(find_result_files(folder))
+    paths = find_result_files(folder)
+    results, errors = _load(paths)
     if errors:
         raise ResultFileError("invalid result files:\n" + "\n".join(errors))
-    return render_leaderboard(results, breakdown=breakdown)
+    verified = verified_digests(paths, results)
+    if verified_only:
+        results = [r for r in results if r.integrity in verified]
+    return render_leaderboard(results, breakdown=breakdown, verified=verified)

@@ -3,7 +3,12 @@ clipped, quantised to 8 bits like the official corruption files), seeded per lev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bench.api import CorruptionSuite
+
+if TYPE_CHECKING:
+    from bench.corruptions.tables import Constant
 
 
 class NoiseSuite(CorruptionSuite):
@@ -14,5 +19,5 @@ class NoiseSuite(CorruptionSuite):
         "gaussian_noise": (0.04, 0.06, 0.08, 0.1),
     }
 
-    def distribution_name(self, corruption: str, severity: int, level: float) -> str:
+    def distribution_name(self, corruption: str, severity: int, level: Constant) -> str:
         return f"{self.name}/{corruption}/{level:g}"

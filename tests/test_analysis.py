@@ -29,6 +29,7 @@ from bench.analysis import (
 )
 from bench.cli import main
 from bench.jobs import job_environment, spec_key
+from bench.metrics import derive
 from bench.recipes import DIGITS_TRAIN
 from bench.results import find_result_files, load_result
 from bench.runner import run
@@ -70,7 +71,7 @@ def test_networks_are_parent_steps_and_a_cached_control(result_path, networks):
     assert [(n.pruner, n.step) for n in networks.networks] == [(PARENT, 0), ("wt", 1), ("wt", 2), (CONTROL, 0)]
     result = networks.result
     key = spec_key(control_spec(result.config, networks.data.checksum))
-    store_file = result_path.parent / ".cache" / CONTROL_KIND / f"{key}.pt"
+    store_file = result_path.parent / ".cache" / CONTROL_KIND / f"{key}.safetensors"
     stamp = store_file.stat().st_mtime_ns
     again = load_run_networks(load_result(result_path), result_path.parent / ".cache")
     assert store_file.stat().st_mtime_ns == stamp, "the control was retrained instead of read from the store"
@@ -118,7 +119,7 @@ def test_noiseless_pass_reproduces_the_result_files_accuracies(result_path, netw
     for net in result.networks:
         (cell,) = [c for c in report.cells if (c.pruner, c.step) == (net.pruner, net.step)]
         assert cell.accuracy == pytest.approx(net.accuracy[result.nominal.name], abs=1e-12)
-    assert report.potentials[0].potential == result.derived.pruners[0].nominal_potential
+    assert report.potentials[0].potential == derive(result.distributions, result.networks, result.config.delta).pruners[0].nominal_potential
 
 
 def test_similarity_is_deterministic_and_independent_of_batch_size(networks):

@@ -8,6 +8,7 @@ import pytest
 from bench.cli import main, parse_ratios
 from bench.metrics import derive
 from bench.results import load_result
+from bench.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, caps
 
 def test_second_run_reuses_the_cached_parent(finished_run, capsys):
     out, args = finished_run
-    (cached,) = (out / ".cache" / "parents").glob("*.pt")
+    (cached,) = (out / ".cache" / "parents").glob("*.safetensors")
     stamp = cached.stat().st_mtime_ns
     seed1 = [a if a != "wt,pfp" else "wt" for a in args]
     assert main(seed1) == 0
@@ -109,7 +110,7 @@ def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
     out, _ = finished_run
     good = next(out.glob("*.json"))
     bad = tmp_path / "bad.json"
-    bad.write_text(good.read_text().replace('"schema_version": 1', '"schema_version": 7'))
+    bad.write_text(good.read_text().replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 7'))
     assert main(["validate", str(good)]) == 0
     assert main(["validate", str(good), str(bad)]) == 1
     captured = capsys.readouterr()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench.executors import LocalExecutor, RayExecutor
+from bench.metrics import derive
 from bench.recipes import DIGITS_TRAIN
 from bench.results import load_result
 from bench.runner import run
@@ -33,7 +34,7 @@ def cells(path: Path) -> dict:
     return {
         "networks": [n.model_dump() for n in result.networks],
         "distributions": [d.model_dump() for d in result.distributions],
-        "derived": result.derived.model_dump(),
+        "derived": derive(result.distributions, result.networks, result.config.delta).model_dump(),
     }
 
 
@@ -61,7 +62,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not list(out.glob("*.json")), "a result file was written by the killed run"
-    finished_before = {p: p.stat().st_mtime_ns for p in steps.glob("*.pt")}
+    finished_before = {p: p.stat().st_mtime_ns for p in steps.glob("*.safetensors")}
     assert finished_before
 
     subprocess.run(bench_command(out), check=True, env=env, capture_output=True)
@@ -74,7 +75,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
 def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
     cache = sequential_result.parent / ".cache"
-    networks = {p: p.stat().st_mtime_ns for kind in ("parents", "steps") for p in (cache / kind).glob("*.pt")}
+    networks = {p: p.stat().st_mtime_ns for kind in ("parents", "steps") for p in (cache / kind).glob("*.safetensors")}
     evals_before = set((cache / "evals").glob("*.json"))
     path = run(small_config(suites=("noise", "digits-c")), tmp_path, cache_dir=cache, progress=False)
     assert {p: p.stat().st_mtime_ns for p in networks} == networks

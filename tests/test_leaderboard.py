@@ -34,7 +34,7 @@ def test_same_files_give_byte_identical_markdown(tmp_path):
     (tmp_path / ".cache" / "step.json").write_text("{}")  # caches are not result files
     board = build_leaderboard(tmp_path)
     assert board == build_leaderboard(tmp_path)
-    assert board == render_leaderboard(runs[::-1], breakdown=True)
+    assert board == render_leaderboard(runs[::-1], breakdown=True, verified=set())
     assert "### Suite noise: P per corruption and severity" in board
 
 

@@ -1,11 +1,21 @@
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from bench.metrics import derive
-from bench.results import ResultFileError, load_result, parse_result, save_result
-from bench.schema import PARENT, Distribution, NetworkResult, Provenance, Recipe, RunConfig, RunResult
+from bench.results import ResultFileError, load_result, parse_result, result_document, save_result, seal
+from bench.schema import (
+    PARENT,
+    SCHEMA_VERSION,
+    Distribution,
+    NetworkResult,
+    Provenance,
+    Recipe,
+    RunConfig,
+    RunResult,
+)
 from leaderboard import render_leaderboard
 
 RECIPE = Recipe(epochs=1, batch_size=8, lr=0.1)
@@ -37,7 +47,6 @@ def make_result(pruner: str = "wt", model: str = "digits_cnn") -> RunResult:
         ),
         distributions=dists,
         networks=nets,
-        derived=derive(dists, nets, config.delta),
     )
 
 
@@ -46,8 +55,9 @@ def test_round_trip(tmp_path):
     path = save_result(original, tmp_path / "run.json")
     loaded = load_result(path)
     assert loaded.model_dump(exclude={"integrity"}) == original.model_dump(exclude={"integrity"})
-    assert loaded.derived.pruners[0].nominal_potential == 0.8
-    assert loaded.derived.pruners[0].robust_potential_mean == 0.5
+    derived = derive(loaded.distributions, loaded.networks, loaded.config.delta)
+    assert derived.pruners[0].nominal_potential == 0.8
+    assert derived.pruners[0].robust_potential_mean == 0.5
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
 
 
@@ -64,13 +74,52 @@ def test_hand_edited_accuracy_is_rejected(tmp_path):
         load_result(path)
 
 
-def test_edited_cells_with_a_recomputed_seal_still_fail_the_derived_check(tmp_path):
+def test_a_recomputed_seal_passes_the_format_check(tmp_path):
+    """The digest is a corruption check, not a proof: anyone can recompute it (see bench verify)."""
     result = make_result()
     cells = [n.model_copy(update={"accuracy": {**n.accuracy, "noise/gaussian_noise/0.1": 0.95}}) for n in result.networks]
-    forged = result.model_copy(update={"networks": cells})
-    forged = forged.model_copy(update={"integrity": forged.payload_digest()})
-    with pytest.raises(ResultFileError, match="derived metrics disagree"):
-        parse_result(forged.model_dump_json(), "forged.json")
+    forged = seal(result.model_copy(update={"networks": cells}))
+    assert parse_result(json.dumps(result_document(forged)), "forged.json").networks[2].accuracy == cells[2].accuracy
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+
+
+def test_a_version_1_file_reads_with_the_numbers_it_was_written_with():
+    """Version 1 stored its derived metrics: the reader recomputes the very same numbers."""
+    (path,) = (FIXTURES / "v1").glob("*.json")
+    stored = json.loads(path.read_text())
+    assert stored["schema_version"] == 1
+    result = load_result(path)
+    assert result.schema_version == SCHEMA_VERSION and all(n.file is None for n in result.networks)
+    recomputed = derive(result.distributions, result.networks, result.config.delta).model_dump(mode="json")
+    assert recomputed == stored["derived"]
+    assert "nominal P" in render_leaderboard([result])
+
+
+def test_a_field_added_to_the_schema_later_leaves_existing_files_valid(tmp_path, monkeypatch):
+    from bench import results as results_module
+
+    path = save_result(make_result(), tmp_path / "run.json")
+
+    class GrownProvenance(Provenance):
+        accelerator: str | None = None  # a field a later prunebench might add, with a default
+
+    class GrownResult(RunResult):
+        provenance: GrownProvenance
+
+    monkeypatch.setattr(results_module, "RunResult", GrownResult)
+    loaded = load_result(path)
+    assert isinstance(loaded, GrownResult) and loaded.provenance.accelerator is None
+    assert loaded.integrity == json.loads(path.read_text())["integrity"]
+
+
+@pytest.mark.parametrize("version", [1.0, True, "2", None, 2.0])
+def test_schema_version_must_be_the_exact_integer(tmp_path, version):
+    path = save_result(make_result(), tmp_path / "run.json")
+    edit(path, lambda raw: raw.update({"schema_version": version}))
+    with pytest.raises(ResultFileError, match="schema_version .* is not supported"):
+        load_result(path)
 
 
 @pytest.mark.parametrize(

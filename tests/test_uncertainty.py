@@ -89,7 +89,6 @@ def make_run(
         ),
         distributions=dists,
         networks=nets,
-        derived=derive(dists, nets, config.delta),
     )
 
 

@@ -31,7 +31,7 @@ def _network_styles(labels: Sequence[str], pruners: Sequence[str]) -> list[dict[
     order = list(dict.fromkeys(p for p in pruners if p not in (PARENT, CONTROL)))
     counts = {p: pruners.count(p) for p in order}
     seen: dict[str, int] = {}
-    styles = []
+    styles: list[dict[str, object]] = []
     for label, pruner in zip(labels, pruners):
         if pruner == PARENT:
             styles.append({"color": "black", "linestyle": "--", "label": text(label)})

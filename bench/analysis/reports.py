@@ -5,6 +5,7 @@ atomic writes, validated reads) and their markdown tables."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sized
 from pathlib import Path
 from typing import Literal
 
@@ -120,7 +121,7 @@ class FeatureReport(Strict):
         n = len(self.networks)
         if n == 0 or self.pruners[0] != PARENT:
             raise ValueError("the first network must be the unpruned parent")
-        per_network = (self.pruners, self.prune_ratios, self.full_confidence, self.adopted, *self.matrix)
+        per_network: tuple[Sized, ...] = (self.pruners, self.prune_ratios, self.full_confidence, self.adopted, *self.matrix)
         if len(self.matrix) != n or any(len(values) != n for values in per_network):
             raise ValueError(f"{n} networks need {n} pruners, ratios, confidences and an {n}x{n} matrix")
         values = [*self.full_confidence, *self.adopted, *(v for row in self.matrix for v in row)]

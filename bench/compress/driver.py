@@ -90,9 +90,7 @@ def compress_run(
         raise ValueError(f"run {path.name} has no structured pruner ({', '.join(config.pruners)})")
     images = data.normalize(next(iter(data.test.batches(check_images)))[0])
     input_shape = tuple(images.shape[1:])
-    protocol_args = {"batch": batch, "warmup": warmup, "repeats": repeats,
-                     "threads": config.threads if threads is None else threads,
-                     "channels_last": config.channels_last}
+    n_threads, channels_last = config.threads if threads is None else threads, config.channels_last
     rows: list[NetworkCompression] = []
     protocol: dict[str, Any] = {}
     refs = [ref for ref in run.refs() if ref.pruner in chosen]
@@ -101,7 +99,8 @@ def compress_run(
             dense = run.load(ref)
             compressed, report = compress(dense, images[:1])
             diff = max_abs_diff(dense, compressed, images)
-            m = compare({"dense": dense, "compressed": compressed}, input_shape, **protocol_args)
+            m = compare({"dense": dense, "compressed": compressed}, input_shape, batch=batch, warmup=warmup,
+                        repeats=repeats, threads=n_threads, channels_last=channels_last)
             protocol = m["dense"].protocol
             ratio = run.prune_ratio(ref)
             rows.append(NetworkCompression(

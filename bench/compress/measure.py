@@ -86,7 +86,7 @@ def compare(
     fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
     inputs = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed)).to(dtype=dtype)
     inputs = inputs.contiguous(memory_format=fmt)
-    prepared = {name: copy.deepcopy(m).eval().to(dtype=dtype, memory_format=fmt) for name, m in models.items()}
+    prepared = {name: copy.deepcopy(m).eval().to(dtype=dtype).to(memory_format=fmt) for name, m in models.items()}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     samples: dict[str, list[float]] = {name: [] for name in prepared}

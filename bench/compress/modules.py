@@ -52,6 +52,9 @@ class CompressedConv2d(nn.Conv2d):
     holds folded constant input channels, plus their border correction where the zero padding
     hides some kernel taps (`border`: the constants' contribution per tap, (C_out, kh, kw))."""
 
+    in_index: torch.Tensor | None  # buffers
+    border: torch.Tensor | None
+
     def __init__(self, *args: Any, in_index: torch.Tensor | None = None, border: torch.Tensor | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +67,7 @@ class CompressedConv2d(nn.Conv2d):
         key = (h, w, ref.device, ref.dtype)
         if key not in self._corrections:
             assert self.border is not None
+            assert isinstance(self.padding, tuple)  # surgery builds it from a conv with tuple padding
             valid = []
             for size, k, s, p, d in zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation):
                 out = (size + 2 * p - d * (k - 1) - 1) // s + 1
@@ -108,6 +112,8 @@ class CompressedConv2d(nn.Conv2d):
 class CompressedLinear(nn.Linear):
     """A Linear over a subset of its input features (`in_index`); folded constants in the bias."""
 
+    in_index: torch.Tensor | None  # buffer
+
     def __init__(self, *args: Any, in_index: torch.Tensor | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register_buffer("in_index", in_index)
@@ -120,6 +126,9 @@ class CompressedLinear(nn.Linear):
 
 class ExpandChannels(nn.Module):
     """Scatter a compact tensor into `width` channels at `index`, the others set to `fill`."""
+
+    index: torch.Tensor  # buffers
+    fill: torch.Tensor
 
     def __init__(self, index: torch.Tensor, fill: torch.Tensor) -> None:
         super().__init__()
@@ -141,6 +150,10 @@ class AddChannels(nn.Module):
     None: it already has them), plus `const` (constant channels of one operand whose partner
     channel is kept)."""
 
+    index_a: torch.Tensor | None  # buffers
+    index_b: torch.Tensor | None
+    const: torch.Tensor | None
+
     def __init__(self, width: int, index_a: torch.Tensor | None, index_b: torch.Tensor | None,
                  const: torch.Tensor | None) -> None:
         super().__init__()
@@ -158,6 +171,7 @@ class AddChannels(nn.Module):
             out = a + b
         elif self.index_a is None or self.index_b is None:
             full, part, index = (a, b, self.index_b) if self.index_a is None else (b, a, self.index_a)
+            assert index is not None  # exactly one index is None here
             out = full.clone(memory_format=torch.preserve_format)
             self._add_into(out, index, part)
         else:

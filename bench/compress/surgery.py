@@ -147,6 +147,20 @@ def _meta(node: Any) -> TensorMetadata | None:
     return meta if isinstance(meta, TensorMetadata) and len(meta.shape) >= 2 else None
 
 
+def _shape(node: Any) -> torch.Size:
+    """The shape of a tracked tensor (one whose `_meta` is known)."""
+    meta = _meta(node)
+    assert meta is not None
+    return meta.shape
+
+
+def _input(node: fx.Node) -> fx.Node:
+    """The tensor that a conv, linear, BatchNorm or pad node reads: its first argument."""
+    arg = node.args[0]
+    assert isinstance(arg, fx.Node)
+    return arg
+
+
 def _node_args(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), found.append)
@@ -191,7 +205,7 @@ def _flatten_ok(node: fx.Node) -> bool:
 
 def _mean_over_space(node: fx.Node) -> bool:
     meta = _meta(node.args[0])
-    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    dims: Any = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)  # int or ints
     if meta is None or dims is None:
         return False
     dims = [dims] if isinstance(dims, int) else list(dims)
@@ -216,6 +230,7 @@ def _classify(node: fx.Node, modules: Mapping[str, nn.Module], calls: Mapping[st
         return "barrier"
     (src,) = tracked[:1]
     if node.op == "call_module":
+        assert isinstance(node.target, str)
         m = modules[node.target]
         stateful = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
         if stateful and calls[node.target] > 1 or len(node.args) != 1 or node.kwargs:
@@ -224,7 +239,7 @@ def _classify(node: fx.Node, modules: Mapping[str, nn.Module], calls: Mapping[st
             ok = m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
             return "conv" if ok else "barrier"
         if type(m) is nn.Linear:
-            return "linear" if len(_meta(src).shape) == 2 else "barrier"
+            return "linear" if len(_shape(src)) == 2 else "barrier"
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.track_running_stats and m.running_mean is not None:
             return "bn"
         if isinstance(m, _ELEMENTWISE_MODULES):
@@ -240,7 +255,7 @@ def _classify(node: fx.Node, modules: Mapping[str, nn.Module], calls: Mapping[st
         target = node.target
         if target in _ADD_FUNCTIONS and len(tracked) == 2:
             a, b = node.args[:2] if len(node.args) >= 2 else (None, None)
-            same = isinstance(a, fx.Node) and isinstance(b, fx.Node) and _meta(a).shape == _meta(b).shape
+            same = isinstance(a, fx.Node) and isinstance(b, fx.Node) and _shape(a) == _shape(b)
             return "add" if same and not node.kwargs and len(node.args) == 2 else "barrier"
         if node.args[0] is not src:
             return "scalar" if target in _SCALAR_OPS and _scalar_op(node) else "barrier"
@@ -272,7 +287,7 @@ def _reads_non_channel_size(node: fx.Node, tracked: list[fx.Node]) -> bool:
     if node.op != "call_method" or node.target != "size" or len(tracked) != 1 or node.args[0] is not tracked[0]:
         return False
     dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-    return isinstance(dim, int) and dim % len(_meta(tracked[0]).shape) != 1
+    return isinstance(dim, int) and dim % len(_shape(tracked[0])) != 1
 
 
 def _scalar_op(node: fx.Node) -> bool:
@@ -311,7 +326,7 @@ class _Compressor:
     # -- backward: which channels does anything read --
 
     def _needed(self) -> dict[fx.Node, torch.Tensor]:
-        need = {n: torch.zeros(_meta(n).shape[1], dtype=torch.bool) for n in self.nodes if _meta(n) is not None}
+        need = {n: torch.zeros(_shape(n)[1], dtype=torch.bool) for n in self.nodes if _meta(n) is not None}
         for node in reversed(self.nodes):
             kind = self.kinds[node]
             if kind in ("barrier", "output"):
@@ -326,7 +341,9 @@ class _Compressor:
                 reads = _weight_reads(self.modules[node.target].weight)
                 need[node.args[0]] |= reads[out].any(0)
             elif kind == "pad":
-                front, _ = _channel_pad(node, self.modules)
+                pad = _channel_pad(node, self.modules)
+                assert pad is not None
+                front, _ = pad
                 src = node.args[0]
                 need[src] |= out[front:front + need[src].numel()]
             elif kind == "add":
@@ -393,6 +410,7 @@ class _Compressor:
         if node.op == "placeholder":
             new = self.graph.node_copy(node)
         else:
+            assert isinstance(node.target, str)
             value = _fetch_attr(self.gm, node.target)
             name = f"{node.name}_attr"
             if isinstance(value, nn.Parameter):
@@ -430,7 +448,7 @@ class _Compressor:
 
     def _constant_of(self, node: fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         src = self.info[self._src(node)]
-        ndim = len(_meta(node).shape)
+        ndim = len(_shape(node))
         probe = src.const.view(1, -1, *([1] * (ndim - 2)))
         with torch.no_grad():
             return fn(probe.clone()).reshape(-1)
@@ -454,29 +472,40 @@ class _Compressor:
             const = self._constant_of(node, module)
         else:
             new = self.graph.node_copy(node, lambda n: self.info[n].node if n in self.info else self.env[n])
+            target = node.target
             if node.op == "call_method":
-                const = self._constant_of(node, lambda x: getattr(x, node.target)(*node.args[1:], **node.kwargs))
+                assert isinstance(target, str)
+                method = target
+                const = self._constant_of(node, lambda x: getattr(x, method)(*node.args[1:], **node.kwargs))
             else:
-                const = self._constant_of(node, lambda x: node.target(x, *node.args[1:], **node.kwargs))
+                assert callable(target)
+                fn = target
+                const = self._constant_of(node, lambda x: fn(x, *node.args[1:], **node.kwargs))
         self._set(node, new, src.kept, const)
 
     def _do_scalar(self, node: fx.Node) -> None:
         src = self.info[self._src(node)]
         new = self.graph.node_copy(node, lambda n: self.info[n].node)
+        fn = node.target
+        assert callable(fn)
 
         def apply(x: torch.Tensor) -> torch.Tensor:
-            return node.target(*(x if isinstance(a, fx.Node) else a for a in node.args))
+            return fn(*(x if isinstance(a, fx.Node) else a for a in node.args))
 
         self._set(node, new, src.kept, self._constant_of(node, apply))
 
     def _do_pad(self, node: fx.Node) -> None:
-        src = self.info[node.args[0]]
-        front, back = _channel_pad(node, self.modules)
+        src = self.info[_input(node)]
+        pad = _channel_pad(node, self.modules)
+        assert pad is not None
+        front, back = pad
         const = torch.cat([src.const.new_zeros(front), src.const, src.const.new_zeros(back)])
         self._set(node, src.node, src.kept + front, const)  # the compact tensor is unchanged
 
     def _do_add(self, node: fx.Node) -> None:
-        a, b = (self.info[arg] for arg in node.args[:2])
+        arg_a, arg_b = node.args[:2]
+        assert isinstance(arg_a, fx.Node) and isinstance(arg_b, fx.Node)
+        a, b = self.info[arg_a], self.info[arg_b]
         width = a.width
         in_a = torch.zeros(width, dtype=torch.bool)
         in_a[a.kept] = True
@@ -498,7 +527,7 @@ class _Compressor:
         self._set(node, new, kept, a.const + b.const)
 
     def _do_bn(self, node: fx.Node) -> None:
-        src = self.info[node.args[0]]
+        src = self.info[_input(node)]
         old = self.modules[node.target]
         const = self._constant_of(node, old)
         if src.is_full():
@@ -524,8 +553,8 @@ class _Compressor:
     def _do_linear(self, node: fx.Node) -> None:
         self._weighted(node, self.modules[node.target])
 
-    def _weighted(self, node: fx.Node, old: nn.Module) -> None:
-        src = self.info[node.args[0]]
+    def _weighted(self, node: fx.Node, old: nn.Conv2d | nn.Linear) -> None:
+        src = self.info[_input(node)]
         conv = isinstance(old, nn.Conv2d)
         weight = old.weight.detach()
         w4 = weight if conv else weight[:, :, None, None]
@@ -535,7 +564,9 @@ class _Compressor:
         in_kept[src.kept] = True
         # contribution of the constant input channels, per output and kernel tap
         taps = torch.einsum("c,ockl->okl", src.const.double(), w4.double())
-        padded = conv and any(p > 0 for p in old.padding)
+        padding = old.padding if isinstance(old, nn.Conv2d) else ()
+        assert isinstance(padding, tuple)  # _classify: a conv's padding is a tuple
+        padded = any(p > 0 for p in padding)
         bias = old.bias.detach().double() if old.bias is not None else torch.zeros(c_out, dtype=torch.float64)
         varies = (reads & in_kept).any(1)
         if padded:
@@ -561,7 +592,8 @@ class _Compressor:
         new_bias = (bias[kept_out] + taps[kept_out].sum((1, 2))).to(weight.dtype)
         has_bias = old.bias is not None or folded
         border = padded and folded
-        if conv:
+        module: CompressedConv2d | CompressedLinear
+        if isinstance(old, nn.Conv2d):
             module = CompressedConv2d(
                 vin.numel(), kept_out.numel(), old.kernel_size, stride=old.stride, padding=old.padding,
                 dilation=old.dilation, bias=has_bias, in_index=in_index,
@@ -573,6 +605,7 @@ class _Compressor:
         with torch.no_grad():
             module.weight.copy_(new_weight)
             if has_bias:
+                assert module.bias is not None
                 module.bias.copy_(new_bias)
         module.to(device=weight.device)
         new = self.graph.call_module(self._add_module(node, module), (src.node,))

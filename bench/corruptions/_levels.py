@@ -31,7 +31,7 @@ def normalize_level(level: object) -> Level:
 
 def unpack_level(level: Level, name: str, fields: tuple[str, ...]) -> tuple[float, ...]:
     """Unpack a multi-parameter per-severity constant, naming the fields when it does not fit."""
-    if isinstance(level, numbers.Real) or len(level) != len(fields):
+    if isinstance(level, (numbers.Real, float)) or len(level) != len(fields):
         raise ValueError(f"{name} takes a constant ({', '.join(fields)}), got {level!r}")
     return tuple(float(v) for v in level)
 

@@ -166,7 +166,7 @@ def gaussian_filter(
     x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "replicate", truncate: float = 4.0
 ) -> torch.Tensor:
     """``scipy.ndimage.gaussian_filter`` over the last two dims; sigma a number or (rows, cols)."""
-    sigma_rows, sigma_cols = (sigma, sigma) if isinstance(sigma, numbers.Real) else sigma
+    sigma_rows, sigma_cols = (sigma, sigma) if isinstance(sigma, (numbers.Real, float)) else sigma
     height, width = x.shape[-2:]
     term = (
         gaussian_operator(height, float(sigma_rows), mode, truncate),

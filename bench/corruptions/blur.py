@@ -45,6 +45,7 @@ def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     """imagecorruptions' ``disk()``: normalised binary disk, then a small anti-alias Gaussian."""
     if radius < 0:
         raise ValueError(f"defocus radius must be >= 0, got {radius}")
+    grid: np.ndarray
     if radius <= 8:
         grid, blur_radius = np.arange(-8, 8 + 1), 1
     else:

@@ -126,7 +126,7 @@ def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
     pil.save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
-    decoded = Image.open(buffer)
+    decoded: Image.Image = Image.open(buffer)
     decoded = decoded.convert("L") if grey else decoded.convert("RGB")
     out = np.asarray(decoded, dtype=np.uint8)
     return out[:, :, None] if grey else out

@@ -1,0 +1,262 @@
+"""`bench verify`: re-check a result file against its saved networks, hit by hit.
+
+A result file's integrity digest only catches careless edits: anyone can recompute it. What makes
+a number trustworthy is that it can be recomputed. For every network the file names, verification
+
+1. reads the saved network (bench.checkpoints) after checking its sha256 against the file's record,
+2. counts its nonzero parameters and checks the claimed count and prune ratio against them,
+3. rebuilds every test distribution from the recorded config, suites and seed (its checksum must be
+   the recorded one),
+4. evaluates the network exactly as `bench run` did and compares every per-example hit,
+
+and optionally (`reproduce`) re-runs randomly chosen cascade steps from their saved predecessor.
+Every disagreement is reported, per network and test set; a report (`<result>.verify.json`) is
+written beside the result file for the leaderboard's "verified" column.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.checkpoints import NetworkFileError, fit_state, read_state, shape_signature
+from bench.data import DataBundle, load_dataset
+from bench.io import atomic_write_text
+from bench.jobs import (
+    job_environment,
+    load_pruner,
+    new_model,
+    prune_and_retrain,
+    prune_context,
+    pruner_identity,
+)
+from bench.pruning import count_nonzero
+from bench.results import load_result, networks_folder, report_path
+from bench.runner import test_distributions
+from bench.schema import PARENT, NetworkResult, RunResult, VerifyReport, unpack_hits
+from bench.suite import TestDistribution
+from bench.training import evaluate
+
+__all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
+
+# a reproduced step on another platform or thread count: retraining is chaotic in float rounding,
+# so the weights are not compared there, only what the step claims
+REPRODUCE_TOLERANCE = {"prune_ratio": 0.01, "clean_accuracy": 0.02}
+RATIO_TOLERANCE = 1e-9
+
+
+def label(net: NetworkResult) -> str:
+    return PARENT if net.pruner == PARENT else f"{net.pruner} step {net.step}"
+
+
+@dataclass
+class Verification:
+    """What `verify_result` found: every disagreement as one line, and the checks it ran."""
+
+    result_path: Path
+    result: RunResult
+    disagreements: list[str] = field(default_factory=list)
+    networks_checked: int = 0
+    hits_compared: int = 0
+    reproduced: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.disagreements
+
+    def fail(self, where: str, what: str) -> None:
+        self.disagreements.append(f"{where}: {what}")
+
+    def report(self) -> VerifyReport:
+        return VerifyReport(
+            result=self.result_path.name,
+            integrity=self.result.integrity,
+            passed=self.passed,
+            networks_checked=self.networks_checked,
+            hits_compared=self.hits_compared,
+            reproduced=self.reproduced,
+            disagreements=self.disagreements,
+            prunebench=version("prunebench"),
+            platform=current_platform(self.result),
+            verified_at=datetime.now(timezone.utc),
+            seconds=self.seconds,
+        )
+
+
+def current_platform(result: RunResult) -> str:
+    """This machine in the words `bench run` records (platform and thread count, executor aside)."""
+    return f"{platform.platform()} ({result.config.threads} threads per job"
+
+
+def _hit_differences(net: NetworkResult, dist: TestDistribution, outcome: dict[str, object]) -> str | None:
+    """What differs between a recorded cell and a fresh evaluation, or None."""
+    if dist.name in net.hits:
+        recorded = unpack_hits(net.hits[dist.name], len(dist.images))
+        fresh = unpack_hits(str(outcome["hits"]), len(dist.images))
+        differ = np.flatnonzero(recorded != fresh)
+        if differ.size:
+            first = ", ".join(str(i) for i in differ[:5])
+            return f"{differ.size} of {recorded.size} per-example hits differ (examples {first}{', ...' if differ.size > 5 else ''})"
+    fresh_accuracy = float(outcome["accuracy"])  # type: ignore[arg-type]
+    if not math.isclose(fresh_accuracy, net.accuracy[dist.name], rel_tol=0, abs_tol=1e-12):
+        return f"accuracy {net.accuracy[dist.name]:.6f} recorded, {fresh_accuracy:.6f} re-evaluated"
+    return None
+
+
+def _check_distributions(check: Verification, rebuilt: list[TestDistribution]) -> list[TestDistribution]:
+    """The rebuilt test sets that match the recorded ones (name, size, checksum); others are failures."""
+    result, recorded = check.result, check.result.provenance.distribution_checksums
+    by_name = {d.name: d for d in rebuilt}
+    usable = []
+    for described in result.distributions:
+        dist = by_name.get(described.name)
+        if dist is None:
+            check.fail(described.name, "the recorded suites no longer produce this test set")
+        elif dist.images.checksum != recorded.get(described.name):
+            check.fail(described.name, "rebuilt test set has another checksum than the recorded one")
+        elif len(dist.images) != described.n_examples:
+            check.fail(described.name, f"{len(dist.images)} examples rebuilt, {described.n_examples} recorded")
+        else:
+            usable.append(dist)
+    return usable
+
+
+def _load_network(check: Verification, net: NetworkResult, folder: Path, model: nn.Module) -> bool:
+    if net.file is None:
+        check.fail(label(net), "no saved network recorded (a result file of schema version 1)")
+        return False
+    path = folder / net.file.name
+    try:
+        state = read_state(path, net.file.sha256)
+        fit_state(model, state, path)
+    except NetworkFileError as exc:
+        check.fail(label(net), str(exc))
+        return False
+    if shape_signature(state) != net.file.shape_signature:
+        check.fail(label(net), f"{path.name}: shape signature differs from the recorded one")
+    stored = sum(int(torch.count_nonzero(t) + ((t == 0) & t.signbit()).sum()) for t in state.values()
+                 if t.is_floating_point())
+    if stored != net.file.nonzero:
+        check.fail(label(net), f"{path.name}: {stored} nonzero entries stored, {net.file.nonzero} recorded")
+    return True
+
+
+def _check_sparsity(check: Verification, net: NetworkResult, nonzero: int, parent_nonzero: int) -> None:
+    if nonzero != net.nonzero_params:
+        check.fail(label(net), f"{nonzero} nonzero parameters measured, {net.nonzero_params} claimed")
+    measured = 1.0 - nonzero / parent_nonzero
+    if abs(measured - net.prune_ratio) > RATIO_TOLERANCE:
+        check.fail(label(net), f"prune ratio {100 * measured:.2f} % measured, {100 * net.prune_ratio:.2f} % claimed "
+                               "(the network is denser or sparser than its claim)")
+
+
+def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data: DataBundle,
+                    nominal: TestDistribution, parent_nonzero: int) -> None:
+    """Re-run one cascade step from its saved predecessor and compare with the saved step."""
+    result, config = check.result, check.result.config
+    where = f"{label(net)} (reproduced)"
+    recorded = result.provenance.pruners.get(net.pruner)
+    installed = pruner_identity(net.pruner)
+    if recorded is not None and recorded.source_sha256 != installed["source_sha256"]:
+        check.fail(where, f"installed pruner {net.pruner!r} differs from the recorded one (source digest); "
+                          "cannot reproduce its steps")
+        return
+    previous = next(n for n in result.networks if n.pruner == (PARENT if net.step == 1 else net.pruner)
+                    and n.step == net.step - 1)
+    model = new_model(config, data)
+    if not _load_network(check, previous, folder, model) or net.file is None:
+        return
+    prune_and_retrain(model, load_pruner(net.pruner), net.step, config, data, prune_context(config, data, model),
+                      parent_nonzero)
+    saved = read_state(folder / net.file.name, net.file.sha256)
+    fresh = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    same_platform = result.provenance.platform.startswith(current_platform(result))
+    bitwise = all(torch.equal(fresh[name], saved[name]) for name in saved)
+    if bitwise:
+        check.reproduced.append(f"{label(net)}: bitwise identical")
+        return
+    if same_platform:
+        check.fail(where, "not bitwise identical to the saved network on the recording platform and thread count")
+        return
+    ratio = 1.0 - count_nonzero(model) / parent_nonzero
+    accuracy = float(evaluate(model, data, nominal.images, precision=config.precision)["accuracy"])  # type: ignore[arg-type]
+    gaps = {"prune_ratio": abs(ratio - net.prune_ratio), "clean_accuracy": abs(accuracy - net.accuracy[nominal.name])}
+    over = {k: v for k, v in gaps.items() if v > REPRODUCE_TOLERANCE[k]}
+    if over:
+        check.fail(where, "off-platform reproduction outside tolerance: "
+                          + ", ".join(f"{k} differs by {v:.4f}" for k, v in over.items()))
+    else:
+        check.reproduced.append(f"{label(net)}: within tolerance (another platform or thread count)")
+
+
+def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce: int = 0, seed: int = 0,
+                  progress: bool = True, write_report: bool = True) -> Verification:
+    """Check one result file against its saved networks (see the module docstring).
+
+    `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
+    randomly chosen cascade steps (drawn with `seed`) to re-run from their saved predecessor.
+    """
+    started = time.perf_counter()
+    result_path = Path(result_path)
+    result = load_result(result_path)
+    check = Verification(result_path, result)
+    folder = Path(networks_dir) if networks_dir is not None else networks_folder(result_path)
+    config = result.config
+    with job_environment(config):
+        data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
+        if data.checksum != result.provenance.data_checksum:
+            check.fail("data", f"dataset {config.dataset!r} here differs from the recorded one (checksum)")
+            return _finish(check, started, write_report)
+        distributions = _check_distributions(check, test_distributions(config, data))
+        parent_nonzero = None
+        for net, model in _loaded(check, folder, data, progress):
+            nonzero = count_nonzero(model)
+            parent_nonzero = parent_nonzero if parent_nonzero is not None else nonzero
+            _check_sparsity(check, net, nonzero, parent_nonzero)
+            for dist in distributions:
+                outcome = evaluate(model, data, dist.images, precision=config.precision)
+                check.hits_compared += len(dist.images)
+                problem = _hit_differences(net, dist, outcome)
+                if problem:
+                    check.fail(f"{label(net)} on {dist.name}", problem)
+        steps = [n for n in result.networks if n.pruner != PARENT]
+        nominal = next((d for d in distributions if d.name == result.nominal.name), None)
+        if reproduce and parent_nonzero is not None and nominal is not None:
+            for net in random.Random(seed).sample(steps, min(reproduce, len(steps))):
+                _reproduce_step(check, net, folder, data, nominal, parent_nonzero)
+    return _finish(check, started, write_report)
+
+
+def _loaded(check: Verification, folder: Path, data: DataBundle, progress: bool) -> Iterator[tuple[NetworkResult, nn.Module]]:
+    """Each network of the result that loads (parent first), counted in `networks_checked`."""
+    networks = sorted(check.result.networks, key=lambda n: n.pruner != PARENT)
+    for net in tqdm(networks, desc=f"verify {check.result_path.name}", unit="net", disable=not progress,
+                    dynamic_ncols=True, leave=False):
+        model = new_model(check.result.config, data)
+        if not _load_network(check, net, folder, model):
+            if net.pruner == PARENT:
+                check.fail(PARENT, "without the parent no prune ratio can be checked; stopping")
+                return
+            continue
+        check.networks_checked += 1
+        yield net, model.eval()
+
+
+def _finish(check: Verification, started: float, write_report: bool) -> Verification:
+    check.seconds = time.perf_counter() - started
+    if write_report:
+        atomic_write_text(report_path(check.result_path), check.report().model_dump_json(indent=1) + "\n")
+    return check

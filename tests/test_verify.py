@@ -1,0 +1,148 @@
+"""`bench verify`: saved networks are re-evaluated and every per-example hit compared; forged
+numbers, swapped files and networks denser than claimed fail, naming what disagrees."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.recipes import DIGITS_TRAIN
+from bench.results import load_result, networks_folder, read_report, report_path, result_document, seal
+from bench.runner import run
+from bench.schema import RunConfig, pack_hits, unpack_hits
+from bench.verify import verify_result
+from leaderboard import build_leaderboard
+
+
+def small_config() -> RunConfig:
+    recipe = DIGITS_TRAIN.model_copy(update={"epochs": 3})
+    return RunConfig(
+        dataset="digits", model="digits_cnn", pruners=("wt", "ft"), suites=("noise",), target_ratios=(0.5, 0.8),
+        train=recipe, retrain=recipe.model_copy(update={"epochs": 1}), seed=0, calibration_size=64,
+        corruptions=("gaussian_noise",),
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    return run(small_config(), tmp_path_factory.mktemp("run"), progress=False)
+
+
+@pytest.fixture
+def result_copy(finished, tmp_path) -> Path:
+    """A private copy of the finished run's result file and networks folder."""
+    target = tmp_path / finished.name
+    shutil.copy(finished, target)
+    shutil.copytree(networks_folder(finished), networks_folder(target))
+    return target
+
+
+def rewrite(path: Path, change) -> None:
+    """Edit a result file and recompute its integrity digest exactly as bench.results does."""
+    raw = json.loads(path.read_text())
+    change(raw)
+    raw.pop("integrity")
+    path.write_text(json.dumps(result_document(seal(load_result_from(raw)))))
+
+
+def load_result_from(raw: dict):
+    from bench.schema import RunResult
+
+    return RunResult.model_validate(raw)
+
+
+def test_a_genuine_run_verifies_and_a_step_reproduces_bitwise(finished, capsys):
+    result = load_result(finished)
+    assert all(n.file is not None and (networks_folder(finished) / n.file.name).is_file() for n in result.networks)
+    assert main(["verify", str(finished), "--reproduce", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "verified: 5 networks" in out and "bitwise identical" in out
+    report = read_report(finished)
+    assert report is not None and report.passed and report.integrity == result.integrity
+    assert report.hits_compared == 5 * sum(d.n_examples for d in result.distributions)
+
+
+def test_a_flipped_hit_with_a_recomputed_digest_passes_validate_but_fails_verify(result_copy, capsys):
+    name = "noise/gaussian_noise/0.04"
+
+    def flip(raw):
+        net = next(n for n in raw["networks"] if (n["pruner"], n["step"]) == ("wt", 2))
+        count = next(d["n_examples"] for d in raw["distributions"] if d["name"] == name)
+        hits = unpack_hits(net["hits"][name], count)
+        hits[7] = not hits[7]
+        net["hits"][name], net["accuracy"][name] = pack_hits(hits), float(hits.mean())
+
+    rewrite(result_copy, flip)
+    assert main(["validate", str(result_copy)]) == 0
+    assert main(["verify", str(result_copy), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert f"wt step 2 on {name}: 1 of 539 per-example hits differ (examples 7)" in out
+    assert "FAILED (1 disagreements)" in out
+    assert not read_report(result_copy).passed
+
+
+def test_a_swapped_network_file_fails_on_its_sha256(result_copy):
+    folder = networks_folder(result_copy)
+    shutil.copy(folder / "wt-2.safetensors", folder / "wt-1.safetensors")
+    check = verify_result(result_copy, progress=False)
+    assert not check.passed
+    assert any(line.startswith("wt step 1: ") and "sha256 differs" in line for line in check.disagreements)
+
+
+def test_a_network_denser_than_its_claimed_ratio_fails(result_copy):
+    """The parent's (dense) file passed off as step 2, with its file record updated to match."""
+    folder = networks_folder(result_copy)
+    shutil.copy(folder / "parent-0.safetensors", folder / "ft-2.safetensors")
+
+    def claim_dense_file(raw):
+        parent = next(n for n in raw["networks"] if n["pruner"] == "parent")
+        step = next(n for n in raw["networks"] if (n["pruner"], n["step"]) == ("ft", 2))
+        step["file"] = {**parent["file"], "name": "ft-2.safetensors"}
+
+    rewrite(result_copy, claim_dense_file)
+    check = verify_result(result_copy, progress=False)
+    assert any(line.startswith("ft step 2: ") and "prune ratio 0.00 % measured, 8" in line
+               for line in check.disagreements), check.disagreements
+
+
+def test_a_missing_networks_folder_is_named(result_copy, tmp_path):
+    shutil.rmtree(networks_folder(result_copy))
+    check = verify_result(result_copy, progress=False, write_report=False)
+    assert any("parent-0.safetensors: cannot read" in line for line in check.disagreements)
+    assert not report_path(result_copy).exists()
+
+
+def test_the_leaderboard_marks_verified_rows_and_can_show_only_them(result_copy, tmp_path):
+    board = build_leaderboard(result_copy.parent, breakdown=False)
+    assert "| verified" in board and "0/1" in board  # no report yet
+    assert "No result files found" in build_leaderboard(result_copy.parent, verified_only=True)
+    verify_result(result_copy, progress=False)
+    assert "1/1" in build_leaderboard(result_copy.parent, breakdown=False)
+    assert "| wt " in build_leaderboard(result_copy.parent, verified_only=True)
+
+    rewrite(result_copy, lambda raw: raw["provenance"].update({"wall_time_s": 1.0}))  # other content: stale report
+    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)
+
+
+def test_verify_uses_another_networks_folder(result_copy, tmp_path):
+    elsewhere = tmp_path / "submitted"
+    shutil.move(networks_folder(result_copy), elsewhere)
+    assert verify_result(result_copy, networks_dir=elsewhere, progress=False).passed
+
+
+def test_per_example_hits_of_each_network_match_a_fresh_evaluation(finished):
+    """What verify compares is what run recorded: the parent's clean hits are reproducible."""
+    from bench.checkpoints import load_state
+    from bench.data import load_digits
+    from bench.jobs import job_environment, new_model
+    from bench.training import correct_predictions
+
+    result = load_result(finished)
+    data = load_digits(0)
+    with job_environment(result.config):
+        model = load_state(new_model(result.config, data), networks_folder(finished) / "parent-0.safetensors")
+        hits = correct_predictions(model.eval(), data, data.test).numpy()
+    assert np.array_equal(hits, unpack_hits(result.parent.hits["digits/clean"], len(hits)))
