@@ -39,7 +39,8 @@ class LocalExecutor(Executor):
 
     def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
         if self.workers == 1 or len(jobs) <= 1:
-            return [fn(*args) for fn, args in jobs]
+            bar = tqdm(jobs, desc=desc, unit="job", disable=not self.progress or len(jobs) <= 1, dynamic_ncols=True)
+            return [fn(*args) for fn, args in bar]
         results: list[Any] = [None] * len(jobs)
         context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
         with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context) as pool:
