@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,32 @@ def parse_ratios(spec: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"bad ratio grid {spec!r}: use '0.3,0.5,0.8', 'geom:LOW:HIGH:N' or 'lin:LOW:HIGH:N' with 0 < LOW < HIGH < 1"
         ) from None
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= `minimum` (argparse names the flag in its error)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def fraction(value: str) -> float:
+    """argparse type: a float in [0, 1)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {number}")
+    return number
 
 
 def names(value: str) -> tuple[str, ...]:
@@ -146,6 +174,7 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
     parser.add_argument("--version", action="version", version=f"prunebench {package_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (bench --debug run ...)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
@@ -162,23 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities, e.g. 3 or 1,3,5")
     run.add_argument("--train-corruptions", type=corruption_names, default=(),
                      help="Mix training: (re)train with these corruptions as augmentation, e.g. mix1 (CIFAR-10-C constants)")
-    run.add_argument("--per-class", type=int, default=None, help="class-balanced subset of K images per class (imagenet)")
-    run.add_argument("--image-size", type=int, default=None, help="segmentation crop S (voc; default 513)")
+    run.add_argument("--per-class", type=at_least(1), default=None, help="class-balanced subset of K images per class (imagenet)")
+    run.add_argument("--image-size", type=at_least(1), default=None, help="segmentation crop S (voc; default 513)")
     run.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
     run.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
+    run.add_argument("--verify-data", action="store_true",
+                     help="hash every data file again in this run, ignoring the record of files already verified")
     run.add_argument("--ratios", type=parse_ratios, default=parse_ratios(DEFAULT_RATIOS), help=f"default {DEFAULT_RATIOS}")
-    run.add_argument("--seed", type=int, default=0, help="seed of the data split, training, S set and pruning")
-    run.add_argument("--epochs", type=int, default=None, help="parent training epochs (recipe default otherwise)")
-    run.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs per prune step")
-    run.add_argument("--delta", type=float, default=0.005, help="prune-potential tolerance (absolute error)")
-    run.add_argument("--calibration-size", type=int, default=None,
+    run.add_argument("--seed", type=at_least(0), default=0, help="seed of the data split, training, S set and pruning")
+    run.add_argument("--epochs", type=at_least(0), default=None, help="parent training epochs (recipe default otherwise)")
+    run.add_argument("--retrain-epochs", type=at_least(0), default=None, help="retraining epochs per prune step")
+    run.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
+    run.add_argument("--calibration-size", type=at_least(2), default=None,
                      help="images in the S set (default: the reference's |S| formula, e.g. 183 for resnet20)")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
-    run.add_argument("--threads", type=int, default=2, help="CPU threads per job (part of the numerics; recorded)")
+    run.add_argument("--threads", type=at_least(1), default=2, help="CPU threads per job (part of the numerics; recorded)")
     run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evaluation precision (bf16 autocast)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
-    run.add_argument("--workers", type=int, default=1, help="parallel jobs (local process pool, or Ray CPUs)")
+    run.add_argument("--workers", type=at_least(1), default=1, help="parallel jobs (local process pool, or Ray CPUs)")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -196,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="aggregate tables only, no per-(corruption, severity) tables")
     board.add_argument("--verified-only", action="store_true",
                        help="rank only result files with a passed `bench verify` report for their exact content")
+    board.add_argument("--strict", action="store_true",
+                       help="exit 1 listing the invalid result files instead of skipping them (CI)")
 
     validate = sub.add_parser("validate", help="format check of result files (schema, version, hits agree with "
                               "accuracies, integrity digest); not a proof: see `bench verify`")
@@ -315,7 +348,9 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.runner import run
     from leaderboard import build_leaderboard
 
-    with data_environment(args.data_dir, args.download):  # inherited by worker processes
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a file, not a folder")
+    with data_environment(args.data_dir, args.download, args.verify_data):  # inherited by worker processes
         config = run_config(args)
         executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
         try:
@@ -346,14 +381,24 @@ def command_list(_: argparse.Namespace) -> int:
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard import build_leaderboard
+    from bench.data import DATASETS
+    from leaderboard.build import compile_leaderboard
 
-    markdown = build_leaderboard(args.folder, breakdown=args.breakdown, verified_only=args.verified_only)
+    # the data layer knows each dataset's test-set size; the results layer takes it as an argument
+    sizes = {name: spec.max_test_examples for name, spec in DATASETS.items()}
+    board = compile_leaderboard(args.folder, breakdown=args.breakdown, verified_only=args.verified_only,
+                                test_set_sizes=sizes)
+    for line in board.skipped:
+        print(line, file=sys.stderr)
+    if args.strict and board.skipped:
+        print(f"bench leaderboard: {len(board.skipped)} invalid result files (--strict): no board written",
+              file=sys.stderr)
+        return 1
     if args.output:
         from bench.io import atomic_write_text
 
-        atomic_write_text(args.output, markdown)
-    print(markdown, end="")
+        atomic_write_text(args.output, board.markdown)
+    print(board.markdown, end="")
     return 0
 
 
@@ -421,16 +466,42 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from bench.files import DataMissing
     from bench.models import set_hub_policy
 
     set_hub_policy(getattr(args, "pretrained", False))
-
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, LookupError, DataMissing) as exc:  # bad input or missing data: one clear line
-        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code, message = describe_error(exc)
+        if code is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"bench {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def describe_error(exc: BaseException) -> tuple[int | None, str]:
+    """Exit code and one-line message of a user-facing failure (README, "Exit codes"):
+    2 = bad input or missing data, 1 = a failure during the run; (None, "") = a bug, re-raised."""
+    from pydantic import ValidationError
+
+    from bench.files import DataMissing
+    from bench.pruning import NonFiniteWeights
+    from bench.registry import PluginError
+    from bench.store import CacheCorrupted
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "value"
+        return 2, f"{where}: {first['msg']} (got {first.get('input')!r})"
+    if isinstance(exc, (ValueError, LookupError, DataMissing)):
+        return 2, str(exc)
+    if isinstance(exc, (PluginError, NonFiniteWeights, CacheCorrupted)):
+        return 1, str(exc)
+    if isinstance(exc, OSError):
+        return 1, f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    return None, ""
 
 
 if __name__ == "__main__":

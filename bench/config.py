@@ -68,10 +68,10 @@ def default_config(
     dataset = choose_dataset(dataset, suites)
     spec = dataset_spec(dataset)
     train, retrain = spec.train, spec.retrain
-    if epochs is not None:
-        train = train.model_copy(update={"epochs": epochs})
+    if epochs is not None:  # model_validate, not model_copy: a bad value must fail here
+        train = type(train).model_validate({**train.model_dump(), "epochs": epochs})
     if retrain_epochs is not None:
-        retrain = retrain.model_copy(update={"epochs": retrain_epochs})
+        retrain = type(retrain).model_validate({**retrain.model_dump(), "epochs": retrain_epochs})
     if train_corruptions:
         mix = {"corruption_mix": train_corruptions, "corruption_table": spec.mix_table}
         train, retrain = train.model_copy(update=mix), retrain.model_copy(update=mix)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.files import DataMissing, data_root, decode_image, download_allowed
+from bench.files import DataInvalid, DataMissing, data_root, decode_image, download_allowed, load_json
 from bench.normalization import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -159,11 +159,18 @@ def load_digits(seed: int) -> DataBundle:
 def saved_split(path: Path, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: a stratified seeded split, saved on first use and reused after."""
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = load_json(path)
+        if not isinstance(saved, dict) or not isinstance(saved.get("val"), list):
+            raise DataInvalid(f"{path}: not a saved split (no list of validation indices); delete it to make a new one")
         if saved.get("n") != len(labels) or saved.get("seed") != seed:
             raise ValueError(f"{path} holds a split of {saved.get('n')} images (seed {saved.get('seed')}), "
                              f"not of these {len(labels)} (seed {seed}); delete it to make a new one")
-        val = np.array(saved["val"], dtype=np.int64)
+        val = np.array(saved["val"])
+        if val.ndim != 1 or not (val.size == 0 or np.issubdtype(val.dtype, np.integer)) or (
+                val.size and (val.min() < 0 or val.max() >= len(labels))):
+            raise DataInvalid(f"{path}: validation indices are not integers in [0, {len(labels)}); "
+                              "delete it to make a new one")
+        val = val.astype(np.int64)
     else:
         from bench.io import atomic_write_text
 
@@ -329,16 +336,23 @@ class DatasetSpec:
     train: Recipe  # the parent's recipe
     retrain: Recipe  # every retraining step's recipe (its own epochs)
     mix_table: str  # corruption constants of Mix (re)training (--train-corruptions)
+    # the most examples one of its test sets holds, clean or shifted (the clean test split; every
+    # suite transforms or subsets it, or has fewer images): bounds n_examples of its result files
+    max_test_examples: int
 
 
 # Adding a dataset is one entry here (plus its loader above).
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(_digits, "digits_cnn", ("noise", "digits-c"), DIGITS_TRAIN, DIGITS_RETRAIN, "cifar10-c"),
+    "digits": DatasetSpec(_digits, "digits_cnn", ("noise", "digits-c"), DIGITS_TRAIN, DIGITS_RETRAIN, "cifar10-c",
+                          539),  # 30 % of 1797, stratified
     "cifar10": DatasetSpec(load_cifar10, "resnet20_cifar", ("cifar10.1", "cifar10c"), CIFAR_RESNET, CIFAR_RESNET,
-                           "cifar10-c"),
-    "imagenet": DatasetSpec(load_imagenet, "resnet18", ("imagenetc",), IMAGENET_RESNET, IMAGENET_RESNET, "imagenet-c"),
-    "voc": DatasetSpec(load_voc, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c"),
-    "sbd": DatasetSpec(load_sbd, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c"),
+                           "cifar10-c", 10_000),
+    "imagenet": DatasetSpec(load_imagenet, "resnet18", ("imagenetc",), IMAGENET_RESNET, IMAGENET_RESNET, "imagenet-c",
+                            50_000),
+    "voc": DatasetSpec(load_voc, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c",
+                       1_449),  # VOC 2012 segmentation val
+    "sbd": DatasetSpec(load_sbd, "deeplabv3_resnet50", ("voc-c",), DEEPLAB_VOC, DEEPLAB_VOC, "imagenet-c",
+                       2_857),  # SBD val
 }
 
 

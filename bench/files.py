@@ -6,6 +6,10 @@
 * `verify_files` checks files against a sha256 manifest: pinned by us for downloaded archives,
   or `prunebench-manifest.json` next to the files (written by `bench data make-c` and on the first
   use of a folder). A file whose checksum differs is refused, naming the file.
+* A file is hashed again when its size, mtime, inode or ctime changed since it was last hashed
+  (`.prunebench-verified.json`), and always once per run under `bench run --verify-data`.
+* A file that is present but unusable (truncated, malformed, wrong shape or labels) raises
+  `DataInvalid`, one line naming the file.
 * `NpyRows` (memory-mapped rows of an official `.npy`, e.g. one CIFAR-10-C severity) and
   `ImageFiles` (decoded JPEG/PNG files, e.g. one ImageNet-C severity) are test sources: the
   evaluation streams their batches and never loads a whole file. They describe themselves as a
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tarfile
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +36,10 @@ import torch
 
 DATA_ENV = "PRUNEBENCH_DATA"
 DOWNLOAD_ENV = "PRUNEBENCH_DOWNLOAD"
+RUN_ENV = "PRUNEBENCH_RUN"  # a token per run, inherited by its workers: files are hashed at most once per run
+VERIFY_ENV = "PRUNEBENCH_VERIFY_DATA"  # "1": `--verify-data`, hash every data file again in this run
 LOCAL_MANIFEST = "prunebench-manifest.json"
+log = logging.getLogger(__name__)
 
 
 class DataMissing(FileNotFoundError):
@@ -46,15 +55,26 @@ class ChecksumMismatch(ValueError):
     """A file on disk differs from its manifest entry."""
 
 
+class DataInvalid(ValueError):
+    """A data file that is present but unusable: truncated, malformed, or not the shape, dtype or
+    labels its format promises. The message is one line that names the file."""
+
+
 @contextmanager
-def data_environment(root: Path | None, download: bool) -> Iterator[None]:
-    """Set the data root / download permission for this run (and the workers it spawns), then
-    restore the previous values: one run's `--download` must not leak into the next."""
-    saved = {key: os.environ.get(key) for key in (DATA_ENV, DOWNLOAD_ENV)}
+def data_environment(root: Path | None, download: bool, verify_data: bool = False) -> Iterator[None]:
+    """Set the data root / download permission / `--verify-data` for this run (and the workers it
+    spawns), then restore the previous values: one run's `--download` must not leak into the next.
+
+    Each call starts a run with a fresh token: a process hashes each unchanged data file at most once
+    per run, and with `verify_data` at least once, ignoring the record of verified files (`file_hashes`)."""
+    saved = {key: os.environ.get(key) for key in (DATA_ENV, DOWNLOAD_ENV, RUN_ENV, VERIFY_ENV)}
     if root is not None:
         os.environ[DATA_ENV] = str(Path(root).expanduser().resolve())
     if download:
         os.environ[DOWNLOAD_ENV] = "1"
+    os.environ[RUN_ENV] = uuid.uuid4().hex
+    if verify_data:
+        os.environ[VERIFY_ENV] = "1"
     try:
         yield
     finally:
@@ -66,11 +86,18 @@ def data_environment(root: Path | None, download: bool) -> Iterator[None]:
 
 
 def data_root() -> Path:
+    """The data root of this run: `--data-dir`, else `$PRUNEBENCH_DATA`, else `./data`."""
     return Path(os.environ.get(DATA_ENV, "data")).expanduser().resolve()
 
 
 def download_allowed() -> bool:
+    """Whether this run may download data (`bench run --download`)."""
     return os.environ.get(DOWNLOAD_ENV, "") == "1"
+
+
+def verify_data_requested() -> bool:
+    """Whether this run hashes every data file again (`bench run --verify-data`)."""
+    return os.environ.get(VERIFY_ENV, "") == "1"
 
 
 def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
@@ -83,7 +110,32 @@ def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 22) -> 
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
     return file_digest(path, "sha256")
+
+
+def load_json(path: Path) -> Any:
+    """A JSON file's content; a truncated or malformed file raises DataInvalid naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataMissing(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataInvalid(f"{path}: not valid JSON, truncated or corrupted ({exc})") from None
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """A sha256 manifest (file name -> hex sha256); a malformed one raises DataInvalid naming it
+    (it is the reference the files are checked against, so it is never silently rebuilt)."""
+    manifest = load_json(path)
+    if not isinstance(manifest, dict) or not all(isinstance(k, str) and _is_sha256(v) for k, v in manifest.items()):
+        raise DataInvalid(f"{path}: not a manifest of file name -> sha256; restore it, or delete it to record "
+                          "the checksums of the files present again")
+    return manifest
 
 
 def update_manifest(folder: Path, hashes: Mapping[str, str]) -> dict[str, str]:
@@ -91,33 +143,75 @@ def update_manifest(folder: Path, hashes: Mapping[str, str]) -> dict[str, str]:
     from bench.io import atomic_write_text
 
     path = folder / LOCAL_MANIFEST
-    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest = read_manifest(path) if path.exists() else {}
     manifest.update(hashes)
     atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 
-VERIFIED = ".prunebench-verified.json"  # name -> [sha256, size, mtime_ns] of files already hashed
+VERIFIED = ".prunebench-verified.json"  # name -> [sha256, size, mtime_ns, ino, ctime_ns] of files already hashed
+
+FileStamp = tuple[int, int, int, int]
+_HASHED: dict[tuple[str, str, FileStamp], str] = {}  # (run token, path, stamp) -> sha256 in this process
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """What says a file is unchanged without reading it: size, mtime, inode and ctime (ns). The ctime
+    cannot be set back from user space, so a file rewritten in place with its size and mtime restored
+    (or replaced by another file) still differs."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+def read_verified(path: Path) -> dict[str, Any]:
+    """The record of files already hashed; a corrupt record is ignored with a warning (it is only a
+    cache of hashes: every file is hashed again and the record rebuilt)."""
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = str(exc)
+    else:
+        if isinstance(record, dict):
+            return record
+        reason = "not a JSON object"
+    log.warning("%s: unreadable record of verified files (%s); ignoring it, the files are hashed again", path, reason)
+    return {}
+
+
+def _recorded(entry: object, stamp: FileStamp) -> str | None:
+    """The sha256 of a record entry [sha256, size, mtime_ns, ino, ctime_ns] if it is for this stamp."""
+    if isinstance(entry, list) and entry[1:] == list(stamp) and _is_sha256(entry[0]):
+        return str(entry[0])
+    return None
 
 
 def file_hashes(folder: Path, names: Sequence[str]) -> dict[str, str]:
-    """sha256 of `names` (relative to folder), hashing a file again only when its size or mtime
-    changed since it was last hashed (remembered in `<folder>/.prunebench-verified.json`), so a
-    large folder is read once, not on every run."""
+    """sha256 of `names` (relative to folder). A file is hashed again only when its size, mtime,
+    inode or ctime changed since it was last hashed (remembered in `<folder>/.prunebench-verified.json`),
+    so a large folder is read once, not on every run; records of the older format count as changed.
+    Under `bench run --verify-data` every file is hashed again, ignoring the record. A process hashes
+    each unchanged file at most once per run."""
     from bench.io import atomic_write_text
 
     record_path = folder / VERIFIED
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record = read_verified(record_path)
+    run, again = os.environ.get(RUN_ENV, ""), verify_data_requested()
     hashes, changed = {}, False
     for name in names:
         path = folder / name
         if not path.is_file():
             raise DataMissing(f"{path} is missing")
-        stat = path.stat()
-        known = record.get(name)
-        if known is None or known[1:] != [stat.st_size, stat.st_mtime_ns]:
-            record[name], changed = [sha256_file(path), stat.st_size, stat.st_mtime_ns], True
-        hashes[name] = record[name][0]
+        stamp = file_stamp(path)
+        key = (run, os.path.abspath(path), stamp)
+        digest = _HASHED.get(key)
+        if digest is None:
+            recorded = None if again else _recorded(record.get(name), stamp)  # --verify-data ignores the record
+            digest = _HASHED[key] = recorded or sha256_file(path)
+        if record.get(name) != [digest, *stamp]:
+            record[name], changed = [digest, *stamp], True
+        hashes[name] = digest
     if changed:
         try:
             atomic_write_text(record_path, json.dumps(record, sort_keys=True))
@@ -145,7 +239,7 @@ def local_manifest(folder: Path, names: Sequence[str]) -> dict[str, str]:
     """The folder's manifest; created on first use from the files present (trust on first use)."""
     path = folder / LOCAL_MANIFEST
     if path.exists():
-        return json.loads(path.read_text())
+        return read_manifest(path)
     present = [name for name in names if (folder / name).is_file()]
     return update_manifest(folder, file_hashes(folder, present))  # also records them as verified
 
@@ -179,6 +273,80 @@ def fetch_archive(archive: Archive, into: Path, missing: DataMissing) -> None:
         tar.extractall(into, filter="data")
 
 
+# ---- checks of test files --------------------------------------------------------------------------
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """A shape as `32x32x3`."""
+    return "x".join(str(int(n)) for n in shape)
+
+
+def open_npy(path: str | Path) -> np.ndarray:
+    """A `.npy` file memory-mapped read-only. A truncated or malformed file, or one longer than its
+    header says, raises DataInvalid naming it (numpy alone says `mmap length is greater than file size`)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataMissing(f"{path} is missing") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataInvalid(f"{path}: not a readable .npy file, truncated or corrupted ({exc})") from None
+    expected, size = getattr(array, "offset", 0) + array.nbytes, os.path.getsize(path)
+    if size != expected:
+        raise DataInvalid(f"{path}: {size} bytes, but its header promises {array.dtype} {tuple(array.shape)} "
+                          f"({expected} bytes); truncated or corrupted")
+    return array
+
+
+def check_npy_images(path: str | Path, clean_hwc: Sequence[int], dataset: str) -> int:
+    """Check that a `.npy` holds test images like the clean test set of `dataset`: uint8 (N, H, W, C)
+    with the clean set's H, W, C (`clean_hwc`); return N. Errors name the file."""
+    images = open_npy(path)
+    if images.ndim != 4:
+        raise DataInvalid(f"{path}: holds an array of shape {tuple(images.shape)}, not images (N, H, W, C)")
+    if tuple(images.shape[1:]) != tuple(clean_hwc):
+        raise DataInvalid(f"{path}: images are {shape_text(images.shape[1:])}, the clean {dataset} test set is "
+                          f"{shape_text(clean_hwc)}")
+    if images.dtype != np.uint8:
+        raise DataInvalid(f"{path}: images are {images.dtype}, the clean {dataset} test set is uint8")
+    return int(images.shape[0])
+
+
+def check_npy_labels(path: str | Path, rows: int, num_classes: int, expected: np.ndarray | None = None,
+                     expected_what: str = "") -> None:
+    """Check a `.npy` of class labels: integers of shape (rows,) in [0, num_classes), and equal to
+    `expected` (described by `expected_what`) when the format promises which labels it holds."""
+    labels = open_npy(path)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataInvalid(f"{path}: labels must be integers of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if labels.shape[0] != rows:
+        raise DataInvalid(f"{path}: {labels.shape[0]} labels for {rows} images")
+    values = np.asarray(labels, dtype=np.int64)
+    outside = np.flatnonzero((values < 0) | (values >= num_classes))
+    if outside.size:
+        raise DataInvalid(f"{path}: {outside.size} labels outside [0, {num_classes}) (first at row {outside[0]}: "
+                          f"{values[outside[0]]})")
+    if expected is not None:
+        differ = np.flatnonzero(values != expected)
+        if differ.size:
+            raise DataInvalid(f"{path}: {differ.size} of {rows} labels differ from {expected_what} (first at row "
+                              f"{differ[0]}: {values[differ[0]]}, expected {expected[differ[0]]}); shuffled or "
+                              "not this data set's file")
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header (nothing decoded); DataInvalid names an unreadable file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise DataMissing(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise DataInvalid(f"{path}: not a readable image ({exc})") from None
+    return height, width
+
+
 # ---- lazy test sources ---------------------------------------------------------------------------
 
 
@@ -187,7 +355,8 @@ class NpyRows:
     """Rows [start, stop) of an (N, H, W, C) uint8 `.npy` and of a labels `.npy`, memory-mapped.
 
     `file_hashes` are the verified sha256 of both files: the checksum is derived from them and
-    the rows, so it is content-addressed without reading the images.
+    the rows, so it is content-addressed without reading the images. The suites check the files
+    against the clean test set (`check_npy_images`, `check_npy_labels`) before building one.
     """
 
     images_path: str
@@ -197,21 +366,24 @@ class NpyRows:
     file_hashes: tuple[str, str]
 
     def __post_init__(self) -> None:
-        images = self._images()
+        images, labels = self._images(), open_npy(self.labels_path)
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(f"{self.images_path}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+            raise DataInvalid(f"{self.images_path}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
         if not 0 <= self.start < self.stop <= images.shape[0]:
-            raise ValueError(f"{self.images_path}: rows [{self.start}, {self.stop}) outside {images.shape[0]} rows")
+            raise DataInvalid(f"{self.images_path}: rows [{self.start}, {self.stop}) outside {images.shape[0]} rows")
+        if labels.ndim != 1 or labels.shape[0] < self.stop:
+            raise DataInvalid(f"{self.labels_path}: labels of shape {labels.shape} do not cover rows "
+                              f"[{self.start}, {self.stop})")
 
     def _images(self) -> np.ndarray:
-        return np.load(self.images_path, mmap_mode="r")
+        return open_npy(self.images_path)
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     @cached_property
     def labels(self) -> torch.Tensor:
-        labels = np.load(self.labels_path, mmap_mode="r")[self.start : self.stop]
+        labels = open_npy(self.labels_path)[self.start : self.stop]
         return torch.from_numpy(np.array(labels, dtype=np.int64))
 
     @cached_property
@@ -232,20 +404,31 @@ class NpyRows:
 
 
 def decode_image(path: str) -> torch.Tensor:
-    """An image file as uint8 (3, H, W) RGB."""
+    """An image file as uint8 (3, H, W) RGB; DataInvalid names a file that cannot be decoded."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataMissing(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:  # unidentified or truncated image files
+        raise DataInvalid(f"{path}: not a readable image ({exc})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 @dataclass(frozen=True)
 class ImageFiles:
-    """Image files of equal size with their labels, decoded batch by batch (nothing resized)."""
+    """Image files of equal size with their labels, decoded batch by batch (nothing resized).
+
+    `shape`, when given, is the (H, W, C) every decoded image must have (the clean test set's):
+    `check_sample` checks the headers of the first file of each class on construction, `batches`
+    every image it decodes.
+    """
 
     paths: tuple[str, ...]
     targets: tuple[int, ...]
+    shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.targets) or not self.paths:
@@ -270,17 +453,39 @@ class ImageFiles:
             digest.update(bytes.fromhex(sha))
         return digest.hexdigest()
 
+    def check_sample(self, dataset: str) -> None:
+        """Check the header size of the first file of each class against `shape` (the clean test set of
+        `dataset`), without decoding; `batches` checks every image as it decodes it."""
+        if self.shape is None:
+            return
+        firsts: dict[int, str] = {}
+        for path, target in zip(self.paths, self.targets):
+            firsts.setdefault(target, path)
+        for path in firsts.values():
+            self._check_size(path, image_size(path), f"the clean {dataset} test set")
+
+    def _check_size(self, path: str, size: tuple[int, int], clean: str) -> None:
+        if self.shape is not None and size != self.shape[:2]:
+            raise DataInvalid(f"{path}: images are {shape_text((*size, self.shape[2]))}, {clean} is "
+                              f"{shape_text(self.shape)}")
+
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for begin in range(0, len(self.paths), batch_size):
-            images = [decode_image(p) for p in self.paths[begin : begin + batch_size]]
+            paths = self.paths[begin : begin + batch_size]
+            images = [decode_image(p) for p in paths]
+            for path, image in zip(paths, images):
+                self._check_size(path, (image.shape[1], image.shape[2]), "the clean test set")
             shapes = {tuple(i.shape) for i in images}
             if len(shapes) != 1:
-                raise ValueError(f"images of one test set must share a size, found {sorted(shapes)} "
-                                 f"in {self.paths[begin]} ...")
+                raise DataInvalid(f"images of one test set must share a size, found {sorted(shapes)} "
+                                  f"in {self.paths[begin]} ...")
             yield torch.stack(images), self.labels[begin : begin + len(images)]
 
     def reference(self) -> dict[str, Any]:
-        return {"kind": "image-files", "paths": list(self.paths), "targets": list(self.targets)}
+        reference: dict[str, Any] = {"kind": "image-files", "paths": list(self.paths), "targets": list(self.targets)}
+        if self.shape is not None:
+            reference["shape"] = list(self.shape)
+        return reference
 
 
 def source_from_reference(reference: Mapping[str, Any]) -> NpyRows | ImageFiles:
@@ -289,5 +494,7 @@ def source_from_reference(reference: Mapping[str, Any]) -> NpyRows | ImageFiles:
         return NpyRows(reference["images_path"], reference["labels_path"], int(reference["start"]),
                        int(reference["stop"]), tuple(reference["file_hashes"]))
     if kind == "image-files":
-        return ImageFiles(tuple(reference["paths"]), tuple(int(t) for t in reference["targets"]))
+        shape = reference.get("shape")
+        return ImageFiles(tuple(reference["paths"]), tuple(int(t) for t in reference["targets"]),
+                          None if shape is None else (int(shape[0]), int(shape[1]), int(shape[2])))
     raise ValueError(f"unknown test source kind {kind!r}")

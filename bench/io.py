@@ -9,6 +9,7 @@ temporary file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import numbers
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "canonical_json", "canonical_sha256", "file_mode", "seed_for"]
+__all__ = ["WriteFailed", "atomic_path", "atomic_write_text", "canonical_json", "canonical_sha256", "file_mode", "seed_for"]
 
 # the domain of seed_for: changing it changes every corruption, make-c file and bootstrap draw
 _SEED_DOMAIN = b"prunebench.corruptions.seed_for.v1"
@@ -32,22 +33,52 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+class WriteFailed(OSError):
+    """Writing a file failed; the message is one line that names the folder or file and says why."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_failure(exc: OSError, path: Path) -> WriteFailed:
+    """One-line description of a failed write of `path` (out of space, permissions, not a folder)."""
+    if isinstance(exc, WriteFailed):
+        return exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        message = f"{path.parent}: out of disk space (or quota) while writing {path.name}; free space and rerun"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        message = f"{exc.filename or path}: permission denied ({exc.strerror})"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
+        message = f"{path.parent}: not a folder (cannot write {path.name} into it)"
+    else:
+        message = f"{path}: cannot write ({exc.strerror or exc})"
+    return WriteFailed(exc.errno or 0, message)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; on success it replaces `path` atomically."""
+    """A temporary path beside `path` to write to; on success it replaces `path` atomically.
+
+    Any failure (a full disk included) removes the temporary file; OS errors come out as
+    WriteFailed with a one-line message naming the folder or file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    temporary = Path(name)
+    temporary: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        temporary = Path(name)
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(temporary, file_mode())
         os.replace(temporary, path)
+    except OSError as exc:
+        raise write_failure(exc, path) from exc
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

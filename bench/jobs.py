@@ -1,41 +1,28 @@
 """Content-addressed jobs: every stage of a run is a pure function of a hashed spec.
 
-Stages and their artifacts under a store folder (the run's cache):
-
-    parents/<key>.safetensors + .json   the trained unpruned network (and the analyses' control parents)
-    steps/<key>.safetensors + .json     one prune + retrain step of a cascade chain (key chains the previous)
-    evals/<key>.json           per-example correctness of one network on one test set
-    testsets/<sha256>.npz      the test sets themselves, addressed by content
-
 A spec holds everything that determines the artifact (including the CPU thread count, which
-changes float reduction order). Networks are sparse safetensors (bench.checkpoints); the `.json` of
-a network records the file's sha256 (checked on every load) and is written last, so its presence
-means "done": a killed run resumes exactly where it stopped, and a
-rerun with more suites only adds evaluations. Job functions take plain strings so any executor
-(processes, Ray) can ship them.
+changes float reduction order). Artifacts live in a Store (bench.store: what is stored where,
+and how every artifact is checked on use); a job whose artifacts are done is skipped, so a killed
+run resumes exactly where it stopped, and a rerun with more suites only adds evaluations. Job
+functions take plain strings so any executor (processes, Ray) can ship them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench import registry
-from bench.checkpoints import SavedFile, load_state, save_state
-from bench.data import DataBundle, ImageSet, TestSource, load_dataset
-from bench.files import source_from_reference
-from bench.io import atomic_path, atomic_write_text, canonical_sha256
+from bench.data import DataBundle, load_dataset
+from bench.io import canonical_sha256
 from bench.models import create_model, set_hub_policy
 from bench.pruning import (
     FAILURE_PROBABILITY,
@@ -43,6 +30,7 @@ from bench.pruning import (
     PruneContext,
     Pruner,
     calibration_size,
+    check_finite,
     classification_loss,
     count_nonzero,
     last_layer_name,
@@ -50,84 +38,18 @@ from bench.pruning import (
     parameter_masks,
     prune_to_ratio,
 )
+from bench.registry import PluginError
 from bench.results import load_result
 from bench.schema import PARENT, RunConfig, RunResult
+from bench.store import NETWORK_SUFFIX, Store
 from bench.training import evaluate, train
 
-JOB_VERSION = 3  # bump when a job's computation changes, so old artifacts are not reused
+JOB_VERSION = 4  # bump when a job's computation changes, so old artifacts are not reused
 CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
-
-
-NETWORK_SUFFIX = ".safetensors"
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
     return canonical_sha256(spec)[:24]
-
-
-@dataclass(frozen=True)
-class Store:
-    root: Path
-
-    def path(self, kind: str, key: str, suffix: str) -> Path:
-        return Path(self.root) / kind / f"{key}{suffix}"
-
-    def done(self, kind: str, key: str) -> bool:
-        return self.path(kind, key, ".json").exists()
-
-    def read_json(self, kind: str, key: str) -> dict[str, Any]:
-        return json.loads(self.path(kind, key, ".json").read_text())
-
-    def write_json(self, kind: str, key: str, payload: Mapping[str, Any]) -> None:
-        atomic_write_text(self.path(kind, key, ".json"), json.dumps(payload, sort_keys=True))
-
-    def save_network(self, kind: str, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
-        saved = save_state(model.state_dict(), self.network_path(kind, key))
-        self.write_json(kind, key, {**meta, "file": asdict(saved)})  # last: marks the job done
-
-    def network_path(self, kind: str, key: str) -> Path:
-        return self.path(kind, key, NETWORK_SUFFIX)
-
-    def network_file(self, kind: str, key: str) -> SavedFile:
-        """The sha256, nonzero count and shape signature recorded when the network was saved."""
-        return SavedFile(**self.read_json(kind, key)["file"])
-
-    def export_network(self, kind: str, key: str, target: Path) -> SavedFile:
-        """Copy a network file out of the store (e.g. beside a result file), checking its sha256."""
-        saved = self.network_file(kind, key)
-        payload = self.network_path(kind, key).read_bytes()
-        if hashlib.sha256(payload).hexdigest() != saved.sha256:
-            raise RuntimeError(f"{self.network_path(kind, key)}: sha256 differs from its record (corrupted cache)")
-        with atomic_path(target) as temporary:
-            temporary.write_bytes(payload)
-        return saved
-
-    def load_weights(self, kind: str, key: str, model: nn.Module) -> nn.Module:
-        load_state(model, self.network_path(kind, key), self.network_file(kind, key).sha256)
-        return model.eval()
-
-    def save_testset(self, source: TestSource) -> None:
-        """Generated test sets are copied (npz); file-backed ones are stored as a reference (json)."""
-        reference = source.reference()
-        if reference is not None:
-            if not self.done("testsets", source.checksum):
-                self.write_json("testsets", source.checksum, reference)
-            return
-        path = self.path("testsets", source.checksum, ".npz")
-        if path.exists():
-            return
-        assert isinstance(source, ImageSet)
-        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, images=source.images.numpy(), labels=source.labels.numpy())
-
-    def load_testset(self, checksum: str) -> TestSource:
-        if self.done("testsets", checksum):
-            return source_from_reference(self.read_json("testsets", checksum))
-        with np.load(self.path("testsets", checksum, ".npz")) as archive:
-            images = ImageSet(torch.from_numpy(archive["images"]), torch.from_numpy(archive["labels"]))
-        if images.checksum != checksum:
-            raise RuntimeError(f"test set {checksum[:12]} in {self.root} is corrupted (checksum differs)")
-        return images
 
 
 # ---- specs -----------------------------------------------------------------------------------
@@ -355,6 +277,7 @@ def run_parent_job(config_json: str, store_root: str, data_checksum: str, progre
         data = load_checked_dataset(config, data_checksum, data_seed)
         model = new_model(config, data, initial=True)
         train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress)
+        check_finite(model, f"parent {config.model}, after training")
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
 
@@ -392,8 +315,12 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
             store.load_weights("steps", keys[first - 2], model)
         parent_nonzero = store.read_json("parents", parent_key)["nonzero_params"]
         ctx = prune_context(config, data, model)
-        for step in range(first, len(keys) + 1):
-            run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
+        try:
+            for step in range(first, len(keys) + 1):
+                run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
+        except PluginError as exc:
+            distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, pruner_name)
+            raise PluginError(f"{exc} (package {distribution} {dist_version})") from exc
     return keys
 
 
@@ -402,10 +329,13 @@ def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunCo
     """One cascade step in place: prune `model` to the step's target ratio, retrain it with the
     pruned entries held at zero, and return the step's record (ratios, nonzero count, keep knob)."""
     target = config.target_ratios[step - 1]
+    where = f"{pruner.name} step {step} (target ratio {target:.4f})"
     outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx, progress=progress)
+    check_finite(model, f"{where}, after pruning")
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
           progress=progress)
+    check_finite(model, f"{where}, after retraining")
     nonzero = count_nonzero(model)
     return {
         "pruner": pruner.name,

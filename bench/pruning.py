@@ -14,12 +14,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from bench.registry import PluginError
 
 __all__ = [
     "FAILURE_PROBABILITY",
@@ -315,6 +317,50 @@ def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool,
     return nonzero
 
 
+T = TypeVar("T")
+
+
+def _plugin_call(pruner: Pruner, what: str, call: Callable[[], T]) -> T:
+    """Run pruner code; any exception becomes a one-line PluginError naming the pruner."""
+    try:
+        return call()
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"pruner {pruner.name!r} failed in {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def checked_masks(pruner: Pruner, masks: object, layers: Mapping[str, nn.Conv2d | nn.Linear]) -> Masks:
+    """A plan's masks, checked against the mask rules: a dict of compressible layer name -> a
+    torch.bool tensor shaped like the layer's weight (PluginError naming pruner and layer if not)."""
+    if not isinstance(masks, Mapping):
+        raise PluginError(f"pruner {pruner.name!r}: its plan returned {type(masks).__name__}, "
+                          "expected a dict of layer name -> bool mask")
+    for name, mask in masks.items():
+        if name not in layers:
+            raise PluginError(f"pruner {pruner.name!r}: mask for {name!r}, which is not a compressible layer "
+                              f"(e.g. {', '.join(list(layers)[:3])})")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise PluginError(f"pruner {pruner.name!r}: mask of layer {name!r} is {kind}; masks must be torch.bool")
+        if mask.shape != layers[name].weight.shape:
+            raise PluginError(f"pruner {pruner.name!r}: mask of layer {name!r} has shape {tuple(mask.shape)}, "
+                              f"its weight {tuple(layers[name].weight.shape)}")
+    return dict(masks)
+
+
+class NonFiniteWeights(RuntimeError):
+    """A network with NaN or infinite parameters (diverged training or a broken pruner)."""
+
+
+def check_finite(model: nn.Module, where: str) -> None:
+    """Raise NonFiniteWeights naming `where` and the first parameters that are not finite."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NonFiniteWeights(f"{where}: non-finite weights (NaN or inf) in {', '.join(bad[:3])}"
+                               f"{' ...' if len(bad) > 3 else ''}")
+
+
 def prune_to_ratio(
     model: nn.Module,
     pruner: Pruner,
@@ -331,11 +377,12 @@ def prune_to_ratio(
         raise ValueError(f"target prune ratio must be in [0, 1), got {target_ratio}")
     params = dict(model.named_parameters())
     before = {name: p.detach().clone() for name, p in params.items()}
-    plan = pruner.plan(model, ctx)
+    layers = compressible_layers(model)
+    plan = _plugin_call(pruner, "plan(model, ctx)", lambda: pruner.plan(model, ctx))
     target_nonzero = round((1.0 - target_ratio) * parent_nonzero)
 
     def attempt(knob: float) -> int:
-        masks = plan(knob)
+        masks = checked_masks(pruner, _plugin_call(pruner, f"its plan({knob:.4g})", lambda: plan(knob)), layers)
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(before[name])

@@ -21,12 +21,32 @@ SUITE_GROUP = "prunebench.suites"
 
 
 class RegistryError(LookupError):
-    """A name that no installed package registers, or an entry point that fails to load."""
+    """A name that no installed package registers (or two do), or an entry point that fails to load."""
+
+
+class PluginError(RuntimeError):
+    """A plugin raised or broke the plugin contract (e.g. a non-boolean mask); the message is one
+    line naming the plugin, and where known its package."""
 
 
 @cache
+def _candidates(group: str) -> dict[str, list[EntryPoint]]:
+    """Name -> every distinct entry point registering it (one package seen twice counts once)."""
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=group):
+        same = [other for other in found.get(ep.name, []) if other.value == ep.value and _owner(other) == _owner(ep)]
+        if not same:
+            found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def _owner(ep: EntryPoint) -> str:
+    return f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown package"
+
+
 def _entry_points(group: str) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=group)}
+    """Name -> its entry point; a name two packages register fails in `load` (listing both)."""
+    return {name: eps[0] for name, eps in _candidates(group).items()}
 
 
 def available(group: str) -> list[str]:
@@ -36,6 +56,11 @@ def available(group: str) -> list[str]:
 def load(group: str, name: str) -> Any:
     """Return the object an entry point names, with a readable error for unknown names."""
     eps = _entry_points(group)
+    registering = _candidates(group).get(name, [])
+    if len(registering) > 1:
+        owners = "; ".join(f"{_owner(ep)} ({ep.value})" for ep in registering)
+        raise RegistryError(f"{group.split('.')[-1][:-1]} name {name!r} is registered by {len(registering)} installed "
+                            f"packages: {owners}. Uninstall all but one: names must be unique")
     if name not in eps:
         hint = difflib.get_close_matches(name, eps, n=3)
         suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
@@ -99,4 +124,4 @@ def source_digest(group: str, name: str, obj: Any) -> str:
 
 def refresh() -> None:
     """Forget cached entry points (after installing a plugin into the running interpreter)."""
-    _entry_points.cache_clear()
+    _candidates.cache_clear()

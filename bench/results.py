@@ -8,16 +8,29 @@ derived metrics are recomputed by the reader, and the integrity digest covers th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import os
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bench.io import atomic_write_text, canonical_sha256
-from bench.schema import SCHEMA_VERSION, RunResult, VerifyReport
+from bench.schema import PARENT, SCHEMA_VERSION, RunResult, VerifyReport
+from bench.uncertainty import ReplicateKey, replicate_key
 
 RESULT_SUFFIX = ".json"
+MAX_RESULT_BYTES = 64 * 2**20  # the largest result file read (a digits run is ~0.3 MB, an ImageNet one ~30 MB)
+# How far a step's measured prune ratio may lie from its target ratio. The size search
+# (bench.pruning.prune_to_ratio) stops within 0.1 % of the parent's nonzero count where the
+# pruner's granularity allows; structured pruners of small layers land coarser: the committed
+# digits results lie at most 0.0056 away (ft, step 1), a 2-step FT cascade on digits_cnn 0.0235
+# (tests/test_compress.py). 0.04 admits both while refusing a claimed ratio far from the grid
+# (e.g. 0.999 at target 0.95, which would rank the file on a step nobody else ran).
+TARGET_RATIO_TOLERANCE = 0.04
+PRUNE_RATIO_TOLERANCE = 1e-9  # prune_ratio against 1 - nonzero_params / parent's nonzero_params
 
 
 class ResultFileError(ValueError):
@@ -50,14 +63,19 @@ def save_result(result: RunResult, path: Path) -> Path:
 
 
 def _describe(error: ValidationError) -> str:
-    lines = []
+    """The first few schema errors on one line: `where: what; where: what (and N more)`."""
+    parts = []
     for item in error.errors()[:8]:
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {item['msg']}")
+        parts.append(f"{where}: {item['msg']}")
     more = error.error_count() - 8
-    if more > 0:
-        lines.append(f"  ... and {more} more")
-    return "\n".join(lines)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def one_line(message: str) -> str:
+    """`message` with line breaks and other control characters escaped: one line however hostile
+    the names in it (file names, pruner names) are."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
 
 
 def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
@@ -86,35 +104,219 @@ def upgrade(raw: dict[str, Any], source: str = "<string>") -> dict[str, Any]:
     return raw
 
 
-def parse_result(text: str, source: str = "<string>") -> RunResult:
+def parse_result(text: str, source: str = "<string>", test_set_sizes: Mapping[str, int] | None = None) -> RunResult:
     """Validate a result document of any supported schema version: JSON, version, the schema of the
-    current version after upgrading, and the integrity digest over the content as stored."""
+    current version after upgrading, the integrity digest over the content as stored, and that its
+    numbers agree with each other (check_consistency).
+
+    `test_set_sizes` (dataset -> most examples one of its test sets holds; bench.data.DatasetSpec
+    .max_test_examples) also bounds every `n_examples` and refuses datasets it does not name.
+    """
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultFileError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:  # integers past Python's digit limit, nesting past the stack
+        raise ResultFileError(f"{source}: not valid JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(raw, dict):
         raise ResultFileError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     check_version(raw, source)
     sealed = raw.get("integrity") == content_digest(raw)  # over the content as stored, before any upgrade
+    stored_config = raw.get("config")  # as stored: what provenance.config_hash was computed over
     try:
         result = RunResult.model_validate(upgrade(raw, source))
     except ValidationError as exc:
-        raise ResultFileError(f"{source}: does not match the result schema:\n{_describe(exc)}") from exc
+        raise ResultFileError(f"{source}: does not match the result schema: {_describe(exc)}") from exc
     if not sealed:
         raise ResultFileError(
             f"{source}: integrity check failed: the content changed after `bench run` wrote it "
             "(hand-edited or corrupted). Re-run the benchmark instead of editing result files."
         )
+    problem = check_consistency(result, stored_config, test_set_sizes)
+    if problem:
+        raise ResultFileError(f"{source}: {problem}")
     return result
 
 
-def load_result(path: Path) -> RunResult:
+def check_consistency(
+    result: RunResult, stored_config: Any, test_set_sizes: Mapping[str, int] | None = None
+) -> str | None:
+    """What is wrong with a schema-valid result whose numbers disagree with each other, or None.
+
+    The config hash must be the canonical sha256 of the config as stored (not of a re-dump, so a
+    field added to RunConfig later leaves old files valid); every test set has a checksum; the
+    parent is step 0 with ratios 0; each pruner ran the whole grid, step k at target_ratios[k-1],
+    with prune_ratio = 1 - nonzero_params / parent's nonzero_params and within
+    TARGET_RATIO_TOLERANCE of its target.
+    """
+    if canonical_sha256(stored_config) != result.provenance.config_hash:
+        return (f"provenance.config_hash {result.provenance.config_hash[:12]!r} does not match the config "
+                f"(whose canonical sha256 is {canonical_sha256(stored_config)[:12]})")
+    names = {d.name for d in result.distributions}
+    if set(result.provenance.distribution_checksums) != names:
+        odd = sorted(names ^ set(result.provenance.distribution_checksums))
+        return f"provenance.distribution_checksums do not match the distributions (differ on {odd[0]!r})"
+    if test_set_sizes is not None:
+        dataset = result.config.dataset
+        if dataset not in test_set_sizes:
+            return f"unknown dataset {dataset!r} (known: {', '.join(sorted(test_set_sizes))})"
+        for dist in result.distributions:
+            if dist.n_examples > test_set_sizes[dataset]:
+                return (f"distribution {dist.name!r} claims {dist.n_examples} examples, more than the "
+                        f"{test_set_sizes[dataset]} of any {dataset} test set")
+    return _check_networks(result)
+
+
+def _check_networks(result: RunResult) -> str | None:
+    parent, grid = result.parent, result.config.target_ratios
+    if parent.step != 0 or parent.prune_ratio != 0 or parent.target_ratio != 0:
+        return (f"the parent must be step 0 with prune and target ratio 0, got step {parent.step}, prune ratio "
+                f"{parent.prune_ratio}, target ratio {parent.target_ratio}")
+    if parent.nonzero_params <= 0:
+        return f"the parent has {parent.nonzero_params} nonzero parameters"
+    steps: dict[str, list[int]] = defaultdict(list)
+    for net in result.networks:
+        if net.pruner == PARENT:
+            continue
+        where = f"network {net.pruner!r} step {net.step}"
+        steps[net.pruner].append(net.step)
+        if not 1 <= net.step <= len(grid):
+            return f"{where}: the grid has steps 1 to {len(grid)}"
+        if net.target_ratio != grid[net.step - 1]:
+            return f"{where}: target ratio {net.target_ratio}, but the config's grid has {grid[net.step - 1]} there"
+        measured = 1.0 - net.nonzero_params / parent.nonzero_params
+        if abs(net.prune_ratio - measured) > PRUNE_RATIO_TOLERANCE:
+            return (f"{where}: prune ratio {net.prune_ratio} disagrees with its {net.nonzero_params} nonzero "
+                    f"parameters of the parent's {parent.nonzero_params} (ratio {measured})")
+        if abs(net.prune_ratio - net.target_ratio) > TARGET_RATIO_TOLERANCE:
+            return (f"{where}: prune ratio {net.prune_ratio} is more than {TARGET_RATIO_TOLERANCE} away from its "
+                    f"target {net.target_ratio}")
+    for pruner, found in sorted(steps.items()):
+        if sorted(found) != list(range(1, len(grid) + 1)):
+            return f"network {pruner!r}: steps {sorted(found)}, expected each of 1 to {len(grid)} once"
+    return None
+
+
+def _not_regular(path: Path, mode: int) -> str:
+    kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+    return f"{path}: {kind} (only regular files are read as result files)"
+
+
+def _read_capped(path: Path) -> bytes:
+    """The bytes of a regular file (or a link to one) of at most MAX_RESULT_BYTES. Anything else is
+    refused before it is opened; the type is checked again on the opened descriptor (a file swapped
+    in between is caught), which is opened non-blocking so that even then a FIFO never hangs."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ResultFileError(_not_regular(path, mode))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ResultFileError(_not_regular(path, mode))
+            data = handle.read(MAX_RESULT_BYTES + 1)
     except OSError as exc:
         raise ResultFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    return parse_result(text, str(path))
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultFileError(f"{path}: larger than the {MAX_RESULT_BYTES // 2**20} MiB a result file may hold")
+    return data
+
+
+def load_result(path: Path, test_set_sizes: Mapping[str, int] | None = None) -> RunResult:
+    """Read and validate one result file (parse_result). Only a regular file (or a link to one) of
+    at most MAX_RESULT_BYTES is read: a FIFO, device or directory is refused unopened or unread."""
+    data = _read_capped(Path(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return parse_result(text, str(path), test_set_sizes)
+
+
+def load_results(
+    paths: Sequence[Path], test_set_sizes: Mapping[str, int] | None = None
+) -> tuple[list[tuple[Path, RunResult]], list[str]]:
+    """Result files to be ranked together: the (path, result) pairs kept, in the order given, and
+    one line `<file>: <what is wrong>` per file left out.
+
+    Each file must load (load_result); then within each replicate group (dataset, model, suites,
+    protocol) the files must share their test sets (check_test_sets) and no two may hold the same
+    pruner and seed (check_duplicates).
+    """
+    loaded, errors = [], []
+    for path in dict.fromkeys(Path(p) for p in paths):  # a file named twice is read once
+        try:
+            loaded.append((Path(path), load_result(path, test_set_sizes)))
+        except ResultFileError as exc:
+            errors.append(one_line(str(exc)))
+    groups: dict[ReplicateKey, list[tuple[Path, RunResult]]] = defaultdict(list)
+    for pair in loaded:
+        groups[replicate_key(pair[1])].append(pair)
+    rejected: dict[Path, str] = {}
+    for key, members in groups.items():
+        members = sorted(members, key=lambda pair: str(pair[0]))
+        rejected |= check_test_sets(key, members)
+        rejected |= check_duplicates(key, [pair for pair in members if pair[0] not in rejected])
+    errors += [one_line(f"{path}: {why}") for path, why in sorted(rejected.items(), key=lambda item: str(item[0]))]
+    return [pair for pair in loaded if pair[0] not in rejected], errors
+
+
+def check_test_sets(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]]) -> dict[Path, str]:
+    """Path -> why, for the files of one replicate group whose test sets disagree with the majority:
+    every file must have the same (name, n_examples) list, and files of one seed (same data split,
+    same corruption draws) the same checksums too. A tie goes to the lexicographically first file;
+    `members` come sorted by path."""
+    rejected = _outvoted(members, lambda r: {d.name: d.n_examples for d in r.distributions}, "size",
+                         f"files of protocol {key.protocol}")
+    seeds: dict[int, list[tuple[Path, RunResult]]] = defaultdict(list)
+    for path, result in members:
+        if path not in rejected:
+            seeds[result.config.seed].append((path, result))
+    for seed, same in sorted(seeds.items()):
+        rejected |= _outvoted(same, lambda r: dict(r.provenance.distribution_checksums), "checksum",
+                              f"seed-{seed} files of protocol {key.protocol}")
+    return rejected
+
+
+def _outvoted(
+    members: Sequence[tuple[Path, RunResult]], describe: Callable[[RunResult], dict[str, Any]], what: str, among: str
+) -> dict[Path, str]:
+    """Path -> why, for members whose test-set description (name -> size or checksum) differs from
+    the most common one (ties: the first member's)."""
+    found = [describe(result) for _, result in members]
+    keys = [tuple(sorted(sets.items())) for sets in found]
+    counts = Counter(keys)
+    majority = max(counts, key=lambda k: (counts[k], -keys.index(k)))
+    wanted, example = found[keys.index(majority)], members[keys.index(majority)][0]
+    rejected = {}
+    for (path, _), own, sets in zip(members, found, keys):
+        if sets == majority:
+            continue
+        missing, extra = sorted(wanted.keys() - own.keys()), sorted(own.keys() - wanted.keys())
+        changed = sorted(name for name in wanted.keys() & own.keys() if wanted[name] != own[name])
+        detail = (f"lacks {missing[0]!r}" if missing else f"has {extra[0]!r}" if extra
+                  else f"has another {what} of {changed[0]!r}")
+        rejected[path] = (f"its {len(own)} test sets differ from those of the {counts[majority]} of {len(members)} "
+                          f"{among} that agree (e.g. {example}): it {detail}")
+    return rejected
+
+
+def check_duplicates(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]]) -> dict[Path, str]:
+    """Path -> why, for files of one replicate group that repeat a (pruner, seed) of an earlier file
+    (`members` sorted by path: the lexicographically first file is kept)."""
+    seen: dict[tuple[str, int], Path] = {}
+    rejected = {}
+    for path, result in members:
+        pruners = sorted({n.pruner for n in result.networks if n.pruner != PARENT})
+        clash = [(p, seen[(p, result.config.seed)]) for p in pruners if (p, result.config.seed) in seen]
+        if clash:
+            pruner, first = clash[0]
+            rejected[path] = (f"pruner {pruner!r} with seed {result.config.seed} of protocol {key.protocol} is also "
+                              f"in {first}: one file per pruner, seed and protocol")
+            continue
+        seen |= {(p, result.config.seed): path for p in pruners}
+    return rejected
 
 
 # `bench analyze` and `bench verify` reports are JSON too, but not result files
@@ -131,6 +333,9 @@ def networks_folder(result_path: Path) -> Path:
 
 
 def find_result_files(folder: Path) -> list[Path]:
+    """Every `*.json` under `folder` that is not a report and not in a hidden folder, sorted. Links,
+    FIFOs and folders named *.json are listed too: load_result refuses them with a message, so that
+    they are reported rather than silently dropped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ResultFileError(f"{folder}: no such results folder (run `bench run --out {folder}` first)")

@@ -80,10 +80,12 @@ def replicate_metrics(results: Sequence[RunResult], pruner: str) -> list[tuple[R
     return pairs
 
 
-def has_hits(result: RunResult) -> bool:
-    """Whether every network carries per-example bits for every distribution."""
+def has_hits(result: RunResult, pruner: str | None = None) -> bool:
+    """Whether every network (or, given `pruner`, the parent and that pruner's cascade) carries
+    per-example bits for every distribution."""
     names = {d.name for d in result.distributions}
-    return all(names <= net.hits.keys() for net in result.networks)
+    networks = result.networks if pruner is None else [result.parent, *pruner_steps(result, pruner)]
+    return all(names <= net.hits.keys() for net in networks)
 
 
 @dataclass(frozen=True)
@@ -146,20 +148,27 @@ def content_key(result: RunResult) -> str:
     The image resamples of a file are seeded from this key rather than from the file's integrity
     digest, which also covers provenance (created_at, wall_time_s, platform, ...): re-running a
     finished command must give the same intervals and p-values, while a change in any hit must
-    give other draws.
+    give other draws. The config hash is the recorded one (bench.results checks it against the
+    config as stored), not a re-dump: a field added to RunConfig later changes no draw.
     """
     networks = sorted(result.networks, key=lambda n: (n.pruner, n.step))
     content = {
-        "config_hash": result.config.config_hash(),
+        "config_hash": result.provenance.config_hash,
         "networks": [{"pruner": n.pruner, "step": n.step, "accuracy": n.accuracy, "hits": n.hits} for n in networks],
     }
     return canonical_sha256(content)
 
 
-def _image_weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, samples) float32: how often each image is drawn in each resample of n images."""
+# image draws made at once (~20 bytes each while counted): bounds the bootstrap's memory whatever
+# n_examples is. Chunks split the resamples, and a Generator's stream does not depend on how its
+# draws are split into calls, so the numbers do not depend on this size.
+CHUNK_DRAWS = 2**22
+
+
+def _image_weights(n: int, samples: int, rng: np.random.Generator, dtype: type = np.float32) -> np.ndarray:
+    """(n, samples): how often each image is drawn in each resample of n images."""
     draws = rng.integers(0, n, size=(samples, n)) + (np.arange(samples) * n)[:, None]
-    return np.bincount(draws.ravel(), minlength=samples * n).reshape(samples, n).T.astype(np.float32)
+    return np.bincount(draws.ravel(), minlength=samples * n).reshape(samples, n).T.astype(dtype)
 
 
 def _hit_matrix(result: RunResult, networks: Sequence[NetworkResult], name: str, n: int) -> np.ndarray:
@@ -184,9 +193,13 @@ def resampled_accuracy(
         by_size[dist.n_examples].append(dist.name)
     accuracy = {}
     for n in sorted(by_size):
-        weights = _image_weights(n, samples, rng)
-        hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in by_size[n]])
-        counts = (hits.astype(np.float32) @ weights).astype(np.float64)  # exact: integers below 2**24
+        dtype = np.float32 if n < 2**24 else np.float64  # counts are integers up to n: exact either way
+        hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in by_size[n]]).astype(dtype)
+        counts = np.empty((hits.shape[0], samples))
+        chunk = max(1, CHUNK_DRAWS // n)
+        for start in range(0, samples, chunk):
+            stop = min(samples, start + chunk)
+            counts[:, start:stop] = hits @ _image_weights(n, stop - start, rng, dtype)
         for i, name in enumerate(by_size[n]):
             accuracy[name] = counts[i * len(networks) : (i + 1) * len(networks)] / n
     return accuracy

@@ -9,12 +9,14 @@ LEADERBOARD.md can be compared byte for byte with a regenerated one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean, pstdev
 
 from bench.markdown import escape, table
-from bench.results import ResultFileError, find_result_files, load_result, read_report
+from bench.results import find_result_files, load_results, read_report
 from bench.schema import PARENT, PrunerMetrics, RunResult
 from bench.uncertainty import (
     Interval,
@@ -29,6 +31,9 @@ from bench.uncertainty import (
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+
+log = logging.getLogger(__name__)
+
 
 def pct(value: float) -> str:
     """A fraction as a percentage with one decimal; never "-0.0" from float noise."""
@@ -89,7 +94,7 @@ def group_table(
     rows = []
     for rank, pruner in enumerate(ranked, start=1):
         values = metrics[pruner]
-        found = intervals[pruner] if intervals else None
+        found = intervals.get(pruner) if intervals else None
         rows.append([
             str(rank),
             escape(pruner),
@@ -105,15 +110,21 @@ def group_table(
     return table(rows, headers)
 
 
-def interval_note(intervals: dict[str, PotentialIntervals] | None, samples: int, seed: int, confidence: float) -> str:
-    if intervals is None:
+def interval_note(
+    intervals: dict[str, PotentialIntervals] | None, samples: int, seed: int, confidence: float, rows: int | None = None
+) -> str:
+    """The note below a group's table; `rows`: how many rows it has (some may lack intervals)."""
+    if not intervals:
         return ("Cells are mean ± std over seeds; no bootstrap intervals because some result files of this "
                 "protocol carry no per-example hits.")
+    partial = rows is not None and len(intervals) < rows
     return (
         f"Brackets: {100 * confidence:g} % bootstrap percentile intervals over {samples} resamples of the test "
         "images (paired: every network of a run is scored on the same resampled images) and of the seeds "
         f"(bootstrap seed {seed}). p: two-sided bootstrap p-value of gap = 0 (at least {2 / (samples + 1):.3f} with "
         f"{samples} resamples). Robust P min: mean ± std over seeds."
+        + (" Rows without brackets: mean ± std over seeds, because some of their result files carry no "
+           "per-example hits." if partial else "")
     )
 
 
@@ -175,7 +186,9 @@ def group_section(
 ) -> list[str]:
     metrics = _metrics(members)
     ranked = _ranked(metrics)
-    intervals = bootstrap_pruners(members, samples, confidence, seed) if all(map(has_hits, members)) else None
+    # a pruner gets intervals when every file of its row carries per-example hits, whatever the other rows' do
+    with_hits = [p for p in ranked if all(has_hits(r, p) for r, _ in replicate_metrics(members, p))]
+    intervals = bootstrap_pruners(members, samples, confidence, seed, with_hits) if with_hits else None
     seeds = sorted({r.config.seed for r in members})
     parts = [
         "",
@@ -185,7 +198,7 @@ def group_section(
         "",
         group_table(ranked, metrics, intervals, None if verified is None else _verified_counts(members, verified)),
         "",
-        interval_note(intervals, samples, seed, confidence),
+        interval_note(intervals, samples, seed, confidence, len(ranked)),
     ]
     if breakdown:
         suites = dict.fromkeys(d.suite for d in members[0].distributions if not d.nominal)
@@ -202,41 +215,36 @@ def render_leaderboard(
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
     verified: set[str] | None = None,
+    skipped: int = 0,
 ) -> str:
     """Markdown: one section per (dataset, model, suites, protocol), aggregates with bootstrap
     intervals and, with `breakdown`, P per (corruption, severity) for every suite. `verified`: the
     integrity digests of files that passed `bench verify`; given, a "verified" column shows per row
-    how many of its seeds' files passed (k/n)."""
+    how many of its seeds' files passed (k/n). `skipped`: invalid result files left out (noted)."""
+    note = (f"\n{skipped} invalid result file{'s' * (skipped != 1)} skipped (`bench leaderboard --strict` lists "
+            "them).\n") if skipped else ""
     if not results:
-        return "# prunebench leaderboard\n\nNo result files found.\n"
+        return "# prunebench leaderboard\n\nNo result files found.\n" + note
     parts = [
         "# prunebench leaderboard",
         "",
         "P(δ, D): largest measured prune ratio with error on D within δ of the unpruned parent's error on D. "
         "Nominal P uses the clean test set; robust P is the mean (and min) of P over the shifted test sets. "
         "Gap = nominal P − robust P mean. Rows are ranked by robust P mean, only within one protocol. "
-        "Seeds count distinct seeds; of several files with the same pruner and seed, the newest is used."
+        "Seeds count distinct seeds (one result file per pruner and seed)."
         + (" Verified: how many of a row's result files passed `bench verify` (every saved network re-evaluated, "
            "every per-example hit compared) for exactly their content." if verified is not None else ""),
     ]
     for key, members in group_replicates(results).items():
         parts += group_section(key, members, breakdown, samples, seed, confidence, verified)
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts) + "\n" + note
 
 
-def _load(paths: Sequence[Path]) -> tuple[list[RunResult], list[str]]:
-    results, errors = [], []
-    for path in paths:
-        try:
-            results.append(load_result(path))
-        except ResultFileError as exc:
-            errors.append(str(exc))
-    return results, errors
-
-
-def validate_files(paths: Sequence[Path]) -> list[str]:
-    """One error message per invalid result file (unreadable, not JSON, off-schema, edited); [] if all pass."""
-    return _load(paths)[1]
+def validate_files(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | None = None) -> list[str]:
+    """One line `<file>: <what is wrong>` per invalid result file (unreadable, not a regular file, too
+    large, not JSON, off-schema, edited, inconsistent, or at odds with its replicate group:
+    bench.results.load_results); [] if all pass."""
+    return load_results(paths, test_set_sizes)[1]
 
 
 def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set[str]:
@@ -250,13 +258,34 @@ def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set
     return verified
 
 
-def build_leaderboard(folder: Path, *, breakdown: bool = True, verified_only: bool = False) -> str:
-    """Validate every result file under `folder` and render the leaderboard."""
-    paths = find_result_files(folder)
-    results, errors = _load(paths)
-    if errors:
-        raise ResultFileError("invalid result files:\n" + "\n".join(errors))
+@dataclass(frozen=True)
+class Leaderboard:
+    markdown: str
+    skipped: tuple[str, ...]  # one line `<file>: <what is wrong>` per result file left out
+
+
+def compile_leaderboard(
+    folder: Path, *, breakdown: bool = True, verified_only: bool = False,
+    test_set_sizes: Mapping[str, int] | None = None,
+) -> Leaderboard:
+    """Validate every result file under `folder` (bench.results.load_results; `test_set_sizes`
+    bounds n_examples per dataset) and render the leaderboard of the valid ones; the invalid ones
+    are left out and listed, so one bad file never breaks the board."""
+    kept, errors = load_results(find_result_files(folder), test_set_sizes)
+    paths, results = [path for path, _ in kept], [result for _, result in kept]
     verified = verified_digests(paths, results)
     if verified_only:
         results = [r for r in results if r.integrity in verified]
-    return render_leaderboard(results, breakdown=breakdown, verified=verified)
+    markdown = render_leaderboard(results, breakdown=breakdown, verified=verified, skipped=len(errors))
+    return Leaderboard(markdown, tuple(errors))
+
+
+def build_leaderboard(
+    folder: Path, *, breakdown: bool = True, verified_only: bool = False,
+    test_set_sizes: Mapping[str, int] | None = None,
+) -> str:
+    """The markdown of compile_leaderboard; each file left out is logged as a warning (one line)."""
+    board = compile_leaderboard(folder, breakdown=breakdown, verified_only=verified_only, test_set_sizes=test_set_sizes)
+    for line in board.skipped:
+        log.warning(line)
+    return board.markdown

@@ -3,7 +3,9 @@
 Files `<data root>/cifar10.1/cifar10.1_v6_data.npy` (uint8 (2000, 32, 32, 3)) and
 `cifar10.1_v6_labels.npy`, from github.com/modestyachts/CIFAR-10.1 (`--download` fetches them).
 Upstream publishes no checksums: the first use records their sha256 in the folder's manifest and
-later runs refuse files that differ. Same normalisation as CIFAR-10 (the network's).
+later runs refuse files that differ. Before that, the images are checked against the clean CIFAR-10
+test set (uint8, its H x W x C) and the labels for one class in [0, 10) per image. Same
+normalisation as CIFAR-10 (the network's).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
 from bench.files import (
     DataMissing,
     NpyRows,
+    check_npy_images,
+    check_npy_labels,
     data_root,
     download_allowed,
     local_manifest,
@@ -40,13 +44,9 @@ class Cifar10_1(Suite):
                 f"CIFAR-10.1 v6 ({', '.join(missing)})", folder,
                 f"rerun with --download, or fetch {', '.join(URL + n for n in FILES)} into that folder",
             )
+        _, c, h, w = data.test.images.shape
+        rows = check_npy_images(folder / FILES[0], (h, w, c), data.name)  # before the first use records them
+        check_npy_labels(folder / FILES[1], rows, data.num_classes)
         hashes = verify_files(folder, local_manifest(folder, FILES), FILES)
-        images = NpyRows(str(folder / FILES[0]), str(folder / FILES[1]), 0, _rows(folder / FILES[0]),
-                         (hashes[FILES[0]], hashes[FILES[1]]))
+        images = NpyRows(str(folder / FILES[0]), str(folder / FILES[1]), 0, rows, (hashes[FILES[0]], hashes[FILES[1]]))
         return [TestDistribution(name=f"{self.name}/v6", suite=self.name, images=images)]
-
-
-def _rows(path) -> int:
-    import numpy as np
-
-    return int(np.load(path, mmap_mode="r").shape[0])

@@ -118,7 +118,7 @@ def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
     second, second_identity = artifacts(), identity()
 
     new = set(second) - set(first)
-    steps = {p.name: json.loads(p.read_text()) for p in (out / ".cache" / "steps").glob("*.json")}
+    steps = {p.name: json.loads(p.read_text())["payload"] for p in (out / ".cache" / "steps").glob("*.json")}
     assert sorted(steps[name]["pruner"] for name in new if name in steps) == ["layerwise", "layerwise"]
     assert {steps[name]["pruner"] for name in new if name in steps} == {"layerwise"}
     assert all(second[name] == mtime for name, mtime in first.items()), "an unchanged artifact was rewritten"

@@ -162,7 +162,7 @@ def test_imagenet_c_end_to_end_with_class_balanced_subset(tmp_path, monkeypatch)
     assert {d.name: d.n_examples for d in result.distributions} == {
         "imagenet/clean": 9, "imagenetc/gaussian_noise/2": 9, "imagenetc/fog/2": 9}
     # the subset is the first 2 files per class, the same names in every folder
-    refs = [json.loads(p.read_text()) for p in (out / ".cache" / "testsets").glob("*.json")]
+    refs = [json.loads(p.read_text())["payload"] for p in (out / ".cache" / "testsets").glob("*.json")]
     names = {tuple(sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in r["paths"])) for r in refs}
     assert len(names) == 1
 

@@ -1,0 +1,296 @@
+"""Leaderboard ingestion against hostile or broken result files: each is reported on one line
+naming it and left out (`bench leaderboard --strict` fails instead), and never breaks the board."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_results import make_result
+from test_uncertainty import GAP, NO_GAP, make_run
+
+from bench import uncertainty
+from bench.cli import main
+from bench.results import (
+    MAX_RESULT_BYTES,
+    TARGET_RATIO_TOLERANCE,
+    content_digest,
+    find_result_files,
+    load_result,
+    load_results,
+    save_result,
+)
+from bench.schema import RunResult
+from leaderboard.build import compile_leaderboard, render_leaderboard
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = find_result_files(ROOT / "leaderboard" / "results")
+V1 = sorted((ROOT / "tests" / "fixtures" / "results" / "v1").glob("*.json"))
+PRUNERS = {"wt": NO_GAP["wt"], "ft": GAP["wt"]}
+INTERVAL = "["  # bootstrap intervals render as "x [low, high]"
+
+
+def forge(path: Path, change) -> Path:
+    """Edit a saved result with `change(raw)` and re-seal it: the integrity digest is no obstacle."""
+    raw = json.loads(path.read_text())
+    change(raw)
+    raw["integrity"] = content_digest(raw)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def the_line(errors: list[str], path: Path) -> str:
+    """The one error, on one line, of the form `<path>: <what is wrong>`."""
+    assert len(errors) == 1, errors
+    (line,) = errors
+    assert "\n" not in line and line.startswith(f"{path}: "), line
+    return line
+
+
+def skipped(folder: Path, **kwargs) -> tuple[str, list[str]]:
+    board = compile_leaderboard(folder, **kwargs)
+    return board.markdown, list(board.skipped)
+
+
+# 1. only regular files, at most MAX_RESULT_BYTES
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path):
+    save_result(make_run(PRUNERS), tmp_path / "good.json")
+    hostile = {
+        "zero.json": "not a regular file",
+        "fifo.json": "a FIFO",
+        "folder.json": "a directory",
+        "huge.json": f"larger than the {MAX_RESULT_BYTES // 2**20} MiB",
+    }
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.json")  # reading it would block forever
+    (tmp_path / "folder.json").mkdir()
+    with open(tmp_path / "huge.json", "wb") as handle:
+        handle.truncate(MAX_RESULT_BYTES + 1)  # sparse
+
+    board, errors = skipped(tmp_path)
+    assert len(errors) == len(hostile) and "| wt " in board and "4 invalid result files skipped" in board
+    for name, message in hostile.items():
+        assert message in the_line([e for e in errors if e.startswith(f"{tmp_path / name}:")], tmp_path / name)
+
+
+# 2. the files of a protocol group share their test sets
+
+
+def test_a_file_whose_test_sets_differ_from_its_group_is_skipped(tmp_path):
+    for seed in range(3):
+        save_result(make_run(PRUNERS, seed=seed), tmp_path / f"s{seed}.json")
+    odd = save_result(make_run({"sipp": GAP["wt"]}, shifted=[("noise/gaussian_noise/1", "gaussian_noise", 1)]),
+                      tmp_path / "odd.json")
+
+    board, errors = skipped(tmp_path)  # crashed with KeyError: 'noise/gaussian_noise/2' naming no file
+    line = the_line(errors, odd)
+    assert "differ from those of the 3 of 4 files" in line and "lacks 'noise/gaussian_noise/2'" in line
+    assert "sipp" not in board and "| wt " in board
+
+
+def test_checksums_must_agree_within_a_seed_and_a_tie_goes_to_the_first_file(tmp_path):
+    first = save_result(make_run({"wt": GAP["wt"]}), tmp_path / "a.json")
+    other = save_result(make_run({"ft": GAP["wt"]}), tmp_path / "b.json")  # same seed, other test images
+    forge(other, lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "f" * 64}))
+
+    _, errors = load_results([other, first])
+    line = the_line(errors, other)
+    assert "1 of 2 seed-0 files" in line and f"(e.g. {first})" in line and "another checksum of 'digits/clean'" in line
+    # seeds draw their own test images: other checksums on another seed are fine
+    save_result(make_run({"ft": GAP["wt"]}, seed=1), tmp_path / "c.json")
+    forge(tmp_path / "c.json", lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "e"}))
+    assert load_results([first, tmp_path / "c.json"])[1] == []
+
+
+# 3. n_examples is bounded by the dataset's test set; the bootstrap's memory regardless
+
+
+def test_n_examples_beyond_the_datasets_test_set_is_refused(tmp_path):
+    save_result(make_run(PRUNERS), tmp_path / "good.json")
+    big = save_result(make_run({"sipp": GAP["wt"]}, n=1000, parent_correct=900, seed=1), tmp_path / "big.json")
+    line = the_line(skipped(tmp_path, test_set_sizes={"digits": 539})[1], big)
+    assert "'digits/clean' claims 1000 examples, more than the 539 of any digits test set" in line
+
+    errors = skipped(tmp_path, test_set_sizes={"cifar10": 10_000})[1]
+    assert "unknown dataset 'digits' (known: cifar10)" in the_line(errors[:1], big)
+    assert len(errors) == 2 and "unknown dataset" in the_line(errors[1:], tmp_path / "good.json")
+
+
+def test_the_cli_bounds_n_examples_by_the_data_layers_sizes(tmp_path, capsys):
+    big = save_result(make_run(PRUNERS, n=540, parent_correct=500), tmp_path / "big.json")
+    assert main(["leaderboard", str(tmp_path)]) == 0
+    assert the_line(capsys.readouterr().err.splitlines(), big).endswith("more than the 539 of any digits test set")
+
+
+def test_the_digits_bound_is_its_real_test_split():
+    from bench.data import DATASETS, load_digits
+
+    assert DATASETS["digits"].max_test_examples == len(load_digits(0).test) == 539
+
+
+def test_the_bootstrap_resamples_in_chunks_with_unchanged_numbers(monkeypatch):
+    run = make_run(PRUNERS, n=97)
+    whole = uncertainty.resampled_accuracy(run, run.networks, 50, seed=3)
+    monkeypatch.setattr(uncertainty, "CHUNK_DRAWS", 3 * 97)  # 3 resamples at a time, the last chunk shorter
+    chunked = uncertainty.resampled_accuracy(run, run.networks, 50, seed=3)
+    assert whole.keys() == chunked.keys()
+    for name in whole:
+        assert np.array_equal(whole[name], chunked[name])
+
+
+def test_the_bootstraps_memory_does_not_grow_with_the_resamples(monkeypatch):
+    import tracemalloc
+
+    run = make_run(PRUNERS, n=100_000, parent_correct=90_000)
+    monkeypatch.setattr(uncertainty, "CHUNK_DRAWS", 2**20)
+    tracemalloc.start()
+    try:
+        uncertainty.resampled_accuracy(run, run.networks, 200, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # drawing all 200 x 100,000 indices at once takes 160 MB for the indices alone
+
+
+# 4. one file per (pruner, seed, protocol)
+
+
+def test_duplicate_pruner_and_seed_is_an_error_naming_both_files(tmp_path):
+    first = save_result(make_run(PRUNERS), tmp_path / "a.json")
+    newer = save_result(make_run({"wt": GAP["wt"]}, created=5), tmp_path / "b.json")  # replaced `a`'s wt before
+
+    board, errors = skipped(tmp_path)
+    line = the_line(errors, newer)
+    assert f"pruner 'wt' with seed 0 of protocol {make_run(PRUNERS).config.protocol_hash()} is also in {first}" in line
+    assert board == render_leaderboard([load_result(first)], breakdown=True, verified=set(), skipped=1)
+
+
+# 5. a file without per-example hits costs only its own rows their intervals
+
+
+def test_a_file_without_hits_loses_only_its_own_rows_intervals(tmp_path):
+    for seed in range(2):
+        save_result(make_run({"wt": NO_GAP["wt"]}, seed=seed), tmp_path / f"wt{seed}.json")
+    bare = make_run({"ft": GAP["wt"]})
+    bare = bare.model_copy(update={"networks": [n.model_copy(update={"hits": {}}) for n in bare.networks]})
+    save_result(RunResult.model_validate(bare.model_dump()), tmp_path / "ft-bare.json")
+
+    board, errors = skipped(tmp_path)
+    assert errors == []
+    rows = {line.split("|")[2].strip(): line for line in board.splitlines() if line.startswith("| 1 ")
+            or line.startswith("| 2 ")}
+    assert INTERVAL in rows["wt"] and "p = " in rows["wt"]
+    assert INTERVAL not in rows["ft"] and "p = " not in rows["ft"]
+    assert "Rows without brackets: mean ± std over seeds" in board
+
+
+# 6. prune ratio, nonzero count, parent and target agree
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda nets: nets[2].update({"prune_ratio": 0.999}),
+         "network 'wt' step 2: prune ratio 0.999 disagrees with its 200 nonzero parameters of the parent's 1000"),
+        (lambda nets: nets[2].update({"prune_ratio": 0.999, "nonzero_params": 1}),  # consistent, off the grid
+         f"network 'wt' step 2: prune ratio 0.999 is more than {TARGET_RATIO_TOLERANCE} away from its target 0.8"),
+        (lambda nets: nets[2].update({"prune_ratio": 0.9, "nonzero_params": 100}),
+         f"network 'wt' step 2: prune ratio 0.9 is more than {TARGET_RATIO_TOLERANCE} away from its target 0.8"),
+        (lambda nets: nets[1].update({"prune_ratio": 0.45, "nonzero_params": 550}), f"more than {TARGET_RATIO_TOLERANCE} away"),
+        (lambda nets: nets[1].update({"target_ratio": 0.8}), "target ratio 0.8, but the config's grid has 0.5"),
+        (lambda nets: nets[0].update({"prune_ratio": 0.5}), "the parent must be step 0 with prune and target ratio 0"),
+        (lambda nets: nets[0].update({"nonzero_params": 0}), "the parent has 0 nonzero parameters"),
+        (lambda nets: nets[2].update({"step": 3}), "step 3: the grid has steps 1 to 2"),
+        (lambda nets: nets.pop(1), "network 'wt': steps [2], expected each of 1 to 2 once"),
+    ],
+)
+def test_prune_ratios_must_agree_with_nonzero_counts_and_targets(tmp_path, change, message):
+    path = forge(save_result(make_result(), tmp_path / "run.json"), lambda raw: change(raw["networks"]))
+    assert message in the_line(load_results([path])[1], path)
+
+
+def test_a_real_result_claiming_a_tiny_network_is_skipped(tmp_path):
+    """The observed attack on a real file: its last wt step claims 99.9 % pruned, 1 nonzero parameter."""
+    real = tmp_path / COMMITTED[0].name
+    real.write_bytes(COMMITTED[0].read_bytes())
+    last = max(i for i, n in enumerate(json.loads(real.read_text())["networks"]) if n["pruner"] == "wt")
+    forge(real, lambda raw: raw["networks"][last].update({"prune_ratio": 0.999, "nonzero_params": 1}))
+    board, errors = skipped(tmp_path)
+    assert "prune ratio 0.999 disagrees with its 1 nonzero parameters" in the_line(errors, real)
+    assert "No result files found" in board
+
+
+def test_the_committed_results_lie_well_within_the_target_tolerance():
+    gaps = [abs(n["prune_ratio"] - n["target_ratio"]) for path in [*COMMITTED, *V1]
+            for n in json.loads(path.read_text())["networks"]]
+    print(f"max |prune_ratio - target_ratio| over the committed results: {max(gaps):.4f}")
+    assert 0 < max(gaps) < TARGET_RATIO_TOLERANCE / 3
+
+
+# 7. the config hash is the canonical sha256 of the config as stored
+
+
+def test_a_config_hash_that_does_not_match_the_config_is_refused(tmp_path):
+    path = forge(save_result(make_result(), tmp_path / "run.json"), lambda raw: raw["config"].update({"delta": 0.5}))
+    assert "provenance.config_hash" in the_line(load_results([path])[1], path)
+
+
+def test_the_config_hash_is_over_the_config_as_stored(tmp_path, monkeypatch):
+    from bench import results as results_module
+    from bench.schema import RunConfig
+
+    path = save_result(make_result(), tmp_path / "run.json")
+    before = uncertainty.content_key(load_result(path))
+
+    class GrownConfig(RunConfig):
+        accelerator: str | None = None  # a field a later prunebench might add, with a default
+
+    class GrownResult(RunResult):
+        config: GrownConfig
+
+    monkeypatch.setattr(results_module, "RunResult", GrownResult)
+    grown = load_result(path)
+    assert grown.config.config_hash() != grown.provenance.config_hash  # a re-dump would not match any more
+    assert uncertainty.content_key(grown) == before  # nor would the bootstrap's draws
+
+
+def test_committed_and_version_1_files_pass_every_check():
+    assert COMMITTED and V1
+    kept, errors = load_results(COMMITTED, {"digits": 539})
+    assert errors == [] and len(kept) == len(COMMITTED)
+    assert load_results(V1, {"digits": 539})[1] == []
+
+
+# 8. a bad file is reported and skipped; --strict fails
+
+
+def test_a_bad_file_is_skipped_and_strict_fails(tmp_path, capsys):
+    save_result(make_run(PRUNERS), tmp_path / "good.json")
+    bad = tmp_path / "bad\nname.json"  # a hostile name cannot break the one-line report
+    bad.write_text('{"schema_version": 2, "networks": [[[[')
+    escaped = Path(str(bad).replace("\n", "\\n"))
+
+    assert main(["leaderboard", str(tmp_path), "-o", str(tmp_path / "board.md")]) == 0
+    out, err = capsys.readouterr()
+    assert "not valid JSON" in the_line(err.splitlines(), escaped)
+    assert "| wt " in out and (tmp_path / "board.md").read_text() == out
+    assert out.endswith("\n1 invalid result file skipped (`bench leaderboard --strict` lists them).\n")
+
+    assert main(["leaderboard", "--strict", str(tmp_path), "-o", str(tmp_path / "strict.md")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and not (tmp_path / "strict.md").exists()
+    lines = err.splitlines()
+    assert "not valid JSON" in the_line(lines[:1], escaped) and "1 invalid result files (--strict)" in lines[1]
+
+
+def test_deep_nesting_and_hostile_names_stay_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert "not valid JSON" in the_line(load_results([deep])[1], deep)
+    path = forge(save_result(make_result(pruner="evil\n# x\x1b[31m"), tmp_path / "evil.json"),
+                 lambda raw: raw["networks"][1].update({"target_ratio": 0.8}))
+    line = the_line(load_results([path])[1], path)
+    assert "network 'evil\\n# x\\x1b[31m' step 1" in line
