@@ -13,6 +13,7 @@ and raw little-endian buffers.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from safetensors.torch import save as save_safetensors
 
 from bench.io import atomic_path, canonical_sha256
 
-__all__ = ["FORMAT", "NetworkFileError", "SavedFile", "fit_state", "load_state", "read_state", "save_state", "shape_signature"]
+__all__ = ["FORMAT", "NetworkFileError", "SavedFile", "decode_checkpoint", "fit_state", "load_state", "read_state", "save_state",
+           "shape_signature"]
 
 FORMAT = "prunebench-sparse-1"
 _MASK, _VALUES = "::mask", "::values"
@@ -116,6 +118,37 @@ def _dense_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, dict]
         dense[kept] = values
         state[name] = dense.reshape(shape)
     return state
+
+
+def _looks_like_safetensors(payload: bytes) -> bool:
+    """A safetensors file starts with its header's length (u64, little-endian) and a JSON object."""
+    header_size = int.from_bytes(payload[:8], "little")
+    return len(payload) >= 10 and 8 + header_size <= len(payload) and payload[8:9] == b"{"
+
+
+def decode_checkpoint(payload: bytes, source: str) -> dict[str, torch.Tensor]:
+    """A user's state dict from a file's bytes (`source` names it in errors): prunebench's sparse
+    format (its header says so), plain safetensors, or a `torch.save`d mapping of names to tensors,
+    read with `weights_only=True` (no code is unpickled)."""
+    if _looks_like_safetensors(payload):
+        try:
+            tensors = load_safetensors(payload)
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise NetworkFileError(f"{source}: not a safetensors file ({exc})") from exc
+        header = json.loads(payload[8:8 + int.from_bytes(payload[:8], "little")])
+        if _HEADER_KEY in (header.get("__metadata__") or {}):
+            return _decode(payload, source)
+        return dict(tensors)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign bytes (UnpicklingError, RuntimeError, ...)
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise NetworkFileError(f"{source}: not a state dict file (torch.save or safetensors): "
+                               f"{type(exc).__name__}: {reason}") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in state.items()):
+        raise NetworkFileError(f"{source}: not a state dict (a mapping of parameter names to tensors)")
+    return dict(state)
 
 
 def read_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:

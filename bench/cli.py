@@ -1,4 +1,4 @@
-"""Command line: `bench run | list | data make-c | leaderboard | validate | verify | plot | analyze | compress`.
+"""Command line: `bench run | plan | list | data make-c | leaderboard | validate | verify | plot | analyze | compress`.
 
 This module only parses arguments and hands them to the package; `bench --help` stays fast
 because heavy modules (torch, matplotlib) are imported inside the commands.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bench.schema import RunConfig
 
 DEFAULT_RATIOS = ":".join(map(str, DEFAULT_GRID))  # geom:0.3:0.95:6
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"  # bench.devices.resolve_device
 
 
 def corruption_names(value: str) -> tuple[str, ...]:
@@ -103,6 +104,8 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
     parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
+    parser.add_argument("--device", default="cpu", help=f"where the corruptions run: {DEVICE_HELP} "
+                        "(bytes are reproducible per device type)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--data-dir", type=Path, default=None, help="data root of --dataset (default $PRUNEBENCH_DATA or ./data)")
     parser.add_argument("--download", action="store_true", help="allow downloading --dataset (checksum-verified)")
@@ -115,9 +118,11 @@ def command_make_c(args: argparse.Namespace) -> int:
 
     from bench.corruptions.tables import table_named
     from bench.data import load_dataset
+    from bench.devices import resolve_device
     from bench.files import data_environment
     from bench.make_c import make_c
 
+    device = str(resolve_device(args.device))
     with data_environment(args.data_dir, args.download):
         bundle = load_dataset(args.dataset, args.seed)
     test = bundle.test
@@ -134,6 +139,7 @@ def command_make_c(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         chunk_size=args.chunk_size,
+        device=device,
     )
     for name in sorted(written):
         print(args.out / name, file=sys.stderr)
@@ -171,13 +177,8 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
-    parser.add_argument("--version", action="version", version=f"prunebench {package_version()}")
-    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (bench --debug run ...)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The arguments of `bench run`, shared with `bench plan` (same arguments, same RunConfig)."""
     run.add_argument("--dataset", default=None,
                      help="digits (default), cifar10, imagenet, voc, sbd; implied by the suites when they need one")
     run.add_argument("--model", default=None, help="a registered model or any timm model name "
@@ -207,12 +208,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
     run.add_argument("--threads", type=at_least(1), default=2, help="CPU threads per job (part of the numerics; recorded)")
-    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evaluation precision (bf16 autocast)")
+    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                     help="training, retraining and evaluation precision (bf16: autocast, fp32 master weights)")
+    run.add_argument("--device", default="cpu", help=f"where every job trains and evaluates: {DEVICE_HELP}; "
+                     "its type is part of the job keys and recorded")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument("--workers", type=at_least(1), default=1, help="parallel jobs (local process pool, or Ray CPUs)")
+    run.add_argument("--jobs-per-gpu", type=at_least(1), default=1,
+                     help="CUDA runs: concurrent jobs per GPU (local: one pinned worker per GPU x K, --workers "
+                          "ignored; Ray: each task asks for 1/K GPU); e.g. 4 for ResNet20")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--parent-checkpoint", type=Path, default=None, metavar="PATH",
+                     help="start from this trained parent (torch state dict or safetensors) instead of training one; "
+                     "its sha256 is part of the config, --epochs then fine-tunes it (default 0: used as is)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bench", description="Robust vs nominal prune potential of pruned networks.")
+    parser.add_argument("--version", action="version", version=f"prunebench {package_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (bench --debug run ...)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train, prune, retrain and evaluate; write a result file")
+    add_run_arguments(run)
+    run.add_argument("--dry-run", action="store_true", help="print the plan (as `bench plan`) and exit")
+    plan = sub.add_parser("plan", help="print the jobs `bench run` with the same arguments would run, how many "
+                          "are cached, and an estimated wall time (trains nothing)")
+    add_run_arguments(plan)
 
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
 
@@ -244,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce draw")
     verify.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write <result>.verify.json beside each result file")
+    verify.add_argument("--device", default="cpu", help=f"where to re-evaluate: {DEVICE_HELP}; hits are compared "
+                        "exactly, so use the device type the result records")
     verify.add_argument("--quiet", action="store_true", help="no progress bars")
 
     plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files, "
@@ -339,26 +365,43 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         delta=args.delta,
         channels_last=args.channels_last,
         threads=args.threads,
+        parent_checkpoint=args.parent_checkpoint,
     )
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from bench.devices import resolve_device
     from bench.executors import make_executor
     from bench.files import data_environment
     from bench.runner import run
     from leaderboard import build_leaderboard
 
+    if args.dry_run:
+        return command_plan(args)
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out}: is a file, not a folder")
     with data_environment(args.data_dir, args.download, args.verify_data):  # inherited by worker processes
         config = run_config(args)
-        executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
+        device = str(resolve_device(args.device))
+        executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet,
+                                 device_type=device, jobs_per_gpu=args.jobs_per_gpu)
         try:
-            path = run(config, args.out, progress=not args.quiet, executor=executor)
+            path = run(config, args.out, progress=not args.quiet, executor=executor,
+                       parent_checkpoint=args.parent_checkpoint, device=device)
         finally:
             executor.close()
     print(f"wrote {path}", file=sys.stderr)
     print(build_leaderboard(args.out))
+    return 0
+
+
+def command_plan(args: argparse.Namespace) -> int:
+    from bench.files import data_environment
+    from bench.plan import format_plan, plan
+
+    with data_environment(args.data_dir, args.download, args.verify_data):
+        print(format_plan(plan(run_config(args), args.out, parent_checkpoint=args.parent_checkpoint,
+                               device=args.device)))
     return 0
 
 
@@ -420,7 +463,7 @@ def command_verify(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         check = verify_result(path, args.networks, reproduce=args.reproduce, seed=args.seed,
-                              progress=not args.quiet, write_report=args.report)
+                              progress=not args.quiet, write_report=args.report, device=args.device)
         for line in check.disagreements:
             print(f"{path.name}: {line}")
         for line in check.reproduced:
@@ -452,6 +495,7 @@ def command_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": command_run,
+    "plan": command_plan,
     "data": command_data,
     "list": command_list,
     "leaderboard": command_leaderboard,

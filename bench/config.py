@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -15,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch-free at import: `bench --help` imports this module
     from bench.schema import RunConfig
 
-__all__ = ["DEFAULT_GRID", "DEFAULT_PRUNERS", "choose_dataset", "default_config", "ratio_grid"]
+__all__ = ["DEFAULT_GRID", "DEFAULT_PRUNERS", "choose_dataset", "default_config", "file_sha256", "ratio_grid"]
 
 DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
 DEFAULT_GRID: tuple[Literal["geom", "lin"], float, float, int] = ("geom", 0.3, 0.95, 6)
@@ -30,6 +33,18 @@ def ratio_grid(kind: Literal["geom", "lin"], low: float, high: float, count: int
     if kind == "geom":
         return tuple(round(1 - float(k), 4) for k in np.geomspace(1 - low, 1 - high, count))
     return tuple(round(float(r), 4) for r in np.linspace(low, high, count))
+
+
+def file_sha256(path: Path, what: str = "file") -> str:
+    """sha256 of a file's bytes; an unreadable file is a one-line ValueError naming it."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot read ({exc.strerror or exc})") from exc
+    return digest.hexdigest()
 
 
 def choose_dataset(dataset: str | None, suites: tuple[str, ...] | None) -> str:
@@ -57,14 +72,22 @@ def default_config(
     retrain_epochs: int | None = None,
     train_corruptions: tuple[str, ...] = (),
     seed: int = 0,
+    parent_checkpoint: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> RunConfig:
     """A RunConfig whose unset parts come from the dataset's spec (bench.data.DATASETS): model,
     suites, recipes (epochs overridable) and the Mix-training corruption table. `settings` are
-    the remaining RunConfig fields (seed, delta, threads, ...)."""
+    the remaining RunConfig fields (seed, delta, threads, ...).
+
+    `parent_checkpoint`: a trained parent's file (state dict or safetensors); the config records its
+    sha256, and the parent is fine-tuned for `epochs` (default 0: used as is). Pass the same path to
+    bench.runner.run, which checks it against the model and reads it."""
     from bench.data import dataset_spec
     from bench.schema import RunConfig
 
+    if parent_checkpoint is not None:
+        settings["parent_checkpoint_sha256"] = file_sha256(Path(parent_checkpoint), "parent checkpoint")
+        epochs = 0 if epochs is None else epochs
     dataset = choose_dataset(dataset, suites)
     spec = dataset_spec(dataset)
     train, retrain = spec.train, spec.retrain

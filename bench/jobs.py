@@ -1,14 +1,17 @@
 """Content-addressed jobs: every stage of a run is a pure function of a hashed spec.
 
-A spec holds everything that determines the artifact (including the CPU thread count, which
-changes float reduction order). Artifacts live in a Store (bench.store: what is stored where,
-and how every artifact is checked on use); a job whose artifacts are done is skipped, so a killed
-run resumes exactly where it stopped, and a rerun with more suites only adds evaluations. Job
-functions take plain strings so any executor (processes, Ray) can ship them.
+A spec holds everything that determines the artifact: the CPU thread count, which changes float
+reduction order (it matters only on the CPU, but every spec keeps it so existing keys stay valid),
+and, off the CPU, the device type (`device_extras`: a CUDA artifact is never reused by a CPU run, nor
+the other way round). Artifacts live in a Store (bench.store: what is stored where, and how every
+artifact is checked on use); a job whose artifacts are done is skipped, so a killed run resumes
+exactly where it stopped, and a rerun with more suites only adds evaluations. Job functions take
+plain strings (the device too, e.g. "cuda") so any executor (processes, Ray) can ship them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -21,7 +24,9 @@ import torch
 from torch import nn
 
 from bench import registry
+from bench.checkpoints import decode_checkpoint, fit_state
 from bench.data import DataBundle, load_dataset
+from bench.devices import module_device
 from bench.io import canonical_sha256
 from bench.models import create_model, set_hub_policy
 from bench.pruning import (
@@ -41,7 +46,7 @@ from bench.pruning import (
 from bench.registry import PluginError
 from bench.results import load_result
 from bench.schema import PARENT, RunConfig, RunResult
-from bench.store import NETWORK_SUFFIX, Store
+from bench.store import CHECKPOINT_SUFFIX, NETWORK_SUFFIX, Store
 from bench.training import evaluate, train
 
 JOB_VERSION = 4  # bump when a job's computation changes, so old artifacts are not reused
@@ -55,7 +60,32 @@ def spec_key(spec: Mapping[str, Any]) -> str:
 # ---- specs -----------------------------------------------------------------------------------
 
 
-def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
+def parent_spec(config: RunConfig, data_checksum: str, device: str = "cpu") -> dict[str, Any]:
+    spec = _parent_spec(config, data_checksum)
+    if config.parent_checkpoint_sha256 is not None:  # absent otherwise: existing parents keep their keys
+        spec["checkpoint"] = config.parent_checkpoint_sha256
+    spec.update(training_extras(config, device))
+    return spec
+
+
+def device_extras(device: str) -> dict[str, str]:
+    """The device entry of a job spec: its type (`cuda:1` -> `cuda`), present only off the CPU, so
+    every CPU key (and every committed number) stays what it was. The CPU thread count, which the
+    specs hold too, matters only on the CPU."""
+    kind = torch.device(device).type
+    return {} if kind == "cpu" else {"device": kind}
+
+
+def training_extras(config: RunConfig, device: str) -> dict[str, str]:
+    """Spec entries of the jobs that train (parent, step): the device type off the CPU, and the
+    precision when it is not fp32 (bf16 trains under autocast), so fp32 CPU keys are unchanged."""
+    extras = device_extras(device)
+    if config.precision != "fp32":
+        extras["precision"] = config.precision
+    return extras
+
+
+def _parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
     return {
         "job": "parent",
         "version": JOB_VERSION,
@@ -67,7 +97,7 @@ def parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
         "pretrained": config.pretrained,
         "per_class": config.per_class,
         "channels_last": config.channels_last,
-        "threads": config.threads,
+        "threads": config.threads,  # matters only on the CPU; kept everywhere so CPU keys never change
         "torch": torch.__version__,
     }
 
@@ -92,7 +122,7 @@ def pruner_identity(name: str) -> dict[str, Any]:
 
 
 def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
-              identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              identity: Mapping[str, Any] | None = None, device: str = "cpu") -> dict[str, Any]:
     return {
         "job": "step",
         "version": JOB_VERSION,
@@ -104,21 +134,22 @@ def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
         "seed": config.seed,
         "calibration_size": config.calibration_size,
         "threads": config.threads,
+        **training_extras(config, device),
     }
 
 
-def eval_spec(network_key: str, testset_checksum: str, config: RunConfig) -> dict[str, Any]:
+def eval_spec(network_key: str, testset_checksum: str, config: RunConfig, device: str = "cpu") -> dict[str, Any]:
     return {"job": "eval", "version": JOB_VERSION, "network": network_key, "testset": testset_checksum,
-            "threads": config.threads, "precision": config.precision}
+            "threads": config.threads, "precision": config.precision, **device_extras(device)}
 
 
 def chain_keys(config: RunConfig, pruner: str, parent_key: str,
-               identity: Mapping[str, Any] | None = None) -> list[str]:
-    """Keys of a pruner's cascade steps; `identity` defaults to the installed pruner's."""
+               identity: Mapping[str, Any] | None = None, device: str = "cpu") -> list[str]:
+    """Keys of a pruner's cascade steps on `device`; `identity` defaults to the installed pruner's."""
     keys, previous = [], parent_key
     identity = identity if identity is not None else pruner_identity(pruner)
     for step in range(1, len(config.target_ratios) + 1):
-        previous = spec_key(step_spec(config, pruner, step, previous, identity))
+        previous = spec_key(step_spec(config, pruner, step, previous, identity, device))
         keys.append(previous)
     return keys
 
@@ -139,18 +170,19 @@ class NetworkRef:
 
 
 def run_networks(config: RunConfig, data_checksum: str,
-                 identities: Mapping[str, Mapping[str, Any]] | None = None) -> list[NetworkRef]:
+                 identities: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> list[NetworkRef]:
     """The parent and every cascade step of a run, in result-file order.
 
     `identities` (pruner name -> identity, as a result file records them) name the networks that a
     finished run evaluated even after its pruners' code changed; default: the installed pruners.
+    `device`: the device the run trained on (its type is part of every key off the CPU).
     """
-    parent_key = spec_key(parent_spec(config, data_checksum))
+    parent_key = spec_key(parent_spec(config, data_checksum, device))
     refs = [NetworkRef("parents", parent_key, "parent", 0)]
     for pruner in config.pruners:
         identity = (identities or {}).get(pruner)
         refs += [NetworkRef("steps", key, pruner, step)
-                 for step, key in enumerate(chain_keys(config, pruner, parent_key, identity), start=1)]
+                 for step, key in enumerate(chain_keys(config, pruner, parent_key, identity, device), start=1)]
     return refs
 
 
@@ -170,7 +202,7 @@ class FinishedRun:
 
     def refs(self) -> list[NetworkRef]:
         identities = {name: p.model_dump(mode="json") for name, p in self.result.provenance.pruners.items()}
-        return run_networks(self.result.config, self.data.checksum, identities)
+        return run_networks(self.result.config, self.data.checksum, identities, self.result.provenance.device)
 
     def prune_ratio(self, ref: NetworkRef) -> float:
         return next(n.prune_ratio for n in self.result.networks if (n.pruner, n.step) == (ref.pruner, ref.step))
@@ -209,11 +241,13 @@ def job_environment(config: RunConfig) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def new_model(config: RunConfig, data: DataBundle, initial: bool = False) -> nn.Module:
-    """The run's architecture; `initial`: the parent's starting point (timm weights if pretrained)."""
+def new_model(config: RunConfig, data: DataBundle, initial: bool = False,
+              device: str | torch.device = "cpu") -> nn.Module:
+    """The run's architecture on `device` (initialised on the CPU, so a seed gives the same weights
+    everywhere); `initial`: the parent's starting point (timm weights if pretrained)."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=data.num_classes, in_chans=data.train.images.shape[1],
-                         pretrained=initial and config.pretrained)
+                         pretrained=initial and config.pretrained).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
@@ -239,16 +273,17 @@ def calibration_indices(config: RunConfig, data: DataBundle, model: nn.Module | 
 
 
 def prune_context(config: RunConfig, data: DataBundle, model: nn.Module) -> PruneContext:
-    """The S set and task constants handed to every pruner of a run."""
+    """The S set (on the model's device) and task constants handed to every pruner of a run."""
     s_set = data.val.subset(torch.tensor(calibration_indices(config, data, model)))
+    device = module_device(model)
     loss: Loss = classification_loss
     if data.task == "segmentation":
         from bench.segmentation import segmentation_loss
 
         loss = segmentation_loss
     return PruneContext(
-        calibration=data.normalize(s_set.images),
-        labels=s_set.labels,
+        calibration=data.normalize(s_set.images.to(device)),
+        labels=s_set.labels.to(device),
         seed=config.seed,
         last_layer=last_layer_name(model),
         loss=loss,
@@ -265,21 +300,54 @@ def load_checked_dataset(config: RunConfig, checksum: str, seed: int | None = No
 
 
 def run_parent_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False,
-                   data_seed: int | None = None) -> str:
-    """Train the unpruned network; `data_seed`: the seed that drew the split `data_checksum` names,
-    if not the config's (a control parent trains on its run's split)."""
+                   data_seed: int | None = None, device: str = "cpu") -> str:
+    """Train the unpruned network on `device`; `data_seed`: the seed that drew the split
+    `data_checksum` names, if not the config's (a control parent trains on its run's split)."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
-    key = spec_key(parent_spec(config, data_checksum))
+    key = spec_key(parent_spec(config, data_checksum, device))
     if store.done("parents", key):
         return key
     with job_environment(config):
         data = load_checked_dataset(config, data_checksum, data_seed)
-        model = new_model(config, data, initial=True)
-        train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress)
+        model = new_model(config, data, initial=True, device=device)
+        if config.parent_checkpoint_sha256 is not None:
+            load_parent_checkpoint(store, config.parent_checkpoint_sha256, model)
+        if config.parent_checkpoint_sha256 is None or config.train.epochs > 0:
+            train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress,
+                  precision=config.precision)
         check_finite(model, f"parent {config.model}, after training")
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
+
+
+def load_parent_checkpoint(store: Store, sha256: str, model: nn.Module) -> nn.Module:
+    """Load the user's parent checkpoint kept in `store` (Store.save_checkpoint) into `model`."""
+    source = store.path("checkpoints", sha256, CHECKPOINT_SUFFIX)
+    return fit_state(model, decode_checkpoint(store.checkpoint_bytes(sha256), str(source)), source).eval()
+
+
+def import_parent_checkpoint(store: Store, config: RunConfig, data: DataBundle, path: Path) -> None:
+    """Check a user's parent checkpoint file (check_parent_checkpoint) and keep it in `store`, where
+    the parent job reads it."""
+    store.save_checkpoint(check_parent_checkpoint(config, data, path))
+
+
+def check_parent_checkpoint(config: RunConfig, data: DataBundle, path: Path) -> bytes:
+    """The bytes of a user's parent checkpoint file, checked against the config (its sha256) and the
+    run's architecture (keys, shapes, dtypes); a one-line ValueError naming the file otherwise."""
+    try:
+        payload = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"parent checkpoint {path}: cannot read ({exc.strerror or exc})") from exc
+    sha256 = hashlib.sha256(payload).hexdigest()
+    if sha256 != config.parent_checkpoint_sha256:
+        expected = config.parent_checkpoint_sha256
+        raise ValueError(f"parent checkpoint {path}: sha256 {sha256[:12]} differs from the config's "
+                         f"parent_checkpoint_sha256 {expected[:12] if expected else None} (build the config "
+                         "with default_config(parent_checkpoint=...))")
+    fit_state(new_model(config, data), decode_checkpoint(payload, str(path)), Path(path))
+    return payload
 
 
 def control_config(config: RunConfig) -> RunConfig:
@@ -287,20 +355,21 @@ def control_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"seed": config.seed + CONTROL_SEED_OFFSET})
 
 
-def run_control_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False) -> str:
+def run_control_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False,
+                    device: str = "cpu") -> str:
     """The parent job of `control_config` on the run's own split (the data checksum pins it, so the
     parent spec addresses the control: a store kind "parents" artifact like any other)."""
     config = RunConfig.model_validate_json(config_json)
     return run_parent_job(control_config(config).model_dump_json(), store_root, data_checksum, progress,
-                          data_seed=config.seed)
+                          data_seed=config.seed, device=device)
 
 
 def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_name: str, parent_key: str,
-                  progress: bool = False) -> list[str]:
-    """Cascade prune -> retrain over the ratio grid, resuming after the last finished step."""
+                  progress: bool = False, device: str = "cpu") -> list[str]:
+    """Cascade prune -> retrain over the ratio grid on `device`, resuming after the last finished step."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
-    keys = chain_keys(config, pruner_name, parent_key)
+    keys = chain_keys(config, pruner_name, parent_key, device=device)
     todo = [step for step, key in enumerate(keys, start=1) if not store.done("steps", key)]
     if not todo:
         return keys
@@ -308,7 +377,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
         data = load_checked_dataset(config, data_checksum)
         pruner = load_pruner(pruner_name)
         first = todo[0]
-        model = new_model(config, data)
+        model = new_model(config, data, device=device)
         if first == 1:
             store.load_weights("parents", parent_key, model)
         else:
@@ -334,7 +403,7 @@ def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunCo
     check_finite(model, f"{where}, after pruning")
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
-          progress=progress)
+          progress=progress, precision=config.precision)
     check_finite(model, f"{where}, after retraining")
     nonzero = count_nonzero(model)
     return {
@@ -355,16 +424,16 @@ def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int
 
 
 def run_eval_job(config_json: str, store_root: str, data_checksum: str, kind: str, network_key: str,
-                 testsets: list[str]) -> None:
-    """Evaluate one network on every listed test set that has no evaluation artifact yet."""
+                 testsets: list[str], device: str = "cpu") -> None:
+    """Evaluate one network on `device` on every listed test set that has no evaluation artifact yet."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
-    todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config)))]
+    todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config, device)))]
     if not todo:
         return
     with job_environment(config):
         data = load_checked_dataset(config, data_checksum)
-        model = store.load_weights(kind, network_key, new_model(config, data))
+        model = store.load_weights(kind, network_key, new_model(config, data, device=device))
         for checksum in todo:
             outcome = evaluate(model, data, store.load_testset(checksum), precision=config.precision)
-            store.write_json("evals", spec_key(eval_spec(network_key, checksum, config)), outcome)
+            store.write_json("evals", spec_key(eval_spec(network_key, checksum, config, device)), outcome)

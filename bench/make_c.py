@@ -81,13 +81,16 @@ def make_c(
     seed: int = 0,
     progress: bool = True,
     chunk_size: int = 1000,
+    device: str = "cpu",
 ) -> dict[str, str]:
     """Write ``<corruption>.npy`` and ``labels.npy`` for uint8 NCHW ``images`` into ``out_dir``.
 
     ``table`` maps corruption -> 5 per-severity constants (:mod:`bench.corruptions.tables`);
     ``corruptions`` None means every corruption of the table (official order).  Rows follow
     the sorted requested ``severities`` (see the module notes).  Returns ``{file name: sha256}``
-    of the files written (also merged into ``prunebench-manifest.json``).
+    of the files written (also merged into ``prunebench-manifest.json``).  ``device``: where the
+    corruptions run (random draws stay on the CPU); the bytes are reproducible per device type, and
+    a device other than the CPU is recorded in ``prunebench-make-c.json``.
     """
     import torch
     from tqdm import tqdm
@@ -124,7 +127,7 @@ def make_c(
                     for start in starts:
                         stop = min(start + chunk_size, n)
                         seeds = [seed_for(seed, "make-c", name, severity, i) for i in range(start, stop)]
-                        corrupted = corrupt(images[start:stop], name, level, seeds)
+                        corrupted = corrupt(images[start:stop].to(device), name, level, seeds)
                         rows[block * n + start : block * n + stop] = corrupted.permute(0, 2, 3, 1).cpu().numpy()
                         bar.update(1)
                 rows.flush()
@@ -146,5 +149,7 @@ def make_c(
         "labels_dtype": str(np.load(out / "labels.npy", mmap_mode="r").dtype),
         "constants": {name: [table[name][s - 1] for s in chosen] for name in names},
     }
+    if torch.device(device).type != "cpu":  # absent on the CPU: files made before devices stay identical
+        parameters["device"] = torch.device(device).type
     atomic_write_text(out / PARAMETERS, json.dumps(parameters, indent=1) + "\n")
     return written

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.devices import module_device
 from bench.registry import PluginError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "layer_output_sizes",
     "parameter_masks",
     "propagate_compression",
+    "propagation_pass",
     "prune_to_ratio",
     "top_units",
 ]
@@ -108,10 +110,12 @@ def parameter_masks(model: nn.Module) -> ParameterMasks:
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
     """Zero the masked-out weights of the named compressible layers (always +0.0: a multiply would
-    leave -0.0 whose sign depends on kernel choice, and saved networks are compared bitwise)."""
+    leave -0.0 whose sign depends on kernel choice, and saved networks are compared bitwise).
+    Masks are moved to the weights' device."""
     layers = compressible_layers(model)
     for name, mask in masks.items():
-        layers[name].weight.masked_fill_(~mask.bool(), 0.0)
+        weight = layers[name].weight
+        weight.masked_fill_(~mask.to(weight.device).bool(), 0.0)
 
 
 @torch.no_grad()
@@ -146,7 +150,7 @@ def top_units(scores: torch.Tensor, count: int) -> torch.Tensor:
 
 def layer_output_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """Output neurons per image (C_out * positions) of each compressible layer that runs, from one
-    forward pass of one image in eval mode."""
+    forward pass of one image (moved to the model's device) in eval mode."""
     layers = compressible_layers(model)
     sizes: dict[str, int] = {}
     handles = [
@@ -157,7 +161,7 @@ def layer_output_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, int
     model.eval()
     try:
         with torch.no_grad():
-            model(example[:1])
+            model(example[:1].to(module_device(model)))
     finally:
         for handle in handles:
             handle.remove()
@@ -257,15 +261,18 @@ class _ConstantInputs:
             handle.remove()
 
 
-def _propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> None:
-    """One pass of the reference's propagation step (see propagate_compression)."""
+def propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> None:
+    """One pass of the reference's propagation step (see propagate_compression), on the model's
+    device (the S set's batches are moved there); masks are applied with masked_fill_, so nothing is
+    read back from the device."""
     layers = compressible_layers(model)
+    device = module_device(model)
     model.zero_grad(set_to_none=True)
     constant = _ConstantInputs(layers) if structured else None
     try:
         with torch.enable_grad():
             for images, labels in zip(ctx.calibration.split(ctx.batch_size), ctx.labels.split(ctx.batch_size)):
-                ctx.loss(model(images), labels).backward()
+                ctx.loss(model(images.to(device)), labels.to(device)).backward()
     finally:
         if constant is not None:
             constant.remove()
@@ -273,10 +280,13 @@ def _propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> 
         if structured:
             assert constant is not None
             for layer in layers.values():
-                if layer.weight.grad is not None:
-                    layer.weight[layer.weight.grad.flatten(1).abs().sum(1) == 0] = 0
+                weight = layer.weight
+                if weight.grad is not None:
+                    dead = weight.grad.flatten(1).abs().sum(1) == 0  # output filters without gradient
+                    weight.masked_fill_(dead.view(-1, *([1] * (weight.ndim - 1))), 0.0)
             for name, channels in constant.constant.items():
-                layers[name].weight[:, channels] = 0
+                weight = layers[name].weight  # input columns of channels constant over S
+                weight.masked_fill_(channels.view(1, -1, *([1] * (weight.ndim - 2))), 0.0)
         else:
             for p in model.parameters():
                 if p.grad is not None:
@@ -308,7 +318,7 @@ def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool,
     try:
         nonzero = count_nonzero(model)
         for _ in range(max_passes):
-            _propagation_pass(model, ctx, structured)
+            propagation_pass(model, ctx, structured)
             nonzero, before = count_nonzero(model), nonzero
             if nonzero == before:
                 break

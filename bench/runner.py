@@ -12,12 +12,14 @@ from pathlib import Path
 
 from bench import registry
 from bench.data import DataBundle, load_dataset
+from bench.devices import device_description, resolve_device
 from bench.executors import Executor, LocalExecutor
 from bench.jobs import (
     NetworkRef,
     Store,
     calibration_indices,
     eval_spec,
+    import_parent_checkpoint,
     load_pruner,
     pruner_identity,
     run_chain_job,
@@ -106,15 +108,15 @@ def save_networks(store: Store, refs: list[NetworkRef], folder: Path) -> dict[Ne
 
 
 def network_results(config: RunConfig, store: Store, refs: list[NetworkRef], testsets: dict[str, str],
-                    files: dict[NetworkRef, NetworkFile]) -> list[NetworkResult]:
-    """Assemble the result cells from the job artifacts."""
+                    files: dict[NetworkRef, NetworkFile], device: str = "cpu") -> list[NetworkResult]:
+    """Assemble the result cells from the job artifacts (of the jobs that ran on `device`)."""
     parent_nonzero = store.read_json("parents", refs[0].key)["nonzero_params"]
     parent_meta = {"prune_ratio": 0.0, "target_ratio": 0.0, "nonzero_params": parent_nonzero, "structured": False}
     records = []
     for ref in refs:
         meta = parent_meta if ref.kind == "parents" else store.read_json(ref.kind, ref.key)
         evals = {
-            name: store.read_json("evals", spec_key(eval_spec(ref.key, checksum, config)))
+            name: store.read_json("evals", spec_key(eval_spec(ref.key, checksum, config, device)))
             for name, checksum in testsets.items()
         }
         records.append(
@@ -139,19 +141,29 @@ def run(
     cache_dir: Path | None = None,
     progress: bool = True,
     executor: Executor | None = None,
+    parent_checkpoint: Path | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Run the whole benchmark for one config and write its validated result file.
 
     Every stage is a cached job (bench.jobs): rerunning after a crash resumes, and adding a
-    suite only evaluates the existing networks on the new test sets.
+    suite only evaluates the existing networks on the new test sets. `parent_checkpoint`: the
+    file whose sha256 `config.parent_checkpoint_sha256` names (bench.config.default_config
+    records it); checked against the model and kept in the job cache for the parent job.
+    `device`: a `--device` value (bench.devices.resolve_device); every job trains and evaluates
+    there, and the result records it. Jobs get its type (`cuda`): a CUDA job runs on its process's
+    current GPU, the one the executor pinned it to (bench.executors).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     store = Store(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
     executor = executor or LocalExecutor(progress=progress)
+    kind = resolve_device(device).type  # the jobs' device argument; part of their keys off the CPU
     for name in config.pruners:
         load_pruner(name)  # fail fast on unknown names, before any training
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
+    if parent_checkpoint is not None:
+        import_parent_checkpoint(store, config, data, Path(parent_checkpoint))
     distributions = test_distributions(config, data)
     for d in distributions:
         store.save_testset(d.images)
@@ -160,17 +172,18 @@ def run(
     # in-process jobs may draw progress bars; workers stay quiet
     bars = progress and isinstance(executor, LocalExecutor) and executor.workers == 1
 
-    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars))], desc="parent")
+    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars, None, kind))], desc="parent")
     executor.run(
-        [(run_chain_job, (cfg, root, checksum, name, parent_key, bars)) for name in config.pruners], desc="cascades"
+        [(run_chain_job, (cfg, root, checksum, name, parent_key, bars, kind)) for name in config.pruners],
+        desc="cascades",
     )
-    refs = run_networks(config, checksum)
+    refs = run_networks(config, checksum, device=kind)
     executor.run(
-        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()))) for ref in refs],
+        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()), kind)) for ref in refs],
         desc="evaluations",
     )
     path = result_path(config, out_dir)
-    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)))
+    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)), kind)
     described = [
         Distribution(
             name=d.name,
@@ -196,6 +209,7 @@ def run(
             git_commit=git_commit(),
             created_at=datetime.now(timezone.utc),
             wall_time_s=time.perf_counter() - started,
+            **device_description(resolve_device(device)),
         ),
         distributions=described,
         networks=cells,

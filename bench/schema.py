@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from bench.io import canonical_sha256
 
@@ -82,6 +82,22 @@ class RunConfig(Strict):
     image_size: int | None = Field(default=None, gt=0)  # evaluation crop of segmentation data (VOC: 513)
     corruptions: tuple[str, ...] | None = None  # keep only these corruptions of the suites
     severities: tuple[int, ...] | None = None  # keep only these severities of the suites
+    # sha256 of a user's trained parent (`bench run --parent-checkpoint`): the parent is that file's
+    # state, fine-tuned for train.epochs; the file's path is machine-specific and never recorded
+    parent_checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    # fields added after result files were published: left out of every dump while None, so the
+    # config hash (and protocol hash) of every config that does not use them is unchanged
+    _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("parent_checkpoint_sha256",)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        dumped = handler(self)
+        if isinstance(dumped, dict):
+            for name in self._OMITTED_WHEN_NONE:
+                if dumped.get(name, 0) is None:
+                    del dumped[name]
+        return dumped
 
     @model_validator(mode="after")
     def _check_ratios(self) -> RunConfig:
@@ -89,6 +105,8 @@ class RunConfig(Strict):
             raise ValueError(f"target ratios must lie in (0, 1), got {list(self.target_ratios)}")
         if list(self.target_ratios) != sorted(set(self.target_ratios)):
             raise ValueError("target ratios must be strictly increasing (cascade pruning)")
+        if self.parent_checkpoint_sha256 is not None and self.pretrained:
+            raise ValueError("a parent checkpoint and pretrained weights exclude each other: choose one")
         return self
 
     def config_hash(self) -> str:
@@ -121,6 +139,12 @@ class Provenance(Strict):
     git_commit: str | None = None
     created_at: datetime
     wall_time_s: float = Field(ge=0)
+    # the device every job ran on (bench.devices.device_description); defaults: files written before
+    # devices were recorded ran on the CPU
+    device: str = "cpu"  # its type: cpu, cuda or mps
+    device_name: str | None = None  # e.g. the GPU's name
+    cuda_version: str | None = None  # CUDA and cuDNN versions torch was built with (CUDA runs)
+    cudnn_version: str | None = None
 
 
 class Distribution(Strict):

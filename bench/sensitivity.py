@@ -10,7 +10,8 @@ negative entries are split into a^+ and -a^- (two non-negative "images"), so a >
 
 SiPP scores weights with max_x mean_p g; PFP scores input channels with max over x, output
 filters, kernel offsets and patches of g. Both are computed here for whole batches with
-matrix products, chunked to bound memory, instead of one image per forward pass.
+matrix products, chunked to bound memory, instead of one image per forward pass. Everything
+runs on the model's device.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.devices import module_device
 
 # elements of the largest intermediate tensor materialised at once (~256 MB of float32)
 _CHUNK_ELEMENTS = 1 << 26
@@ -37,9 +40,15 @@ def layer_patches(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         patches = F.unfold(inputs, layer.kernel_size, layer.dilation, padding, layer.stride)
     else:  # Linear: any leading token dimensions act as positions
         patches = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1]).transpose(1, 2)
-    if bool((patches < 0).any()):
+    if _has_negative(patches):
         patches = torch.cat([patches.clamp_min(0), (-patches).clamp_min(0)])
     return patches
+
+
+def _has_negative(x: torch.Tensor) -> bool:
+    """Whether x has a negative entry; on the meta device (no values) assume so, so that the
+    sign split is traced too."""
+    return x.device.type == "meta" or bool((x < 0).any())
 
 
 def inverse_preactivations(weight: torch.Tensor, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +90,7 @@ def _channel_max(magnitudes: torch.Tensor, inverse: torch.Tensor, patches: torch
     """
     filters, fan_in = magnitudes.shape
     positions = inverse.shape[2]
-    best = torch.zeros(fan_in)
+    best = torch.zeros(fan_in, device=magnitudes.device)
     step = max(1, min(filters, _CACHE_ELEMENTS // max(fan_in * positions, 1)))
     for b in range(inverse.shape[0]):
         for i in range(0, filters, step):
@@ -93,7 +102,7 @@ def _channel_max(magnitudes: torch.Tensor, inverse: torch.Tensor, patches: torch
 def pfp_layer_scores(weight: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     """max over images, output filters, kernel offsets and patches, per input channel (C_in,)."""
     w = weight.flatten(1)
-    best = torch.zeros(w.shape[1])
+    best = torch.zeros(w.shape[1], device=w.device)
     for chunk in _batch_chunks(patches, w.numel()):
         inv_pos, inv_neg = inverse_preactivations(w, chunk)
         best = torch.maximum(best, _channel_max(w.clamp_min(0), inv_pos, chunk))
@@ -109,7 +118,8 @@ def layer_sensitivities(
     reducer: LayerReducer,
     batch_size: int,
 ) -> dict[str, torch.Tensor]:
-    """Run `inputs` through `model` in batches; reduce each layer's sensitivity with a running max."""
+    """Run `inputs` through `model` in batches (moved to the model's device); reduce each layer's
+    sensitivity with a running max."""
     scores: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str) -> Callable[..., None]:
@@ -122,10 +132,11 @@ def layer_sensitivities(
 
     handles = [layer.register_forward_hook(hook_for(name)) for name, layer in layers.items()]
     was_training = model.training
+    device = module_device(model)
     model.eval()
     try:
         for batch in inputs.split(batch_size):
-            model(batch)
+            model(batch.to(device))
     finally:
         for handle in handles:
             handle.remove()

@@ -7,6 +7,7 @@ Layout under the store folder (a run's `.cache`):
     evals/<key>.json                    per-example correctness of one network on one test set
     testsets/<sha256>.npz               a generated test set, addressed by its content checksum
     testsets/<sha256>.json              a file-backed test set, stored as a reference to its files
+    checkpoints/<sha256>.checkpoint     a user's parent checkpoint (`--parent-checkpoint`), as given
 
 Every `.json` is a marker `{"payload": ..., "sha256": sha256 of the payload's canonical JSON}`,
 written last, so its presence means "done"; a network marker also records its file's sha256. A
@@ -39,6 +40,7 @@ from bench.io import atomic_path, atomic_write_text, canonical_sha256
 __all__ = ["NETWORK_SUFFIX", "CacheCorrupted", "Store"]
 
 NETWORK_SUFFIX = ".safetensors"
+CHECKPOINT_SUFFIX = ".checkpoint"  # a user's parent, as given (torch.save or safetensors)
 log = logging.getLogger(__name__)
 
 
@@ -130,6 +132,33 @@ class Store:
         except NetworkFileError as exc:
             raise CacheCorrupted(str(exc)) from exc
         return model.eval()
+
+    # ---- user checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(self, payload: bytes) -> str:
+        """Keep a user's parent checkpoint (`bench run --parent-checkpoint`) under its sha256, so a
+        parent job on any worker reads it from the store; returns the sha256."""
+        sha256 = hashlib.sha256(payload).hexdigest()
+        path = self.path("checkpoints", sha256, CHECKPOINT_SUFFIX)
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            with atomic_path(path) as temporary:
+                temporary.write_bytes(payload)
+        return sha256
+
+    def checkpoint_bytes(self, sha256: str) -> bytes:
+        """The bytes of a checkpoint saved with `save_checkpoint`, checked against its sha256."""
+        path = self.path("checkpoints", sha256, CHECKPOINT_SUFFIX)
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            raise LookupError(f"parent checkpoint {sha256[:12]} is not in {self.root}; "
+                              "pass its file again (--parent-checkpoint)") from None
+        except OSError as exc:
+            raise CacheCorrupted(f"{path}: unreadable ({exc.strerror})") from exc
+        if hashlib.sha256(payload).hexdigest() != sha256:
+            path.unlink(missing_ok=True)
+            raise CacheCorrupted(f"{path}: content differs from its sha256; deleted, pass the checkpoint again")
+        return payload
 
     # ---- test sets -----------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.data import DataBundle, TestSource
+from bench.devices import module_device
 from bench.pruning import ParameterMasks, enforce_parameter_masks
 from bench.schema import Recipe
 
@@ -36,27 +39,32 @@ def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Batched uint8 augmentation: 'crop-flip' (pad 4, random 32 crop, h-flip) or 'shift' (+-3 px)."""
+    """Batched uint8 augmentation: 'crop-flip' (pad 4, random 32 crop, h-flip) or 'shift' (+-3 px).
+
+    Runs on the images' device; the random offsets and flips come from the CPU `generator`."""
     if kind == "none":
         return images
     n, _, h, w = images.shape
+    device = images.device
     pad = 4 if kind == "crop-flip" else 3
     padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, images.shape[1], h, w + 2 * pad)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None].expand(n, images.shape[1], h, w + 2 * pad)
     out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, images.shape[1], h, w)
+    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :].expand(n, images.shape[1], h, w)
     out = out.gather(3, cols)
     if kind == "crop-flip":
-        flip = torch.rand(n, generator=generator) < 0.5
-        out[flip] = out[flip].flip(-1)
+        flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     return out
 
 
 def corruption_mix(images: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
     """The paper's Mix training: each image stays clean with probability 1/6, else gets one of
-    `recipe.corruption_mix` (uniform) at a uniform severity 1-5, with the test files' constants."""
+    `recipe.corruption_mix` (uniform) at a uniform severity 1-5, with the test files' constants.
+
+    The corruptions run on the images' device; every draw comes from the CPU `generator`."""
     if not recipe.corruption_mix:
         return images
     from bench.corruptions import corrupt
@@ -72,7 +80,8 @@ def corruption_mix(images: torch.Tensor, recipe: Recipe, generator: torch.Genera
         for s in range(1, 6):
             chosen = torch.nonzero((which == c) & (severity == s)).flatten()
             if len(chosen):
-                out[chosen] = corrupt(images[chosen], name, table[name][s - 1], int(seeds[c, s]))
+                index = chosen.to(images.device)
+                out[index] = corrupt(images[index], name, table[name][s - 1], int(seeds[c, s]))
     return out
 
 
@@ -84,11 +93,17 @@ def train(
     masks: ParameterMasks | None = None,
     desc: str = "train",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> None:
-    """Train in place; pruned parameter entries (mask False: weights, biases, norm affine) are
-    re-zeroed after every optimizer step, so they stay exactly zero."""
+    """Train in place on the model's device; pruned parameter entries (mask False: weights, biases,
+    norm affine) are re-zeroed after every optimizer step, so they stay exactly zero.
+
+    `precision="bf16"`: forward and loss under bfloat16 autocast, fp32 master weights (another
+    numeric result than fp32). Data order and augmentation draw from a CPU generator, so a seed
+    means the same batches on every device."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    device = module_device(model)
     optimizer = make_optimizer(model, recipe)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     train_set = data.train
@@ -104,49 +119,87 @@ def train(
             factor = lr_factor(recipe, step, steps_per_epoch)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
-            images = corruption_mix(train_set.images[batch], recipe, generator)
-            if segmentation:
-                from bench.segmentation import augment_train_batch, segmentation_loss
-
-                images, targets = augment_train_batch(images, train_set.labels[batch], images.shape[-1], generator)
-                loss = segmentation_loss(model(data.normalize(images)), targets)
-            else:
-                images = augment(images, recipe.augment, generator)
-                loss = F.cross_entropy(model(data.normalize(images)), train_set.labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if masks is not None:
-                enforce_parameter_masks(model, masks)
+            images, targets = training_batch(data, recipe, batch, generator, device)
+            training_step(model, optimizer, data, images, targets, masks, precision)
             step += 1
     model.eval()
 
 
-def precision_context(model: nn.Module, precision: str) -> torch.autocast:
-    """Autocast to bfloat16 on the model's device for `precision="bf16"`; a no-op for fp32."""
-    device = next(model.parameters()).device
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def training_batch(data: DataBundle, recipe: Recipe, indices: torch.Tensor, generator: torch.Generator,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented uint8 images and targets of one training batch, on `device` (moved there
+    first, so Mix corruptions and augmentation run on the device; draws from the CPU `generator`)."""
+    train_set = data.train
+    images = corruption_mix(train_set.images[indices].to(device), recipe, generator)
+    targets = train_set.labels[indices].to(device)
+    if data.task == "segmentation":
+        from bench.segmentation import augment_train_batch
+
+        return augment_train_batch(images, targets, images.shape[-1], generator)
+    return augment(images, recipe.augment, generator), targets
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBundle, images: torch.Tensor,
+                  targets: torch.Tensor, masks: ParameterMasks | None = None, precision: str = "fp32") -> torch.Tensor:
+    """One optimizer step on a batch already on the model's device; returns the (detached) loss.
+
+    Forward and loss run under `precision_context` (bf16 autocast or nothing); the parameters and
+    their gradients stay fp32. Masked-out entries are re-zeroed after the step. No tensor leaves
+    the device and nothing is read back (no host synchronisation)."""
+    with precision_context(images.device, precision):
+        outputs = model(data.normalize(images))
+        if data.task == "segmentation":
+            from bench.segmentation import segmentation_loss
+
+            loss = segmentation_loss(outputs, targets)
+        else:
+            loss = F.cross_entropy(outputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if masks is not None:
+        enforce_parameter_masks(model, masks)
+    return loss.detach()
+
+
+def precision_context(where: nn.Module | torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Autocast to bfloat16 on the device of `where` (a model or a device) for `precision="bf16"`;
+    nothing for fp32."""
+    if precision != "bf16":
+        return nullcontext()
+    device = where if isinstance(where, torch.device) else module_device(where)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def batch_hits(model: nn.Module, data: DataBundle, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Bool per image of one batch (on the model's device): top-1 prediction equals the label."""
+    return model(data.normalize(images)).argmax(1) == labels
 
 
 @torch.inference_mode()
 def correct_predictions(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 256,
                         precision: str = "fp32") -> torch.Tensor:
-    """Bool per image: top-1 prediction equals the label. Batches stream; no per-image Python work."""
+    """Bool per image (on the CPU): top-1 prediction equals the label. Batches stream to the model's
+    device; no per-image Python work."""
     model.eval()
-    with precision_context(model, precision):
-        hits = [model(data.normalize(images)).argmax(1) == labels for images, labels in test.batches(batch_size)]
-    return torch.cat(hits)
+    device = module_device(model)
+    with precision_context(device, precision):
+        hits = [batch_hits(model, data, images.to(device), labels.to(device))
+                for images, labels in test.batches(batch_size)]
+    return torch.cat(hits).cpu()
 
 
 @torch.inference_mode()
 def segmentation_confusion(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 8,
                            precision: str = "fp32") -> torch.Tensor:
-    """One (K, K) confusion matrix over every pixel of the test set (dataset-level mIoU)."""
+    """One (K, K) confusion matrix (on the CPU) over every pixel of the test set (dataset-level mIoU)."""
     from bench.segmentation import accumulate_confusion
 
     model.eval()
-    with precision_context(model, precision):
-        return accumulate_confusion(model, test.batches(batch_size), data.normalize, data.num_classes)
+    device = module_device(model)
+    batches = ((images.to(device), masks.to(device)) for images, masks in test.batches(batch_size))
+    with precision_context(device, precision):
+        return accumulate_confusion(model, batches, data.normalize, data.num_classes).cpu()
 
 
 def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: str = "fp32") -> dict[str, object]:

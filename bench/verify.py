@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from bench.checkpoints import NetworkFileError, fit_state, read_state, shape_signature
 from bench.data import DataBundle, load_dataset
+from bench.devices import resolve_device
 from bench.io import atomic_write_text
 from bench.jobs import (
     job_environment,
@@ -164,8 +165,8 @@ def _check_sparsity(check: Verification, net: NetworkResult, nonzero: int, paren
 
 
 def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data: DataBundle,
-                    nominal: TestDistribution, parent_nonzero: int) -> None:
-    """Re-run one cascade step from its saved predecessor and compare with the saved step."""
+                    nominal: TestDistribution, parent_nonzero: int, device: str = "cpu") -> None:
+    """Re-run one cascade step on `device` from its saved predecessor and compare with the saved step."""
     result, config = check.result, check.result.config
     where = f"{label(net)} (reproduced)"
     recorded = result.provenance.pruners.get(net.pruner)
@@ -176,14 +177,15 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
         return
     previous = next(n for n in result.networks if n.pruner == (PARENT if net.step == 1 else net.pruner)
                     and n.step == net.step - 1)
-    model = new_model(config, data)
+    model = new_model(config, data, device=device)
     if not _load_network(check, previous, folder, model) or net.file is None:
         return
     prune_and_retrain(model, load_pruner(net.pruner), net.step, config, data, prune_context(config, data, model),
                       parent_nonzero)
     saved = read_state(folder / net.file.name, net.file.sha256)
-    fresh = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
-    same_platform = result.provenance.platform.startswith(current_platform(result))
+    fresh = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    same_platform = (result.provenance.platform.startswith(current_platform(result))
+                     and result.provenance.device == torch.device(device).type)
     bitwise = all(torch.equal(fresh[name], saved[name]) for name in saved)
     if bitwise:
         check.reproduced.append(f"{label(net)}: bitwise identical")
@@ -203,12 +205,15 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
 
 
 def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce: int = 0, seed: int = 0,
-                  progress: bool = True, write_report: bool = True) -> Verification:
+                  progress: bool = True, write_report: bool = True, device: str = "cpu") -> Verification:
     """Check one result file against its saved networks (see the module docstring).
 
     `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
     randomly chosen cascade steps (drawn with `seed`) to re-run from their saved predecessor.
+    `device`: a `--device` value; networks are evaluated (and steps re-run) there. Hits are
+    compared exactly, so verify on the device type the result records (`provenance.device`).
     """
+    device = str(resolve_device(device))
     started = time.perf_counter()
     result_path = Path(result_path)
     result = load_result(result_path)
@@ -222,7 +227,10 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
             return _finish(check, started, write_report)
         distributions = _check_distributions(check, test_distributions(config, data))
         parent_nonzero = None
-        for net, model in _loaded(check, folder, data, progress):
+        recorded = result.provenance.device
+        hint = "" if recorded == torch.device(device).type else (
+            f" (recorded on {recorded}, re-evaluated on {device}: verify with --device {recorded})")
+        for net, model in _loaded(check, folder, data, progress, device):
             nonzero = count_nonzero(model)
             parent_nonzero = parent_nonzero if parent_nonzero is not None else nonzero
             _check_sparsity(check, net, nonzero, parent_nonzero)
@@ -231,21 +239,22 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
                 check.hits_compared += len(dist.images)
                 problem = _hit_differences(net, dist, outcome)
                 if problem:
-                    check.fail(f"{label(net)} on {dist.name}", problem)
+                    check.fail(f"{label(net)} on {dist.name}", problem + hint)
         steps = [n for n in result.networks if n.pruner != PARENT]
         nominal = next((d for d in distributions if d.name == result.nominal.name), None)
         if reproduce and parent_nonzero is not None and nominal is not None:
             for net in random.Random(seed).sample(steps, min(reproduce, len(steps))):
-                _reproduce_step(check, net, folder, data, nominal, parent_nonzero)
+                _reproduce_step(check, net, folder, data, nominal, parent_nonzero, device)
     return _finish(check, started, write_report)
 
 
-def _loaded(check: Verification, folder: Path, data: DataBundle, progress: bool) -> Iterator[tuple[NetworkResult, nn.Module]]:
-    """Each network of the result that loads (parent first), counted in `networks_checked`."""
+def _loaded(check: Verification, folder: Path, data: DataBundle, progress: bool,
+            device: str = "cpu") -> Iterator[tuple[NetworkResult, nn.Module]]:
+    """Each network of the result that loads (parent first) on `device`, counted in `networks_checked`."""
     networks = sorted(check.result.networks, key=lambda n: n.pruner != PARENT)
     for net in tqdm(networks, desc=f"verify {check.result_path.name}", unit="net", disable=not progress,
                     dynamic_ncols=True, leave=False):
-        model = new_model(check.result.config, data)
+        model = new_model(check.result.config, data, device=device)
         if not _load_network(check, net, folder, model):
             if net.pruner == PARENT:
                 check.fail(PARENT, "without the parent no prune ratio can be checked; stopping")

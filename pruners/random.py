@@ -14,7 +14,7 @@ class RandomPruner(Pruner):
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         generator = torch.Generator().manual_seed(ctx.seed)
         scores = {
-            name: torch.rand(layer.weight.shape, generator=generator) * (layer.weight.detach() != 0)
+            name: torch.rand(layer.weight.shape, generator=generator).to(layer.weight.device) * (layer.weight.detach() != 0)
             for name, layer in compressible_layers(model).items()
         }
         return lambda keep: global_topk(scores, keep)

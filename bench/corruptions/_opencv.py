@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bench.corruptions._operators import fold_index
+from bench.corruptions._operators import fold_index, settled
 
 __all__ = [
     "box_sum3",
@@ -105,7 +105,7 @@ def canny(image: torch.Tensor, low: int, high: int) -> torch.Tensor:
     edges = candidate & (magnitude > high)
     while True:
         grown = torch.nn.functional.max_pool2d(edges.unsqueeze(1).float(), 3, 1, 1).squeeze(1).bool() & candidate
-        if torch.equal(grown, edges):
+        if settled(edges, grown):
             return edges
         edges = grown
 
@@ -130,14 +130,14 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
     h, w = zero.shape[-2:]
     far = float(2 * cap + 8)
     distance = torch.where(zero, 0.0, far).to(torch.float32)
-    steps = [((dr, dc), torch.tensor(weight, dtype=torch.float32)) for (dr, dc), weight in _CHAMFER_MOVES]
+    steps = [((dr, dc), torch.tensor(weight, dtype=torch.float32, device=zero.device)) for (dr, dc), weight in _CHAMFER_MOVES]
     while True:
         padded_distance = padded(distance, 2, "", fill=far)
         best = distance
         for (dr, dc), weight in steps:
             best = torch.minimum(best, window(padded_distance, 2, dr, dc, h, w) + weight)
         best = best.clamp_(max=far)
-        if torch.equal(best, distance):
+        if settled(distance, best):
             break
         distance = best
     return distance.clamp_(max=cap)

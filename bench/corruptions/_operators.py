@@ -41,6 +41,7 @@ __all__ = [
     "interpolation_operator",
     "kernel2d_terms",
     "motion_blur_at_angles",
+    "settled",
     "to_uint8",
     "zoom_operator",
 ]
@@ -279,25 +280,29 @@ def motion_blur_at_angles(x: torch.Tensor, radius: int, sigma: float, angles: to
     ``(-ceil(i * sin(a) - 0.5), -ceil(i * cos(a) - 0.5))`` (rows, cols), weighted by the
     kernel; the first shift that reaches the image size ends the sum for that image (the
     library's ``break``), without renormalising.  Not clamped.
+
+    The per-image shift and weight tables are computed on the CPU (from the angles, which are
+    random draws) and moved to x's device: they are the same on every device, and the loop's end
+    needs no read-back from the device.
     """
     n, c, h, w = x.shape
     kernel = _motion_kernel(radius, sigma)
     width_k = len(kernel)
-    taps = torch.arange(width_k, dtype=torch.float64, device=x.device)
-    radians = torch.deg2rad(angles.to(device=x.device, dtype=torch.float64))
+    taps = torch.arange(width_k, dtype=torch.float64)
+    radians = torch.deg2rad(angles.detach().to(device="cpu", dtype=torch.float64))
     point_rows, point_cols = width_k * torch.sin(radians), width_k * torch.cos(radians)
     hypot = torch.hypot(point_rows, point_cols)
     shift_rows = -torch.ceil(taps[None, :] * point_rows[:, None] / hypot[:, None] - 0.5).long()
     shift_cols = -torch.ceil(taps[None, :] * point_cols[:, None] / hypot[:, None] - 0.5).long()
     inside = (shift_rows.abs() < h) & (shift_cols.abs() < w)
     keep = torch.cumprod(inside.long(), dim=1).bool()
-    weights = (kernel.to(x.device)[None, :] * keep).to(x.dtype)
+    used = int(keep.any(0).long().cumprod(0).sum())  # taps before the first one no image keeps
+    weights = (kernel[None, :] * keep).to(x.dtype).to(x.device)
+    shift_rows, shift_cols = shift_rows.to(x.device), shift_cols.to(x.device)
     base_rows = torch.arange(h, device=x.device)
     base_cols = torch.arange(w, device=x.device)
     out = torch.zeros_like(x)
-    for i in range(width_k):
-        if not bool(keep[:, i].any()):
-            break
+    for i in range(used):
         rows = (base_rows[None, :] - shift_rows[:, i : i + 1]).clamp_(0, h - 1)
         cols = (base_cols[None, :] - shift_cols[:, i : i + 1]).clamp_(0, w - 1)
         shifted = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
@@ -307,6 +312,15 @@ def motion_blur_at_angles(x: torch.Tensor, radius: int, sigma: float, angles: to
 
 
 # ------------------------------------------------------------------ element-wise
+
+
+def settled(before: torch.Tensor, after: torch.Tensor) -> bool:
+    """Whether an iterative refinement reached its fixed point (``torch.equal``).
+
+    On the ``meta`` device (shapes, no values) one round stands for all, so a whole corruption can
+    be traced there to check that every tensor lives on the images' device.
+    """
+    return after.device.type == "meta" or torch.equal(before, after)
 
 
 def divide_where_positive(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Every corruption draws only from the ``generator`` it is given (the global torch RNG is never
 used): one ``torch.Generator`` for the whole batch, or a sequence of N generators, one per
-image.  With one generator per image, each image draws its own numbers, so its result does
+image.  Draws are made on the generator's device (:func:`corrupt` makes CPU generators) and then
+moved to the images' device, so a seed gives the same numbers on every device.  With one generator per image, each image draws its own numbers, so its result does
 not depend on which other images share the batch (:func:`bench.make_c.make_c` relies on it).
 The random fields are drawn and processed in float64.
 
@@ -27,6 +28,7 @@ from bench.io import seed_for  # the one seed derivation, re-exported here
 __all__ = [
     "Generators",
     "draw",
+    "generator_device",
     "generators_for_seed",
     "integers",
     "normal",
@@ -51,13 +53,20 @@ def per_image_generators(generator: Generators, n: int) -> list[torch.Generator]
     return generators
 
 
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    """Where a generator draws (the CPU for None)."""
+    return torch.device("cpu") if generator is None else generator.device
+
+
 def draw(
     generator: Generators,
     n: int,
     shape: Sequence[int],
     sampler: Callable[[torch.Generator | None, tuple[int, ...]], torch.Tensor],
 ) -> torch.Tensor:
-    """(n, *shape) draws: one call on a single generator, or one (*shape) call per image generator."""
+    """(n, *shape) draws: one call on a single generator, or one (*shape) call per image generator.
+
+    ``sampler(g, shape)`` draws on ``generator_device(g)``; the result stays there."""
     generators = per_image_generators(generator, n)
     if generators is None:
         return sampler(generator, (n, *shape))  # type: ignore[arg-type]
@@ -69,50 +78,57 @@ def draw(
 def uniform(
     generator: Generators, n: int, shape: Sequence[int], low: float, high: float, device: torch.device
 ) -> torch.Tensor:
-    """float64 uniform on ``[low, high)``, shape (n, *shape)."""
-    u = draw(generator, n, shape, lambda g, s: torch.rand(s, generator=g, device=device, dtype=torch.float64))
-    return low + (high - low) * u
+    """float64 uniform on ``[low, high)``, shape (n, *shape), on ``device``."""
+    u = draw(generator, n, shape,
+             lambda g, s: torch.rand(s, generator=g, device=generator_device(g), dtype=torch.float64))
+    return (low + (high - low) * u).to(device)
 
 
 def normal(
     generator: Generators, n: int, shape: Sequence[int], mean: float, std: float, device: torch.device
 ) -> torch.Tensor:
-    """float64 normal(mean, std), shape (n, *shape)."""
-    z = draw(generator, n, shape, lambda g, s: torch.randn(s, generator=g, device=device, dtype=torch.float64))
-    return mean + std * z
+    """float64 normal(mean, std), shape (n, *shape), on ``device``."""
+    z = draw(generator, n, shape,
+             lambda g, s: torch.randn(s, generator=g, device=generator_device(g), dtype=torch.float64))
+    return (mean + std * z).to(device)
 
 
 def integers(
     generator: Generators, n: int, shape: Sequence[int], low: int, high: int, device: torch.device
 ) -> torch.Tensor:
-    """int64 uniform on ``[low, high)`` (numpy ``randint`` convention), shape (n, *shape)."""
-    return draw(generator, n, shape, lambda g, s: torch.randint(low, high, s, generator=g, device=device))
+    """int64 uniform on ``[low, high)`` (numpy ``randint`` convention), shape (n, *shape), on ``device``."""
+    drawn = draw(generator, n, shape, lambda g, s: torch.randint(low, high, s, generator=g, device=generator_device(g)))
+    return drawn.to(device)
 
 
 def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     """Standard normal draws of x's shape, dtype and device."""
     return draw(
-        generator, x.shape[0], x.shape[1:], lambda g, s: torch.randn(s, generator=g, device=x.device, dtype=x.dtype)
-    )
+        generator, x.shape[0], x.shape[1:],
+        lambda g, s: torch.randn(s, generator=g, device=generator_device(g), dtype=x.dtype),
+    ).to(x.device)
 
 
 def rand_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     """Uniform ``[0, 1)`` draws of x's shape, dtype and device."""
     return draw(
-        generator, x.shape[0], x.shape[1:], lambda g, s: torch.rand(s, generator=g, device=x.device, dtype=x.dtype)
-    )
+        generator, x.shape[0], x.shape[1:],
+        lambda g, s: torch.rand(s, generator=g, device=generator_device(g), dtype=x.dtype),
+    ).to(x.device)
 
 
-def generators_for_seed(seed: object, n: int, device: torch.device) -> Generators:
-    """One generator for an integer seed, else one per image from a sequence of N seeds."""
+def generators_for_seed(seed: object, n: int) -> Generators:
+    """One CPU generator for an integer seed, else one per image from a sequence of N seeds (CPU
+    generators whatever the images' device: the draws are moved there, so results do not depend on
+    the device's random number generator)."""
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return torch.Generator(device=device).manual_seed(int(seed))
+        return torch.Generator().manual_seed(int(seed))
     seeds = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else seed
     if not isinstance(seeds, Sequence) or isinstance(seeds, (str, bytes)):
         raise TypeError(f"seed must be an integer or a sequence of N integers, got {type(seed).__name__}")
     if len(seeds) != n:
         raise ValueError(f"got {len(seeds)} seeds for a batch of {n} images")
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
 

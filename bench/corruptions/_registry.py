@@ -62,9 +62,9 @@ def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[
 
     ``level`` is a number or a tuple (see the corruption's docstring and
     :mod:`bench.corruptions.tables`).  Deterministic for a fixed ``seed``: randomness comes only
-    from fresh ``torch.Generator``s on the images' device, one seeded with ``seed`` for the whole
-    batch, or, if ``seed`` is a sequence of N integers, one per image (an image's result then
-    does not depend on the rest of the batch).  The result is rounded to nearest (not truncated)
+    from fresh CPU ``torch.Generator``s, one seeded with ``seed`` for the whole batch, or, if
+    ``seed`` is a sequence of N integers, one per image (an image's result then does not depend
+    on the rest of the batch); the corruption runs on the images' device, its draws moved there.  The result is rounded to nearest (not truncated)
     back to uint8.  Unknown names raise ``ValueError``.
     """
     fn = CORRUPTIONS.get(name)
@@ -75,7 +75,7 @@ def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[
     if images.dim() != 4:
         raise ValueError(f"corrupt expects an (N, C, H, W) batch, got shape {tuple(images.shape)}")
     constant = normalize_level(level)
-    generator = generators_for_seed(seed, images.shape[0], images.device)
+    generator = generators_for_seed(seed, images.shape[0])
     with torch.no_grad():
         out = fn(images.to(torch.float32) / 255.0, constant, generator)
     return to_uint8(out)

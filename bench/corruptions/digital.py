@@ -192,7 +192,7 @@ def _elastic(
     h, w = x.shape[-2:]
     if jitter is not None:
         rows, cols = _affine_sources(jitter, h, w)
-        x = bilinear_sample(x, rows, cols, "reflect")
+        x = bilinear_sample(x, rows.to(x.device), cols.to(x.device), "reflect")
     noise = torch.stack([noise_x, noise_y]).to(device=x.device, dtype=torch.float64)
     field = gaussian_filter(noise, (sigma * h, sigma * w), mode="symmetric", truncate=3.0) * (alpha * h)
     field = field.to(torch.float32).to(torch.float64)  # the library keeps float32 displacements
@@ -219,7 +219,7 @@ def elastic_transform(x: torch.Tensor, level: Level, generator: Generators) -> t
     jitter = None
     if constant[2] > 0:
         spread = constant[2] * h
-        jitter = uniform(generator, n, (3, 2), -spread, spread, x.device).to(torch.float32)
+        jitter = uniform(generator, n, (3, 2), -spread, spread, torch.device("cpu")).to(torch.float32)  # a CPU solve
     noise_x = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
     noise_y = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
     return _elastic(x, constant, jitter, noise_x, noise_y)  # type: ignore[arg-type]

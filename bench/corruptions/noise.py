@@ -25,16 +25,22 @@ def gaussian_noise(x: torch.Tensor, level: Level, generator: Generators) -> torc
 
 
 def shot_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
-    """Poisson noise: ``Poisson(x * level) / level`` with ``level`` photons at full intensity."""
+    """Poisson noise: ``Poisson(x * level) / level`` with ``level`` photons at full intensity.
+
+    The counts are drawn where the generator is (the CPU for :func:`~bench.corruptions.corrupt`),
+    from the rates copied there, and moved back: like jpeg_compression it reads the images on the
+    host, so it cannot run on the ``meta`` device.
+    """
     photons = scalar_level(level, "shot_noise")
     if photons <= 0:
         raise ValueError(f"shot_noise needs a positive photon count, got {photons}")
     rate = x * photons
     generators = per_image_generators(generator, x.shape[0])
     if generators is None:
-        counts = torch.poisson(rate, generator=generator)  # type: ignore[arg-type]
+        single: torch.Generator = generator  # type: ignore[assignment]
+        counts = torch.poisson(rate.to(single.device), generator=single).to(x.device)
     elif generators:
-        counts = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rate, generators)])
+        counts = torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rate, generators)]).to(x.device)
     else:
         counts = rate.clone()
     return (counts / photons).clamp_(0.0, 1.0)

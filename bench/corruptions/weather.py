@@ -81,7 +81,7 @@ def snow(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     )
     n, _, h, w = x.shape
     layer = normal(generator, n, (h, w), constant[0], constant[1], x.device)
-    angles = uniform(generator, n, (), -135.0, -45.0, x.device)
+    angles = uniform(generator, n, (), -135.0, -45.0, torch.device("cpu"))  # motion_blur_at_angles' tables are CPU-side
     return _snow(x, constant, layer, angles)
 
 
@@ -175,8 +175,8 @@ def frost(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     image_weight, frost_weight, scale = unpack_level(level, "frost", ("image_weight", "frost_weight", "texture_scale"))
     n, _, h, w = x.shape
     textures = _frost_textures(h, w, scale)
-    index = integers(generator, n, (), 0, _FROST_USED, x.device).cpu()
-    u = uniform(generator, n, (2,), 0.0, 1.0, x.device).cpu()
+    index = integers(generator, n, (), 0, _FROST_USED, torch.device("cpu"))  # crops are cut from the CPU textures
+    u = uniform(generator, n, (2,), 0.0, 1.0, torch.device("cpu"))
     sizes = torch.tensor([list(t.shape[1:]) for t in textures], dtype=torch.float64)
     limits = sizes[index] - torch.tensor([h, w], dtype=torch.float64)  # randint(0, size - H) ranges
     origin = torch.floor(u * limits).long()
@@ -242,7 +242,7 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     mapsize = 1 if max(h, w) == 0 else 2 ** (max(h, w) - 1).bit_length()
 
     def draw_uniform(low: float, high: float, shape: tuple[int, ...]) -> torch.Tensor:
-        return uniform(generator, n, shape, low, high, x.device)
+        return uniform(generator, n, shape, low, high, torch.device("cpu"))  # the fractal depends on draws only: CPU
 
     return _fog(x, strength, _plasma_fractal(n, mapsize, decay, draw_uniform))
 
@@ -331,5 +331,5 @@ def spatter(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tenso
     """
     constant = unpack_level(level, "spatter", ("mean", "std", "sigma", "threshold", "intensity", "mud"))
     n, _, h, w = x.shape
-    liquid = normal(generator, n, (h, w), constant[0], constant[1], x.device).cpu()
+    liquid = normal(generator, n, (h, w), constant[0], constant[1], x.device)
     return _spatter(x, constant, liquid)

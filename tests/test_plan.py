@@ -1,0 +1,73 @@
+"""`bench plan`: exact job counts, the cache state after a run, and a positive, finite estimate."""
+
+import math
+
+import pytest
+
+from bench.cli import main
+from bench.plan import Plan, format_plan, plan
+from bench.recipes import DIGITS_TRAIN
+from bench.runner import run
+from bench.schema import RunConfig
+
+PRUNERS, RATIOS = ("wt", "ft"), (0.5, 0.8)
+TEST_SETS = 1 + 8  # clean + the noise suite's 4 uniform and 4 Gaussian levels
+
+
+def tiny_config() -> RunConfig:
+    recipe = DIGITS_TRAIN.model_copy(update={"epochs": 1})
+    return RunConfig(dataset="digits", model="digits_cnn", pruners=PRUNERS, suites=("noise",), target_ratios=RATIOS,
+                     train=recipe, retrain=recipe, seed=0, calibration_size=16)
+
+
+def counts(result: Plan) -> dict[str, tuple[int, int]]:
+    return {stage.name: (stage.jobs, stage.cached) for stage in result.stages}
+
+
+@pytest.fixture(scope="module")
+def planned_then_run(tmp_path_factory) -> tuple[Plan, Plan]:
+    out = tmp_path_factory.mktemp("plan")
+    before = plan(tiny_config(), out)
+    run(tiny_config(), out, progress=False)
+    return before, plan(tiny_config(), out)
+
+
+def test_counts_are_exact_and_nothing_is_cached_before_the_run(planned_then_run):
+    before, _ = planned_then_run
+    steps = len(PRUNERS) * len(RATIOS)
+    assert counts(before) == {"parent": (1, 0), "cascade steps": (steps, 0), "evaluations": ((1 + steps) * TEST_SETS, 0)}
+    assert before.test_sets == TEST_SETS
+    assert all(stage.seconds > 0 for stage in before.stages)
+
+
+def test_the_estimate_is_positive_and_finite(planned_then_run):
+    before, _ = planned_then_run
+    assert 0 < before.remaining_s < before.total_s and math.isfinite(before.total_s)
+    assert before.calibration.train_step_s > 0 and before.calibration.eval_image_s > 0
+
+
+def test_after_the_run_everything_is_cached_and_nothing_remains(planned_then_run):
+    before, after = planned_then_run
+    assert counts(after) == {name: (jobs, jobs) for name, (jobs, _) in counts(before).items()}
+    assert after.remaining_s == 0
+    assert "0 s of it for the 0 jobs not cached" in format_plan(after)
+
+
+def test_the_cli_prints_the_table_and_the_total(tmp_path, capsys):
+    args = ["--pruner", "wt", "--suite", "noise", "--ratios", "0.5", "--epochs", "1", "--retrain-epochs", "1",
+            "--out", str(tmp_path)]
+    assert main(["plan", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "| stage" in printed and "| jobs" in printed and "| cached" in printed
+    assert "evaluations (2 networks x 9 test sets)" in printed
+    assert "estimated " in printed and "on cpu (2 threads)" in printed
+    assert not tmp_path.joinpath(".cache").exists(), "bench plan wrote to the cache"
+    assert main(["run", "--dry-run", *args]) == 0  # the alias prints the same plan
+    assert "| stage" in capsys.readouterr().out
+
+
+def test_missing_data_is_the_usual_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PRUNEBENCH_DATA", str(tmp_path / "nothing-here"))
+    assert main(["plan", "--suite", "cifar10c", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("bench plan: error: ") and "\n" not in error
