@@ -178,3 +178,18 @@ def run_benchmark(main: Callable[[], str]) -> None:
         line = main()
     print(load.report())
     print(line)
+
+
+def timed_command(command: list[str]) -> tuple[float, str]:
+    """(seconds, stdout) of one CLI command run in a subprocess, echoed first; exits on failure."""
+    import subprocess
+    import time
+
+    print("$ " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if finished.returncode != 0:
+        sys.stderr.write(finished.stdout + finished.stderr)
+        raise SystemExit(f"{' '.join(command[:2])} failed with exit code {finished.returncode}")
+    return elapsed, finished.stdout

@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
+from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark, timed_command
 from default_run import bench_executable
 
 UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
@@ -39,18 +36,6 @@ def estimated_seconds(printed: str) -> float:
     return float(match["value"]) * UNITS[match["unit"]]
 
 
-def timed(command: list[str]) -> tuple[float, str]:
-    """(seconds, stdout) of one CLI command; exits on failure."""
-    print("$ " + " ".join(command), flush=True)
-    start = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if finished.returncode != 0:
-        sys.stderr.write(finished.stdout + finished.stderr)
-        raise SystemExit(f"{command[1]} failed with exit code {finished.returncode}")
-    return elapsed, finished.stdout
-
-
 def main() -> str:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("extra", nargs="*", help="extra arguments for both bench plan and bench run (after --)")
@@ -58,10 +43,10 @@ def main() -> str:
     open_benchmark()
 
     with tempfile.TemporaryDirectory(prefix="prunebench-plan-accuracy-") as out:
-        plan_s, printed = timed([bench_executable(), "plan", "--out", out, *args.extra])
+        plan_s, printed = timed_command([bench_executable(), "plan", "--out", out, *args.extra])
         print(printed)
         estimate = estimated_seconds(printed)
-        run_s, _ = timed([bench_executable(), "run", "--out", out, "--quiet", *args.extra])
+        run_s, _ = timed_command([bench_executable(), "run", "--out", out, "--quiet", *args.extra])
         (result_file,) = Path(out).glob("*.json")
         recorded = float(json.loads(result_file.read_text())["provenance"]["wall_time_s"])
 

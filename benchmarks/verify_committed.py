@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _timing import markdown_table, open_benchmark, ratio_line
+from _timing import markdown_table, open_benchmark, ratio_line, timed_command
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "leaderboard" / "results"
@@ -29,14 +28,7 @@ GOAL = 0.1
 
 def timed_verify(path: Path) -> float:
     command = [str(Path(sys.executable).parent / "bench"), "verify", str(path), "--quiet", "--no-report"]
-    print("$ " + " ".join(command), flush=True)
-    start = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if finished.returncode != 0:
-        sys.stderr.write(finished.stdout + finished.stderr)
-        raise SystemExit(f"bench verify failed with exit code {finished.returncode}")
-    return elapsed
+    return timed_command(command)[0]
 
 
 def evaluation_seconds_per_network(path: Path) -> float:
