@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
+from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark, timed_command
 
 BUDGET_S = 300.0
 VARIANTS: dict[str, list[str]] = {
@@ -48,14 +46,7 @@ def bench_executable() -> str:
 def timed_run(extra: list[str]) -> tuple[float, float, int]:
     """(end-to-end seconds, recorded wall_time_s, networks evaluated) of one `bench run`."""
     with tempfile.TemporaryDirectory(prefix="prunebench-default-run-") as out:
-        command = [bench_executable(), "run", "--out", out, "--quiet", *extra]
-        print("$ " + " ".join(command), flush=True)
-        start = time.perf_counter()
-        finished = subprocess.run(command, capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        if finished.returncode != 0:
-            sys.stderr.write(finished.stdout + finished.stderr)
-            raise SystemExit(f"bench run failed with exit code {finished.returncode}")
+        elapsed, _ = timed_command([bench_executable(), "run", "--out", out, "--quiet", *extra])
         (result_file,) = Path(out).glob("*.json")
         result = json.loads(result_file.read_text())
         return elapsed, float(result["provenance"]["wall_time_s"]), len(result["networks"])
