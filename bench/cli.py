@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -207,13 +208,16 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                      help="images in the S set (default: the reference's |S| formula, e.g. 183 for resnet20)")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
-    run.add_argument("--threads", type=at_least(1), default=2, help="CPU threads per job (part of the numerics; recorded)")
+    run.add_argument("--threads", type=at_least(1), default=1,
+                     help="CPU threads per job (part of the numerics; recorded). 1 thread per job and one job per core "
+                     "survives a busy machine (benchmarks/busy_machine.py)")
     run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                      help="training, retraining and evaluation precision (bf16: autocast, fp32 master weights)")
     run.add_argument("--device", default="cpu", help=f"where every job trains and evaluates: {DEVICE_HELP}; "
                      "its type is part of the job keys and recorded")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
-    run.add_argument("--workers", type=at_least(1), default=1, help="parallel jobs (local process pool, or Ray CPUs)")
+    run.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1,
+                     help="parallel jobs (local process pool, or Ray CPUs); default: one per CPU core")
     run.add_argument("--jobs-per-gpu", type=at_least(1), default=1,
                      help="CUDA runs: concurrent jobs per GPU (local: one pinned worker per GPU x K, --workers "
                           "ignored; Ray: each task asks for 1/K GPU); e.g. 4 for ResNet20")

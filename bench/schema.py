@@ -75,7 +75,7 @@ class RunConfig(Strict):
     calibration_size: int | None = Field(default=None, gt=0)  # |S|; None: the reference's formula
     delta: float = Field(default=0.005, ge=0, lt=1)
     channels_last: bool = True  # NHWC memory format: ~2x faster CPU evaluation, same fp32 math
-    threads: int = Field(default=2, gt=0)  # CPU threads per job: part of the numerics (reduction order)
+    threads: int = Field(default=1, gt=0)  # CPU threads per job: part of the numerics (reduction order)
     precision: Literal["fp32", "bf16"] = "fp32"  # evaluation under bf16 autocast on request
     pretrained: bool = False  # parent from timm pretrained weights (then fine-tuned for train.epochs)
     per_class: int | None = Field(default=None, gt=0)  # class-balanced subset of folder datasets
@@ -125,6 +125,11 @@ class PrunerIdentity(Strict):
     version: str
     source_sha256: str
     options: dict[str, Any] = {}
+    # metadata the pruner class declares (bench.pruning.Pruner): shown on the leaderboard, not
+    # part of any cache key (it does not change what the pruner computes)
+    display_name: str | None = None
+    paper: str | None = None  # citation or URL of the method's paper
+    code_url: str | None = None  # the method's reference code
 
 
 class Provenance(Strict):
