@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="re-evaluate the saved networks of result files and compare every "
                             "per-example hit; exit 1 on any disagreement")
-    verify.add_argument("files", type=Path, nargs="+", metavar="RESULT")
+    verify.add_argument("files", type=Path, nargs="+", metavar="RESULT",
+                        help="result files, or folders whose every result file is verified")
     verify.add_argument("--networks", type=Path, default=None,
                         help="folder of the network files (default: <result without .json>.networks beside each)")
     verify.add_argument("--reproduce", type=int, default=0, metavar="K",
@@ -460,12 +461,14 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
+    from bench.results import find_result_files
     from bench.verify import verify_result
 
     if args.reproduce < 0:
         raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
     failed = 0
-    for path in args.files:
+    paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])]
+    for path in paths:
         check = verify_result(path, args.networks, reproduce=args.reproduce, seed=args.seed,
                               progress=not args.quiet, write_report=args.report, device=args.device)
         for line in check.disagreements:

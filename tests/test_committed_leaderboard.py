@@ -1,12 +1,14 @@
-"""CI checks the committed leaderboard: its board is regenerated from the committed result files,
-and every committed result is verified against its committed networks (bench verify)."""
+"""The committed leaderboard: its board is regenerated from the committed result files, and every
+committed result carries a passed verification report for exactly its content.
+
+Re-evaluating the committed networks (`bench verify leaderboard/results --no-report`, ~1 min per
+file) is its own step of the README's test command, after pytest, not a test here."""
 
 from pathlib import Path
 
 import pytest
 
 from bench.results import find_result_files, load_result, read_report
-from bench.verify import verify_result
 from leaderboard import build_leaderboard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +25,7 @@ def test_committed_leaderboard_matches_the_committed_results():
 
 
 @pytest.mark.parametrize("path", find_result_files(RESULTS), ids=lambda p: p.name)
-def test_committed_result_verifies_against_its_committed_networks(path):
-    check = verify_result(path, progress=False, write_report=False)
-    assert check.passed, "\n".join(check.disagreements[:10])
-    assert check.networks_checked == len(check.result.networks)
+def test_committed_result_has_a_passed_verification_report(path):
     report = read_report(path)
     assert report is not None and report.passed, f"no passed verification report beside {path.name}"
     assert report.integrity == load_result(path).integrity, f"{path.name}'s verification report is for other content"

@@ -65,6 +65,24 @@ def test_a_genuine_run_verifies_and_a_step_reproduces_bitwise(finished, capsys):
     assert report.hits_compared == 5 * sum(d.n_examples for d in result.distributions)
 
 
+def test_a_folder_verifies_every_result_file_in_it_without_writing_reports(result_copy, capsys):
+    assert main(["verify", str(result_copy.parent), "--no-report", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{result_copy.name}: verified: 5 networks" in out
+    assert read_report(result_copy) is None
+    rewrite(result_copy, flip_first_hit)
+    assert main(["verify", str(result_copy.parent), "--no-report", "--quiet"]) == 1
+    assert read_report(result_copy) is None
+
+
+def flip_first_hit(raw: dict) -> None:
+    """Forge one per-example hit of the first pruned network (accuracy recomputed to match)."""
+    net, dist = raw["networks"][1], raw["distributions"][0]
+    hits = unpack_hits(net["hits"][dist["name"]], dist["n_examples"])
+    hits[0] = not hits[0]
+    net["hits"][dist["name"]], net["accuracy"][dist["name"]] = pack_hits(hits), float(hits.mean())
+
+
 def test_a_flipped_hit_with_a_recomputed_digest_passes_validate_but_fails_verify(result_copy, capsys):
     name = "noise/gaussian_noise/0.04"
 
