@@ -150,10 +150,26 @@ def test_truncated_json_is_rejected(tmp_path):
 def test_leaderboard_escapes_hostile_names():
     board = render_leaderboard([make_result(pruner="evil|name\n# header", model="m|x")])
     pruner_rows = [line for line in board.splitlines() if "evil" in line]
-    assert len(pruner_rows) == 1
-    assert r"evil\|name \# header" in pruner_rows[0]
-    assert pruner_rows[0].count("|") - pruner_rows[0].count(r"\|") == 8  # 7 columns -> 8 separators
+    assert pruner_rows and all(r"evil\|name \# header" in row for row in pruner_rows)
+    # every row of every table keeps its header's column count: the name broke no cell
+    for table in markdown_tables(board):
+        separators = {row.count("|") - row.count(r"\|") for row in table}
+        assert len(separators) == 1, table
     assert "## digits · m\\|x" in board
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """Runs of consecutive lines that start with '|'."""
+    tables: list[list[str]] = []
+    previous = False
+    for line in text.splitlines():
+        current = line.startswith("|")
+        if current and not previous:
+            tables.append([])
+        if current:
+            tables[-1].append(line)
+        previous = current
+    return tables
 
 
 def test_per_example_hits_round_trip_and_must_agree_with_accuracy(tmp_path):
