@@ -5,16 +5,28 @@ an `API_VERSION` (a change that breaks a plugin bumps it). The size search, prop
 S set, training and evaluation are internals (bench.pruning, bench.jobs, bench.training) and may
 change without notice.
 
-A pruner (register it under the ``prunebench.pruners`` entry-point group)::
+A pruner (register it under the ``prunebench.pruners`` entry-point group; the contract is on
+`Pruner`, the README's "Adding a pruner from your own package" has a worked example)::
 
-    from bench.api import Pruner, compressible_layers, global_topk
+    from pydantic import Field
+    from bench.api import Pruner, PrunerOptions, compressible_layers, global_topk
 
     class Magnitude(Pruner):
         name = "magnitude"
 
+        class Options(PrunerOptions):  # `bench run --pruner magnitude:power=2`
+            power: float = Field(default=1.0, gt=0)
+
+        options: Options
+
         def plan(self, model, ctx):
-            scores = {n: l.weight.detach().abs() for n, l in compressible_layers(model).items()}
+            scores = {n: l.weight.detach().abs() ** self.options.power
+                      for n, l in compressible_layers(model).items()}
             return lambda keep: global_topk(scores, keep)
+
+API_VERSION 2 (from 1): options are an `Options` model (no longer public attributes set in
+``__init__``), `plan` must leave the model unchanged and be monotone (checked), masks may name
+parameters, data-free pruners see an empty S set, and `reconstruct` is an optional hook.
 
 A suite (``prunebench.suites``): subclass `Suite` (return `TestDistribution`s built from the
 dataset's test set) or `CorruptionSuite` (a table corruption -> level per severity).
@@ -29,6 +41,7 @@ from bench.pruning import (
     Masks,
     PruneContext,
     Pruner,
+    PrunerOptions,
     compressible_layers,
     global_topk,
     layer_output_sizes,
@@ -37,7 +50,7 @@ from bench.pruning import (
 from bench.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
 from bench.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
 
-API_VERSION = 1
+API_VERSION = 2
 
 __all__ = [
     "API_VERSION",
@@ -49,6 +62,7 @@ __all__ = [
     "Masks",
     "PruneContext",
     "Pruner",
+    "PrunerOptions",
     "Selection",
     "Suite",
     "TestDistribution",

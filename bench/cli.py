@@ -1,4 +1,4 @@
-"""Command line: `bench run | plan | list | data make-c | leaderboard | validate | verify | plot | analyze | compress`.
+"""Command line: `bench run | plan | eval | list | data make-c | leaderboard | validate | verify | plot | analyze | compress`.
 
 This module only parses arguments and hands them to the package; `bench --help` stays fast
 because heavy modules (torch, matplotlib) are imported inside the commands.
@@ -73,6 +73,12 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def default_workers() -> str:
+    """Default of --workers: $PRUNEBENCH_WORKERS, else one per CPU core (a string, so argparse
+    validates it with the flag's type and names the flag in an error)."""
+    return os.environ.get("PRUNEBENCH_WORKERS") or str(os.cpu_count() or 1)
+
+
 def fraction(value: str) -> float:
     """argparse type: a float in [0, 1)."""
     try:
@@ -86,6 +92,17 @@ def fraction(value: str) -> float:
 
 def names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def pruner_labels(value: str) -> tuple[str, ...]:
+    """Comma-separated pruners, each `name` or `name:key=value`; a `key=value` item adds an option to
+    the pruner before it (bench.pruning.split_pruner_labels): wt,pfp:failure_probability=1e-5."""
+    from bench.pruning import split_pruner_labels
+
+    try:
+        return split_pruner_labels(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -181,11 +198,14 @@ def package_version() -> str:
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of `bench run`, shared with `bench plan` (same arguments, same RunConfig)."""
     run.add_argument("--dataset", default=None,
-                     help="digits (default), cifar10, imagenet, voc, sbd; implied by the suites when they need one")
+                     help="an installed dataset (default digits; see `bench list`); implied by the suites when they "
+                     "need one")
     run.add_argument("--model", default=None, help="a registered model or any timm model name "
                      "(default: the dataset's, see `bench list`)")
     run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")
-    run.add_argument("--pruner", type=names, default=DEFAULT_PRUNERS, help="comma-separated pruner names")
+    run.add_argument("--pruner", type=pruner_labels, default=DEFAULT_PRUNERS,
+                     help="comma-separated pruners, with options as name:key=value,key=value "
+                     "(e.g. wt,pfp:failure_probability=1e-5; `bench list` shows each pruner's options)")
     run.add_argument("--suite", type=names, default=None,
                      help="comma-separated suite names (default: the dataset's, see `bench list`)")
     run.add_argument("--corruptions", type=corruption_names, default=None,
@@ -215,9 +235,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                      help="training, retraining and evaluation precision (bf16: autocast, fp32 master weights)")
     run.add_argument("--device", default="cpu", help=f"where every job trains and evaluates: {DEVICE_HELP}; "
                      "its type is part of the job keys and recorded")
+    run.add_argument("--compile", action="store_true", help="train and evaluate through torch.compile (other float "
+                     "results: part of the config and the job keys)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
-    run.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1,
-                     help="parallel jobs (local process pool, or Ray CPUs); default: one per CPU core")
+    run.add_argument("--workers", type=at_least(1), default=default_workers(),
+                     help="parallel jobs (local process pool, or Ray CPUs); default: $PRUNEBENCH_WORKERS, else one per CPU core")
     run.add_argument("--jobs-per-gpu", type=at_least(1), default=1,
                      help="CUDA runs: concurrent jobs per GPU (local: one pinned worker per GPU x K, --workers "
                           "ignored; Ray: each task asks for 1/K GPU); e.g. 4 for ResNet20")
@@ -227,6 +249,36 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--parent-checkpoint", type=Path, default=None, metavar="PATH",
                      help="start from this trained parent (torch state dict or safetensors) instead of training one; "
                      "its sha256 is part of the config, --epochs then fine-tunes it (default 0: used as is)")
+
+
+def add_eval_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """The arguments of `bench eval` (bench.external)."""
+    evaluate.add_argument("--parent", type=Path, required=True, metavar="PATH",
+                          help="the unpruned parent: a state dict of --model (torch.save or safetensors)")
+    evaluate.add_argument("--network", action="append", required=True, metavar="METHOD=PATH",
+                          help="a pruned network, repeatable; networks of one METHOD form one row. PATH: a state dict "
+                          "of --model (masked; ratio from nonzero parameters) or a torch.export archive .pt2 "
+                          "(physically smaller; ratio from its parameter count)")
+    evaluate.add_argument("--dataset", default=None, help="digits (default), cifar10, ...; implied by the suites")
+    evaluate.add_argument("--model", default=None, help="the parent's architecture (default: the dataset's)")
+    evaluate.add_argument("--suite", type=names, default=None, help="comma-separated suite names (default: the dataset's)")
+    evaluate.add_argument("--corruptions", type=corruption_names, default=None, help="evaluate only these corruptions")
+    evaluate.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities")
+    evaluate.add_argument("--per-class", type=at_least(1), default=None, help="class-balanced subset (imagenet)")
+    evaluate.add_argument("--image-size", type=at_least(1), default=None, help="segmentation crop S (voc)")
+    evaluate.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
+    evaluate.add_argument("--download", action="store_true", help="allow downloading missing data sets")
+    evaluate.add_argument("--seed", type=at_least(0), default=0, help="seed of the data split and the corruption draws")
+    evaluate.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
+    evaluate.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                          help="keep NCHW memory format for the masked networks")
+    evaluate.add_argument("--threads", type=at_least(1), default=1, help="CPU threads per job (recorded)")
+    evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evaluation precision")
+    evaluate.add_argument("--device", default="cpu", help=f"where to evaluate: {DEVICE_HELP}")
+    evaluate.add_argument("--workers", type=at_least(1), default=default_workers(),
+                          help="parallel evaluations (default: $PRUNEBENCH_WORKERS, else one per CPU core)")
+    evaluate.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "are cached, and an estimated wall time (trains nothing)")
     add_run_arguments(plan)
 
+    add_eval_arguments(sub.add_parser("eval", help="evaluate a parent and your own pruned networks (state dicts "
+                                      "or torch.export archives) on any suites; write a result file"))
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
 
 
@@ -251,8 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="validate result files and print the markdown leaderboard")
     board.add_argument("folder", type=Path, nargs="?", default=Path("results"))
     board.add_argument("--output", "-o", type=Path, help="also write the markdown to this file")
+    board.add_argument("--json", type=Path, metavar="PATH",
+                       help="also write the board as one schema-validated JSON document (leaderboard.rows.Board)")
+    board.add_argument("--html", type=Path, metavar="PATH",
+                       help="also write the board as one self-contained static HTML page")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing: exit 1 naming every output (-o/--json/--html; none given: the committed "
+                       "LEADERBOARD.md, leaderboard/leaderboard.json, leaderboard/index.html) that differs")
     board.add_argument("--no-breakdown", dest="breakdown", action="store_false",
-                       help="aggregate tables only, no per-(corruption, severity) tables")
+                       help="aggregate tables only, no per-suite tables")
     board.add_argument("--verified-only", action="store_true",
                        help="rank only result files with a passed `bench verify` report for their exact content")
     board.add_argument("--strict", action="store_true",
@@ -281,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "similarity and features plots from the analysis reports under the folder")
     plot.add_argument("folder", type=Path, nargs="?", default=Path("results"))
     plot.add_argument("--output", "-o", type=Path, default=Path("plots"), help="folder for the PNG and PDF files")
+    plot.add_argument("--severity", type=at_least(1), default=None,
+                      help="accuracy figures at this severity only (default: every severity)")
+    plot.add_argument("--accuracy-floor", type=float, default=None, metavar="PP",
+                      help="excess-error figure: only networks at most PP percentage points below their parent's "
+                           "nominal accuracy (default 5)")
     analyze = sub.add_parser("analyze", help="analyses of a finished run beyond test accuracy")
     analyses = analyze.add_subparsers(dest="analysis", required=True)
     for name, text in (("similarity", "agreement with the parent under uniform pixel noise"),
@@ -290,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub_analysis.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
         sub_analysis.add_argument("--images", type=int, default=None, help="number of test images (default: all / 200)")
         sub_analysis.add_argument("--plot", type=Path, default=None, help="also save PNG+PDF with this path stem")
+        sub_analysis.add_argument("--device", default="cpu", help=f"where the networks run: {DEVICE_HELP} (recorded)")
         sub_analysis.add_argument("--json", type=Path, default=None, help="where to write the report (default: "
                                   f"<result folder>/analysis/<result stem>.{name}.json, which bench plot reads)")
     analyses.choices["similarity"].add_argument("--draws", type=int, default=20, help="noise draws per image")
@@ -297,14 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     compress = sub.add_parser("compress", help="physically remove the pruned channels of a run's structured "
                               "networks; params, MACs and latency, masked vs compressed")
     compress.add_argument("result", type=Path, help="a result file written by bench run")
-    compress.add_argument("--pruner", type=names, default=None,
-                          help="comma-separated structured pruners (default: every structured pruner of the run)")
+    compress.add_argument("--pruner", type=pruner_labels, default=None,
+                          help="structured pruners as the run names them, e.g. ft,pfp:failure_probability=1e-5 (default: all of the run's)")
     compress.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
     compress.add_argument("--batch", type=int, default=64, help="batch size of the latency measurement")
     compress.add_argument("--repeats", type=int, default=20, help="timed forwards per network (median)")
     compress.add_argument("--warmup", type=int, default=5, help="untimed forwards per network first")
     compress.add_argument("--threads", type=int, default=None, help="CPU threads (default: the run's)")
     compress.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    compress.add_argument("--device", default="cpu", help=f"where the latencies are timed: {DEVICE_HELP} (recorded)")
+    compress.add_argument("--export-dir", type=Path, default=None, metavar="DIR",
+                          help="also write each compressed network to DIR as a torch.export archive "
+                          "<pruner>-<step>.pt2 (what `bench eval --network METHOD=PATH` takes)")
     return parser
 
 
@@ -315,12 +386,12 @@ def command_analyze(args: argparse.Namespace) -> int:
     report: analysis.SimilarityReport | analysis.FeatureReport
     if args.analysis == "similarity":
         report = analysis.similarity_analysis(args.result, args.cache, draws=args.draws, n_images=args.images,
-                                              progress=True)
+                                              progress=True, device=args.device)
         print(analysis.similarity_table(report))
         plots = analysis.save_similarity_plot(report, args.plot) if args.plot else []
     else:
         images = {} if args.images is None else {"n_images": args.images}
-        report = analysis.features_analysis(args.result, args.cache, progress=True, **images)
+        report = analysis.features_analysis(args.result, args.cache, progress=True, device=args.device, **images)
         print(analysis.features_table(report))
         plots = analysis.save_features_plot(report, args.plot) if args.plot else []
     for plot_path in plots:
@@ -335,7 +406,8 @@ def command_compress(args: argparse.Namespace) -> int:
     from bench.io import atomic_write_text
 
     report = compress_run(args.result, args.cache, pruners=args.pruner, batch=args.batch, warmup=args.warmup,
-                          repeats=args.repeats, threads=args.threads, progress=True)
+                          repeats=args.repeats, threads=args.threads, progress=True, export_dir=args.export_dir,
+                          device=args.device)
     print(compression_table(report))
     if args.json:
         atomic_write_text(args.json, report.model_dump_json(indent=1))
@@ -365,6 +437,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         corruptions=args.corruptions,
         severities=args.severities,
         precision=args.precision,
+        compile=True if args.compile else None,
         seed=args.seed,
         calibration_size=args.calibration_size,
         delta=args.delta,
@@ -400,13 +473,42 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_eval(args: argparse.Namespace) -> int:
+    from bench.devices import resolve_device
+    from bench.executors import make_executor
+    from bench.external import evaluate_networks, external_config, parse_network
+    from bench.files import data_environment
+    from leaderboard import build_leaderboard
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a file, not a folder")
+    networks = [parse_network(value) for value in args.network]
+    with data_environment(args.data_dir, args.download):
+        config = external_config(
+            args.parent, networks, dataset=args.dataset, model=args.model, suites=args.suite,
+            corruptions=args.corruptions, severities=args.severities, per_class=args.per_class,
+            image_size=args.image_size, seed=args.seed, delta=args.delta, channels_last=args.channels_last,
+            threads=args.threads, precision=args.precision,
+        )
+        device = str(resolve_device(args.device))
+        executor = make_executor("local", args.workers, progress=not args.quiet, device_type=device)
+        try:
+            path = evaluate_networks(config, args.parent, networks, args.out, progress=not args.quiet,
+                                     executor=executor, device=device)
+        finally:
+            executor.close()
+    print(f"wrote {path}", file=sys.stderr)
+    print(build_leaderboard(args.out))
+    return 0
+
+
 def command_plan(args: argparse.Namespace) -> int:
     from bench.files import data_environment
     from bench.plan import format_plan, plan
 
     with data_environment(args.data_dir, args.download, args.verify_data):
         print(format_plan(plan(run_config(args), args.out, parent_checkpoint=args.parent_checkpoint,
-                               device=args.device)))
+                               device=args.device, workers=args.workers)))
     return 0
 
 
@@ -416,16 +518,34 @@ def command_list(_: argparse.Namespace) -> int:
     from bench.models import BENCH_MODELS
 
     print("pruners: " + ", ".join(registry.available(registry.PRUNER_GROUP)))
+    print_pruner_options()
     print("suites:  " + ", ".join(registry.available(registry.SUITE_GROUP)))
     print("datasets: " + ", ".join(sorted(DATASETS)))
     for name, spec in sorted(DATASETS.items()):
-        print(f"  {name}: model {spec.default_model}, suites {','.join(spec.default_suites)}, "
-              f"parent {spec.train.epochs} epochs, retrain {spec.retrain.epochs} epochs per step")
+        package, package_version = registry.distribution_of(registry.DATASET_GROUP, name)
+        print(f"  {name} ({spec.task}, {package} {package_version}): model {spec.default_model}, suites "
+              f"{','.join(spec.default_suites)}, parent {spec.train.epochs} epochs, retrain {spec.retrain.epochs} "
+              "epochs per step")
     from bench.segmentation import SEGMENTATION_MODELS
 
     print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")
     print("segmentation models: " + ", ".join(SEGMENTATION_MODELS))
     return 0
+
+
+def print_pruner_options() -> None:
+    """One line per installed pruner that takes options: its keys, types and defaults."""
+    from bench import registry
+    from bench.pruning import Pruner, option_help
+
+    for name in registry.available(registry.PRUNER_GROUP):
+        try:
+            pruner = registry.load_class(registry.PRUNER_GROUP, name, Pruner)
+        except registry.RegistryError as exc:  # e.g. an optional dependency is missing
+            print(f"  {name}: cannot be loaded: {exc}")
+            continue
+        if pruner.Options.model_fields:
+            print(f"  {name}: {option_help(pruner)}")
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
@@ -442,10 +562,27 @@ def command_leaderboard(args: argparse.Namespace) -> int:
         print(f"bench leaderboard: {len(board.skipped)} invalid result files (--strict): no board written",
               file=sys.stderr)
         return 1
-    if args.output:
-        from bench.io import atomic_write_text
+    from leaderboard.publish import (
+        COMMITTED,
+        Outputs,
+        regenerate_command,
+        render_outputs,
+        stale_outputs,
+        write_outputs,
+    )
 
-        atomic_write_text(args.output, board.markdown)
+    outputs = Outputs(args.output, args.json, args.html)
+    if args.check and outputs == Outputs():
+        outputs = COMMITTED
+    rendered = render_outputs(board.board, board.markdown, args.folder, outputs)
+    if args.check:
+        stale = stale_outputs(rendered)
+        for path in stale:
+            print(f"{path}: stale, differs from the board of {args.folder} (regenerate: "
+                  f"{regenerate_command(args.folder, outputs)})", file=sys.stderr)
+        print(f"bench leaderboard --check: {len(rendered) - len(stale)} of {len(rendered)} outputs up to date")
+        return 1 if stale else 0
+    write_outputs(rendered)
     print(board.markdown, end="")
     return 0
 
@@ -484,14 +621,15 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_plot(args: argparse.Namespace) -> int:
     from bench.analysis import load_reports
-    from bench.plots import make_plots
+    from bench.plots import ACCURACY_FLOOR_PP, make_plots
     from bench.results import ResultFileError, find_result_files, load_result
 
     results = [load_result(path) for path in find_result_files(args.folder)]
     reports = load_reports(args.folder)
     if not results and not reports:
         raise ResultFileError(f"{args.folder}: no result files or analysis reports to plot")
-    for path in make_plots(results, args.output, reports):
+    floor = ACCURACY_FLOOR_PP if args.accuracy_floor is None else args.accuracy_floor
+    for path in make_plots(results, args.output, reports, args.severity, floor):
         print(path)
     return 0
 
@@ -511,6 +649,7 @@ COMMANDS = {
     "plot": command_plot,
     "analyze": command_analyze,
     "compress": command_compress,
+    "eval": command_eval,
 }
 
 

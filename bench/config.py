@@ -75,16 +75,20 @@ def default_config(
     parent_checkpoint: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> RunConfig:
-    """A RunConfig whose unset parts come from the dataset's spec (bench.data.DATASETS): model,
+    """A RunConfig whose unset parts come from the dataset's registered spec (bench.data.dataset_spec): model,
     suites, recipes (epochs overridable) and the Mix-training corruption table. `settings` are
-    the remaining RunConfig fields (seed, delta, threads, ...).
+    the remaining RunConfig fields (seed, delta, threads, ...). `pruners`: labels, ``name`` or
+    ``name:key=value,...``, stored in canonical form (bench.pruning.canonical_pruner_label).
 
     `parent_checkpoint`: a trained parent's file (state dict or safetensors); the config records its
     sha256, and the parent is fine-tuned for `epochs` (default 0: used as is). Pass the same path to
     bench.runner.run, which checks it against the model and reads it."""
     from bench.data import dataset_spec
-    from bench.schema import RunConfig
+    from bench.pruning import canonical_pruner_label
+    from bench.schema import EXTERNAL, RunConfig
 
+    if settings.get("protocol") != EXTERNAL:  # `bench eval`'s methods are names, not installed pruners
+        pruners = tuple(canonical_pruner_label(label) for label in pruners)  # options checked, defaults dropped
     if parent_checkpoint is not None:
         settings["parent_checkpoint_sha256"] = file_sha256(Path(parent_checkpoint), "parent checkpoint")
         epochs = 0 if epochs is None else epochs

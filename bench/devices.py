@@ -8,12 +8,24 @@ CPU generators and moved to the device, so seeds mean the same thing everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypedDict
 
 import torch
 from torch import nn
 
-__all__ = ["DEVICE_HELP", "DeviceDescription", "device_description", "module_device", "resolve_device"]
+__all__ = [
+    "DEVICE_HELP",
+    "RESIDENT_MARGIN",
+    "DeviceDescription",
+    "device_description",
+    "device_environment",
+    "fits_on_device",
+    "float64_device",
+    "module_device",
+    "resolve_device",
+]
 
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
 
@@ -84,3 +96,51 @@ def module_device(module: nn.Module) -> torch.device:
     for buffer in module.buffers():
         return buffer.device
     return torch.device("cpu")
+
+
+@contextmanager
+def device_environment(device: torch.device | str, autotune: bool = True) -> Iterator[None]:
+    """Run a job on `device`: on CUDA make its GPU the current one (a `cuda:N` job then also puts
+    what it creates as plain `cuda` on GPU N) and, with `autotune`, let cuDNN time and pick its
+    kernels (`torch.backends.cudnn.benchmark`: faster, but the pick, and so the float results,
+    can change from run to run); both restored after. Nothing changes elsewhere, so CPU numbers
+    stay what they were."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        yield
+        return
+    autotuned, previous = torch.backends.cudnn.benchmark, None
+    if device.index is not None:
+        previous = torch.cuda.current_device()
+        torch.cuda.set_device(device.index)
+    torch.backends.cudnn.benchmark = autotune
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = autotuned
+        if previous is not None:
+            torch.cuda.set_device(previous)
+
+
+RESIDENT_MARGIN = 0.25  # of a GPU's memory left free for the model, activations and the allocator's cache
+
+
+def fits_on_device(nbytes: int, device: torch.device | str) -> bool:
+    """Whether a data set of `nbytes` should live on `device` for a whole job (uploaded once, then
+    indexed there) rather than be copied batch by batch: never on the CPU (it is there already),
+    on CUDA when it leaves RESIDENT_MARGIN of the GPU's memory free, elsewhere (MPS: unified memory,
+    meta: no memory) always."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return False
+    if device.type != "cuda":
+        return True
+    free, total = torch.cuda.mem_get_info(device)
+    return nbytes <= free - RESIDENT_MARGIN * total
+
+
+def float64_device(device: torch.device | str) -> torch.device:
+    """Where float64 work for `device` runs: the device itself, or the CPU for MPS, which has no
+    float64 (so MPS gets the CPU's exact numbers)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device

@@ -4,7 +4,8 @@ submission for their results: in this process, in a process pool, or on Ray.
 GPU scheduling (a run whose device is CUDA): every job runs on exactly one GPU, and sees only that
 GPU, as ``cuda:0``. The local executor pins each pool worker with ``CUDA_VISIBLE_DEVICES``, set in
 the worker before its first job initialises CUDA; Ray does the same for every task that requests
-``num_gpus``. The GPU index is therefore never a job argument, so job keys and results do not
+``num_gpus``. The GPU index is therefore never a pinned job's argument (`Executor.job_device`; only
+jobs run in this process get `cuda:N`), and never part of a job key, so job keys and results do not
 depend on which GPU ran them. ``jobs_per_gpu`` K > 1 shares each GPU among K concurrent jobs (for
 small networks such as ResNet20, which leave one GPU mostly idle).
 """
@@ -34,6 +35,17 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release the executor's workers; nothing to release by default."""
+
+    def job_device(self, device: str) -> str:
+        """The device argument of this executor's jobs in a run on `device` (a resolved `--device`):
+        `device` itself (`cuda:1` then runs on GPU 1), but only its type where every worker is pinned
+        to its GPU and sees it alone, as its current one."""
+        return device.split(":", 1)[0] if self.pins_gpus else device
+
+    @property
+    def pins_gpus(self) -> bool:
+        """Whether every job runs in a worker that sees only the GPU it was given."""
+        return False
 
 
 def is_cuda(device_type: str) -> bool:
@@ -102,6 +114,10 @@ class LocalExecutor(Executor):
         self.workers = workers
         self.progress = progress
 
+    @property
+    def pins_gpus(self) -> bool:
+        return bool(self.slots)
+
     def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
         if not self.slots and (self.workers == 1 or len(jobs) <= 1):
             bar = tqdm(jobs, desc=desc, unit="job", disable=not self.progress or len(jobs) <= 1, dynamic_ncols=True)
@@ -148,6 +164,7 @@ class RayExecutor(Executor):
         except ImportError as exc:
             raise ValueError("the Ray executor needs Ray: pip install 'prunebench[ray]'") from exc
         self.options = ray_task_options(device_type, jobs_per_gpu, cpus_per_job)  # checks jobs_per_gpu first
+        self.gpu_tasks = is_cuda(device_type)
         self.ray = ray
         if not ray.is_initialized():
             # cluster workers do not inherit this process's environment: ship the data settings
@@ -159,6 +176,10 @@ class RayExecutor(Executor):
         self.cpus_per_job = cpus_per_job
         self.progress = progress
         self._remote: dict[Callable[..., Any], Any] = {}
+
+    @property
+    def pins_gpus(self) -> bool:
+        return self.gpu_tasks
 
     def _as_remote(self, fn: Callable[..., Any]) -> Any:
         if fn not in self._remote:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 DATA_ENV = "PRUNEBENCH_DATA"
 DOWNLOAD_ENV = "PRUNEBENCH_DOWNLOAD"
@@ -381,6 +382,11 @@ class NpyRows:
     def __len__(self) -> int:
         return self.stop - self.start
 
+    @property
+    def nbytes(self) -> int:
+        """The size of its rows of images."""
+        return len(self) * self._images()[0].nbytes
+
     @cached_property
     def labels(self) -> torch.Tensor:
         labels = open_npy(self.labels_path)[self.start : self.stop]
@@ -392,11 +398,19 @@ class NpyRows:
         return hashlib.sha256(key.encode()).hexdigest()
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self._images(), self.labels
-        for begin in range(self.start, self.stop, batch_size):
-            end = min(begin + batch_size, self.stop)
-            chunk = torch.from_numpy(np.array(images[begin:end]))  # copies only this batch from the map
-            yield chunk.permute(0, 3, 1, 2).contiguous(), labels[begin - self.start : end - self.start]
+        images = self._images()
+        for index in range(batch_count(self, batch_size)):
+            yield self._batch(images, index, batch_size)
+
+    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index` of `batches(batch_size)` alone (what a DataLoader worker reads)."""
+        return self._batch(self._images(), index, batch_size)
+
+    def _batch(self, images: np.ndarray, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        begin = self.start + index * batch_size
+        end = min(begin + batch_size, self.stop)
+        chunk = torch.from_numpy(np.array(images[begin:end]))  # copies only this batch from the map
+        return chunk.permute(0, 3, 1, 2).contiguous(), self.labels[begin - self.start : end - self.start]
 
     def reference(self) -> dict[str, Any]:
         return {"kind": "npy-rows", "images_path": self.images_path, "labels_path": self.labels_path,
@@ -470,22 +484,58 @@ class ImageFiles:
                               f"{shape_text(self.shape)}")
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for begin in range(0, len(self.paths), batch_size):
-            paths = self.paths[begin : begin + batch_size]
-            images = [decode_image(p) for p in paths]
-            for path, image in zip(paths, images):
-                self._check_size(path, (image.shape[1], image.shape[2]), "the clean test set")
-            shapes = {tuple(i.shape) for i in images}
-            if len(shapes) != 1:
-                raise DataInvalid(f"images of one test set must share a size, found {sorted(shapes)} "
-                                  f"in {self.paths[begin]} ...")
-            yield torch.stack(images), self.labels[begin : begin + len(images)]
+        for index in range(batch_count(self, batch_size)):
+            yield self.batch(index, batch_size)
+
+    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index` of `batches(batch_size)` alone, decoded and checked (what a DataLoader worker reads)."""
+        begin = index * batch_size
+        paths = self.paths[begin : begin + batch_size]
+        images = [decode_image(p) for p in paths]
+        for path, image in zip(paths, images):
+            self._check_size(path, (image.shape[1], image.shape[2]), "the clean test set")
+        shapes = {tuple(i.shape) for i in images}
+        if len(shapes) != 1:
+            raise DataInvalid(f"images of one test set must share a size, found {sorted(shapes)} "
+                              f"in {self.paths[begin]} ...")
+        return torch.stack(images), self.labels[begin : begin + len(images)]
 
     def reference(self) -> dict[str, Any]:
         reference: dict[str, Any] = {"kind": "image-files", "paths": list(self.paths), "targets": list(self.targets)}
         if self.shape is not None:
             reference["shape"] = list(self.shape)
         return reference
+
+
+FileSource = NpyRows | ImageFiles
+
+
+def batch_count(source: FileSource, batch_size: int) -> int:
+    """How many batches of `batch_size` (the last one possibly short) a file-backed source yields."""
+    return -(-len(source) // batch_size)
+
+
+class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A file-backed source as a map-style data set of whole batches: item i = `source.batch(i)`."""
+
+    def __init__(self, source: FileSource, batch_size: int) -> None:
+        self.source, self.batch_size = source, batch_size
+
+    def __len__(self) -> int:
+        return batch_count(self.source, self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source.batch(index, self.batch_size)
+
+
+def loader_batches(source: FileSource, batch_size: int, workers: int,
+                   pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of `source.batches(batch_size)`, in order, read and decoded by `workers` DataLoader
+    worker processes (0: in this process) ahead of their use, in pinned host memory on request (for
+    asynchronous copies to a GPU)."""
+    loader = DataLoader(_Batches(source, batch_size), batch_size=None, num_workers=workers,
+                                         pin_memory=pin_memory, persistent_workers=False)
+    yield from loader
 
 
 def source_from_reference(reference: Mapping[str, Any]) -> NpyRows | ImageFiles:

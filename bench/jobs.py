@@ -26,7 +26,8 @@ from torch import nn
 from bench import registry
 from bench.checkpoints import decode_checkpoint, fit_state
 from bench.data import DataBundle, load_dataset
-from bench.devices import module_device
+from bench.devices import device_environment, module_device
+from bench.exported import read_exported
 from bench.io import canonical_sha256
 from bench.models import create_model, set_hub_policy
 from bench.pruning import (
@@ -40,17 +41,21 @@ from bench.pruning import (
     count_nonzero,
     last_layer_name,
     layer_output_sizes,
+    load_pruner,
     parameter_masks,
     prune_to_ratio,
 )
 from bench.registry import PluginError
 from bench.results import load_result
-from bench.schema import PARENT, RunConfig, RunResult
+from bench.schema import EXTERNAL, PARENT, ExternalNetwork, RunConfig, RunResult
 from bench.store import CHECKPOINT_SUFFIX, NETWORK_SUFFIX, Store
 from bench.training import evaluate, train
 
 JOB_VERSION = 4  # bump when a job's computation changes, so old artifacts are not reused
 CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
+# store kinds of `bench eval`'s networks (bench.external): masked state dicts of the run's model, and
+# torch.export archives, kept as given under their sha256 (Store.save_checkpoint) with a marker here
+EXTERNAL_KIND, EXPORTED_KIND = "external", "exported"
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:
@@ -76,13 +81,19 @@ def device_extras(device: str) -> dict[str, str]:
     return {} if kind == "cpu" else {"device": kind}
 
 
-def training_extras(config: RunConfig, device: str) -> dict[str, str]:
-    """Spec entries of the jobs that train (parent, step): the device type off the CPU, and the
-    precision when it is not fp32 (bf16 trains under autocast), so fp32 CPU keys are unchanged."""
-    extras = device_extras(device)
+def training_extras(config: RunConfig, device: str) -> dict[str, Any]:
+    """Spec entries of the jobs that train (parent, step): the device type off the CPU, the
+    precision when it is not fp32 (bf16 trains under autocast) and `compile` when on, so fp32 eager
+    CPU keys are unchanged."""
+    extras: dict[str, Any] = {**device_extras(device), **compile_extras(config)}
     if config.precision != "fp32":
         extras["precision"] = config.precision
     return extras
+
+
+def compile_extras(config: RunConfig) -> dict[str, bool]:
+    """`{"compile": True}` in the specs of training and evaluation jobs of a `--compile` run, else nothing."""
+    return {"compile": True} if config.compile else {}
 
 
 def _parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
@@ -102,22 +113,26 @@ def _parent_spec(config: RunConfig, data_checksum: str) -> dict[str, Any]:
     }
 
 
-def load_pruner(name: str) -> Pruner:
-    """An instance of the pruner an entry point names (it must subclass bench.pruning.Pruner)."""
-    return registry.load_class(registry.PRUNER_GROUP, name, Pruner)()
+# the fields of a pruner's identity (schema.PrunerIdentity) that its steps' cache keys hold; the
+# others (display name, paper, code URL) are metadata and change no computation
+PRUNER_KEY_FIELDS = ("name", "distribution", "version", "source_sha256", "options", "requires")
 
 
-def pruner_identity(name: str) -> dict[str, Any]:
-    """What makes a pruner's steps what they are: its package and version, a digest of its source
-    code (bench.registry.source_digest) and its options. Part of every step's cache key."""
-    pruner = load_pruner(name)
-    distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, name)
+def pruner_identity(label: str) -> dict[str, Any]:
+    """A pruner label's identity (schema.PrunerIdentity): what makes its steps what they are, its
+    package and version, a digest of its source code (bench.registry.source_digest) and its
+    non-default options (PRUNER_KEY_FIELDS, part of every step's cache key), and its metadata."""
+    pruner = load_pruner(label)
+    distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, pruner.name)
     return {
-        "name": name,
+        "name": pruner.name,
         "distribution": distribution,
         "version": dist_version,
-        "source_sha256": registry.source_digest(registry.PRUNER_GROUP, name, type(pruner)),
-        "options": pruner.options(),
+        "source_sha256": registry.source_digest(registry.PRUNER_GROUP, pruner.name, type(pruner)),
+        "options": pruner.changed_options(),
+        # only where declared: identities (and step keys) of pruners without requirements are unchanged
+        **({"requires": registry.installed_versions(pruner.requires)} if pruner.requires else {}),
+        **pruner.metadata(),
     }
 
 
@@ -127,7 +142,8 @@ def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
         "job": "step",
         "version": JOB_VERSION,
         "previous": previous_key,
-        "pruner": dict(identity) if identity is not None else pruner_identity(pruner),
+        "pruner": {key: value for key, value in (identity if identity is not None else pruner_identity(pruner)).items()
+                   if key in PRUNER_KEY_FIELDS},
         "step": step,
         "target_ratio": config.target_ratios[step - 1],
         "retrain": config.retrain.model_dump(mode="json"),
@@ -140,7 +156,8 @@ def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
 
 def eval_spec(network_key: str, testset_checksum: str, config: RunConfig, device: str = "cpu") -> dict[str, Any]:
     return {"job": "eval", "version": JOB_VERSION, "network": network_key, "testset": testset_checksum,
-            "threads": config.threads, "precision": config.precision, **device_extras(device)}
+            "threads": config.threads, "precision": config.precision, **device_extras(device),
+            **compile_extras(config)}
 
 
 def chain_keys(config: RunConfig, pruner: str, parent_key: str,
@@ -189,7 +206,28 @@ def run_networks(config: RunConfig, data_checksum: str,
 def load_network(store: Store, config: RunConfig, data: DataBundle, ref: NetworkRef) -> nn.Module:
     if not store.done(ref.kind, ref.key):
         raise FileNotFoundError(f"network {ref.pruner} step {ref.step} is not in {store.root}; rerun `bench run`")
-    return store.load_weights(ref.kind, ref.key, new_model(config, data))
+    return load_job_network(store, config, data, ref.kind, ref.key)
+
+
+def external_location(config: RunConfig, network: ExternalNetwork, parent_key: str) -> tuple[str, str]:
+    """(store kind, key) of a `bench eval` network: a masked one is keyed by its file, the parent and
+    the model; an exported one is kept as given, under its sha256."""
+    if network.format == "exported":
+        return EXPORTED_KIND, network.sha256
+    return EXTERNAL_KIND, spec_key({"job": "external", "version": JOB_VERSION, "network": network.sha256,
+                                    "parent": parent_key, "model": config.model, "channels_last": config.channels_last})
+
+
+def external_refs(config: RunConfig, store: Store, parent_key: str) -> list[NetworkRef]:
+    """The networks of a `bench eval` config (stored by bench.external with their measured ratios),
+    as its result lists them: per method, steps 1..k in order of prune ratio (ties: as given)."""
+    located = [(n.method, *external_location(config, n, parent_key)) for n in config.external_networks or ()]
+    refs = []
+    for method in config.pruners:
+        mine = sorted(((kind, key) for m, kind, key in located if m == method),
+                      key=lambda where: store.read_json(*where)["prune_ratio"])
+        refs += [NetworkRef(kind, key, method, step) for step, (kind, key) in enumerate(mine, start=1)]
+    return refs
 
 
 @dataclass(frozen=True)
@@ -201,6 +239,10 @@ class FinishedRun:
     data: DataBundle
 
     def refs(self) -> list[NetworkRef]:
+        config, device = self.result.config, self.result.provenance.device
+        if config.protocol == EXTERNAL:
+            parent_key = spec_key(parent_spec(config, self.data.checksum, device))
+            return [NetworkRef("parents", parent_key, PARENT, 0), *external_refs(config, self.store, parent_key)]
         identities = {name: p.model_dump(mode="json") for name, p in self.result.provenance.pruners.items()}
         return run_networks(self.result.config, self.data.checksum, identities, self.result.provenance.device)
 
@@ -231,12 +273,16 @@ def open_run(result: RunResult | str | os.PathLike[str], cache_dir: str | os.Pat
 
 
 @contextmanager
-def job_environment(config: RunConfig) -> Iterator[None]:
+def job_environment(config: RunConfig, device: str | torch.device = "cpu", autotune: bool = True) -> Iterator[None]:
+    """Thread count and hub policy of the config, and `device`'s environment (on CUDA: its GPU the
+    current one, cuDNN autotuning as `autotune` says; bench.devices.device_environment) while a job
+    runs. Evaluations do not autotune, so their hits repeat on the same GPU model (bench verify)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     set_hub_policy(config.pretrained)
     try:
-        yield
+        with device_environment(device, autotune):
+            yield
     finally:
         torch.set_num_threads(previous)
 
@@ -308,14 +354,14 @@ def run_parent_job(config_json: str, store_root: str, data_checksum: str, progre
     key = spec_key(parent_spec(config, data_checksum, device))
     if store.done("parents", key):
         return key
-    with job_environment(config):
+    with job_environment(config, device):
         data = load_checked_dataset(config, data_checksum, data_seed)
         model = new_model(config, data, initial=True, device=device)
         if config.parent_checkpoint_sha256 is not None:
             load_parent_checkpoint(store, config.parent_checkpoint_sha256, model)
         if config.parent_checkpoint_sha256 is None or config.train.epochs > 0:
             train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress,
-                  precision=config.precision)
+                  precision=config.precision, compile_model=bool(config.compile))
         check_finite(model, f"parent {config.model}, after training")
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
@@ -373,7 +419,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
     todo = [step for step, key in enumerate(keys, start=1) if not store.done("steps", key)]
     if not todo:
         return keys
-    with job_environment(config):
+    with job_environment(config, device):
         data = load_checked_dataset(config, data_checksum)
         pruner = load_pruner(pruner_name)
         first = todo[0]
@@ -388,7 +434,7 @@ def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_
             for step in range(first, len(keys) + 1):
                 run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
         except PluginError as exc:
-            distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, pruner_name)
+            distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, pruner.name)
             raise PluginError(f"{exc} (package {distribution} {dist_version})") from exc
     return keys
 
@@ -403,7 +449,7 @@ def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunCo
     check_finite(model, f"{where}, after pruning")
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",
-          progress=progress, precision=config.precision)
+          progress=progress, precision=config.precision, compile_model=bool(config.compile))
     check_finite(model, f"{where}, after retraining")
     nonzero = count_nonzero(model)
     return {
@@ -423,6 +469,16 @@ def run_step(store: Store, key: str, model: nn.Module, pruner: Pruner, step: int
     store.save_network("steps", key, model, meta)
 
 
+def load_job_network(store: Store, config: RunConfig, data: DataBundle, kind: str, key: str,
+                     device: str = "cpu") -> nn.Module:
+    """A network of the store on `device`, in eval mode: the config's model with stored weights, or
+    (kind EXPORTED_KIND) the torch.export archive kept under its sha256 `key`."""
+    if kind == EXPORTED_KIND:
+        source = store.path("checkpoints", key, CHECKPOINT_SUFFIX)
+        return read_exported(store.checkpoint_bytes(key), str(source)).to(device)
+    return store.load_weights(kind, key, new_model(config, data, device=device))
+
+
 def run_eval_job(config_json: str, store_root: str, data_checksum: str, kind: str, network_key: str,
                  testsets: list[str], device: str = "cpu") -> None:
     """Evaluate one network on `device` on every listed test set that has no evaluation artifact yet."""
@@ -431,9 +487,10 @@ def run_eval_job(config_json: str, store_root: str, data_checksum: str, kind: st
     todo = [c for c in testsets if not store.done("evals", spec_key(eval_spec(network_key, c, config, device)))]
     if not todo:
         return
-    with job_environment(config):
+    with job_environment(config, device, autotune=False):
         data = load_checked_dataset(config, data_checksum)
-        model = store.load_weights(kind, network_key, new_model(config, data, device=device))
+        model = load_job_network(store, config, data, kind, network_key, device)
         for checksum in todo:
-            outcome = evaluate(model, data, store.load_testset(checksum), precision=config.precision)
+            outcome = evaluate(model, data, store.load_testset(checksum), precision=config.precision,
+                               compile_model=bool(config.compile))
             store.write_json("evals", spec_key(eval_spec(network_key, checksum, config, device)), outcome)

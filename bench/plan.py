@@ -177,12 +177,14 @@ def _steps_left(store: Store, keys: list[str]) -> int:
 
 
 def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent_checkpoint: Path | None = None,
-         device: str = "cpu") -> Plan:
+         device: str = "cpu", workers: int = 1) -> Plan:
     """The jobs `bench.runner.run(config, out_dir, cache_dir, device=device)` would run, which of them
     the job cache already holds, and an estimate of the wall time, from a short calibration on this
     machine (on `device`).
 
-    Trains nothing and writes nothing. The estimate is for jobs run one after another (`--workers 1`).
+    Trains nothing and writes nothing. The estimate is for `workers` jobs at a time (`--workers`), each
+    as fast as the calibration's single process (one job per core): the parent alone, the pruners'
+    cascades side by side, the evaluations spread over every worker.
     `parent_checkpoint`: checked as `run` checks it.
     """
     started = time.perf_counter()
@@ -206,6 +208,7 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
               + SIZE_SEARCH_PASSES * s_size * calibration.train_image_s)
     chains = {name: chain_keys(config, name, parent_key, identities[name], kind) for name in config.pruners}
     steps_left = sum(_steps_left(store, keys) for keys in chains.values())
+    chains_left = sum(1 for keys in chains.values() if _steps_left(store, keys))
     n_steps = sum(len(keys) for keys in chains.values())
 
     refs = run_networks(config, data.checksum, identities, kind)
@@ -221,12 +224,17 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
         Stage("parent", parent_detail, 1, int(parent_cached), parent_s),
         Stage("cascade steps", f"{len(config.pruners)} pruners x {len(config.target_ratios)} ratios, "
               f"{config.retrain.epochs} retrain epochs, S set of {s_size}", n_steps, n_steps - steps_left,
-              steps_left * step_s),
+              steps_left * step_s / _parallel(workers, chains_left)),
         Stage("evaluations", f"{len(refs)} networks x {len(checksums)} test sets", n_evals, n_evals - len(evals_left),
-              sum(evals_left) * calibration.eval_image_s),
+              sum(evals_left) * calibration.eval_image_s / _parallel(workers, len(evals_left))),
     )
     return Plan(config=config, stages=stages, test_sets=len(checksums), test_images=sum(sizes),
                 calibration=calibration, setup_s=setup_s)
+
+
+def _parallel(workers: int, jobs: int) -> int:
+    """How many of `jobs` independent jobs run at once on `workers` workers (at least 1)."""
+    return max(1, min(workers, jobs))
 
 
 def duration(seconds: float) -> str:
@@ -248,7 +256,8 @@ def format_plan(result: Plan) -> str:
     rows = [[f"{stage.name} ({stage.detail})", str(stage.jobs), str(stage.cached), duration(stage.seconds)]
             for stage in result.stages]
     rows.append(["data and test sets (measured)", "", "", duration(result.setup_s)])
-    where = f"{calibration.device} ({calibration.threads} threads)" if calibration.device == "cpu" else calibration.device
+    threads = f"{calibration.threads} thread{'s' if calibration.threads != 1 else ''}"
+    where = f"{calibration.device} ({threads})" if calibration.device == "cpu" else calibration.device
     lines = [
         f"{config.dataset} / {config.model}, seed {config.seed}: {result.test_sets} test sets, "
         f"{result.test_images:,} test images per network",

@@ -6,21 +6,29 @@ reference's propagation step over the S set (`propagate_compression`), and searc
 so the **measured** prune ratio, 1 - nnz(all parameters of the pruned net) / nnz(parent),
 lands on the target, whatever the pruner's own size model assumes. Masks are zeroed
 parameters; nothing is physically removed, as in the paper (Liebenwein et al., torchprune).
+
+The pruner contract (what `plan` may do, the mask rules, options, the `reconstruct` hook) is
+stated on `Pruner` and in the README ("Adding a pruner from your own package"); `prune_to_ratio`
+enforces it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench import registry
 from bench.devices import module_device
 from bench.registry import PluginError
 
@@ -32,8 +40,10 @@ __all__ = [
     "PruneContext",
     "PruneOutcome",
     "Pruner",
+    "PrunerOptions",
     "apply_masks",
     "calibration_size",
+    "canonical_pruner_label",
     "classifier_name",
     "compressible_layers",
     "count_nonzero",
@@ -42,14 +52,20 @@ __all__ = [
     "global_topk",
     "last_layer_name",
     "layer_output_sizes",
+    "load_pruner",
     "parameter_masks",
+    "parse_pruner_label",
     "propagate_compression",
     "propagation_pass",
     "prune_to_ratio",
+    "pruner_context",
+    "split_pruner_labels",
     "top_units",
 ]
 
-Masks = dict[str, torch.Tensor]  # "<layer name>" -> bool mask shaped like that layer's weight
+# "<layer name>" -> bool mask shaped like that layer's weight, or "<parameter name>" (e.g. "fc.bias",
+# "bn1.weight") -> bool mask shaped like that parameter; True = kept
+Masks = dict[str, torch.Tensor]
 MaskPlan = Callable[[float], Masks]
 ParameterMasks = dict[str, torch.Tensor]  # "<parameter name>" -> bool mask, False = pruned (stays 0)
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,15 +123,20 @@ def parameter_masks(model: nn.Module) -> ParameterMasks:
     return {name: p.detach() != 0 for name, p in model.named_parameters() if not bool(p.detach().all())}
 
 
+def mask_targets(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a mask may name: every compressible layer (its weight) and every parameter by name."""
+    return {**dict(model.named_parameters()), **{name: layer.weight for name, layer in compressible_layers(model).items()}}
+
+
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
-    """Zero the masked-out weights of the named compressible layers (always +0.0: a multiply would
-    leave -0.0 whose sign depends on kernel choice, and saved networks are compared bitwise).
-    Masks are moved to the weights' device."""
-    layers = compressible_layers(model)
+    """Zero the masked-out entries of the named compressible layers' weights and of the named
+    parameters (always +0.0: a multiply would leave -0.0 whose sign depends on kernel choice, and
+    saved networks are compared bitwise). Masks are moved to the tensors' device."""
+    targets = mask_targets(model)
     for name, mask in masks.items():
-        weight = layers[name].weight
-        weight.masked_fill_(~mask.to(weight.device).bool(), 0.0)
+        target = targets[name]
+        target.masked_fill_(~mask.to(target.device).bool(), 0.0)
 
 
 @torch.no_grad()
@@ -187,20 +208,40 @@ def classification_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 @dataclass(frozen=True)
 class PruneContext:
-    """What a pruner may use besides the weights: the S set and the task's constants."""
+    """What a pruner may use besides the weights (handed to `Pruner.plan` and `Pruner.reconstruct`).
 
-    calibration: torch.Tensor  # normalised S-set images, float (N, C, H, W), on the model's device
-    labels: torch.Tensor  # their labels (class ids, or (N, H, W) masks for segmentation)
-    seed: int
-    last_layer: str  # last compressible layer in module order; FT never prunes its outputs
-    loss: Loss = classification_loss  # of the propagation pass
+    A data-free pruner (``uses_data = False``) sees ``calibration`` and ``labels`` with 0 rows (their
+    other dimensions kept, e.g. to build an example input), so its masks cannot depend on S.
+    """
+
+    # the S set: normalised validation images, float (N, C, H, W), on the model's device; the same
+    # images for every pruner and step of a run (README, "S set")
+    calibration: torch.Tensor
+    labels: torch.Tensor  # their labels on the same device: class ids (N,), or (N, H, W) masks for segmentation
+    seed: int  # the run's seed: draw a pruner's random numbers from it (torch.Generator().manual_seed(seed))
+    last_layer: str  # last compressible layer in module order: the output layer; FT never prunes its outputs
+    # the task's loss, loss(model(images), labels) -> scalar: cross-entropy for classification, the
+    # segmentation loss for segmentation; the propagation pass differentiates it too
+    loss: Loss = classification_loss
     failure_probability: float = FAILURE_PROBABILITY["classification"]  # PFP's delta
-    batch_size: int = 64
+    batch_size: int = 64  # forward S in batches of this size (memory)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model and the S set are: create a pruner's tensors there."""
+        return self.calibration.device
+
+
+class PrunerOptions(BaseModel):
+    """Base of a pruner's options model (``Pruner.Options``): unknown keys are errors, values frozen.
+    Every option needs a default; write them as ``name:key=value,key=value`` on the command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Pruner(ABC):
     """Base class of every pruner; third-party pruners subclass it and register an entry point
-    in the `prunebench.pruners` group.
+    in the `prunebench.pruners` group (its name must be the class's `name`).
 
     Example::
 
@@ -211,21 +252,199 @@ class Pruner(ABC):
                 scores = {n: l.weight.detach().abs() for n, l in compressible_layers(model).items()}
                 return lambda keep: global_topk(scores, keep)
 
-    Options set in ``__init__`` (public attributes) are part of the pruner's identity: results
-    and cache keys record them.
+    The contract, enforced by the size search (`prune_to_ratio`):
+
+    * `plan(model, ctx)` scores the model once per prune step and returns the mask plan, keep knob
+      in [0, 1] -> masks. It runs with the model in eval mode and gradients enabled (gradient
+      criteria may call backward; the harness clears the gradients after), and must leave the
+      model's parameters and buffers as it found them; so must every call of the plan. The model
+      it sees is the network before this step's masking (in a cascade: the retrained previous step).
+    * Masks: a dict of compressible layer name (as `compressible_layers(model)` names them) -> a
+      ``torch.bool`` tensor shaped like that layer's weight, and/or parameter name (``"fc.bias"``,
+      ``"bn1.weight"``) -> a ``torch.bool`` tensor shaped like that parameter; False = pruned.
+      Names left out are not masked. A larger knob must never prune more entries (monotone).
+    * `reconstruct(model, masks, ctx)`, optional: called once per step after the size search, on
+      the masked model (eval mode, gradients enabled), to update the remaining weights in place;
+      pruned entries are zeroed again after it, and propagation runs again.
+
+    Options: declare ``class Options(PrunerOptions)`` with defaulted fields; an instance holds
+    the validated values as ``self.options``. A subclass that defines ``__init__`` must call
+    ``super().__init__(**options)``.
     """
 
     name: ClassVar[str]
-    structured: ClassVar[bool] = False  # masks whole filters/channels
-    uses_data: ClassVar[bool] = False  # scores depend on the calibration set
+    structured: ClassVar[bool] = False  # masks whole filters/channels (selects structured propagation)
+    uses_data: ClassVar[bool] = False  # reads ctx.calibration / ctx.labels; else they are empty
+    Options: ClassVar[type[BaseModel]] = PrunerOptions
+    # distributions the method computes with (e.g. "torch-pruning"): their installed versions are part
+    # of its identity, so upgrading one recomputes its steps, and the result records them
+    requires: ClassVar[tuple[str, ...]] = ()
+    # metadata recorded in result files (PrunerIdentity) and shown on the leaderboard; no cache key
+    display_name: ClassVar[str | None] = None
+    paper: ClassVar[str | None] = None  # citation or URL of the method's paper
+    code_url: ClassVar[str | None] = None  # the method's reference code
+
+    options: BaseModel
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        required = [key for key, field in cls.Options.model_fields.items() if field.is_required()]
+        if required:
+            raise TypeError(f"{cls.__qualname__}.Options: option(s) {', '.join(required)} need a default "
+                            "(a pruner's bare name means all options at their defaults)")
+
+    def __init__(self, **options: Any) -> None:
+        """`options`: values of `Options` fields (strings are coerced); a one-line ValueError naming
+        the pruner and its valid options if a key is unknown or a value invalid."""
+        self.options = validated_options(type(self), options)
 
     @abstractmethod
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
-        """Score `model` once and return keep-knob -> masks (layer name -> bool weight mask)."""
+        """Score `model` once and return keep knob -> masks (see the class docstring for the rules)."""
 
-    def options(self) -> dict[str, Any]:
-        """The pruner's settings (its public instance attributes), recorded with its results."""
-        return {key: value for key, value in sorted(vars(self).items()) if not key.startswith("_")}
+    def reconstruct(self, model: nn.Module, masks: Masks, ctx: PruneContext) -> None:
+        """Optional: update the remaining weights of the masked `model` in place (OBS/SparseGPT-style).
+
+        `masks`: every compressible layer's kept weight entries after masking and propagation. Runs
+        once per step, after the size search; entries pruned before it are zeroed again after it.
+        The default keeps the weights as masked.
+        """
+        return None
+
+    def changed_options(self) -> dict[str, Any]:
+        """The options that differ from their defaults, as JSON values, sorted by key: what the
+        pruner's label, its cache keys and result files record (so defaults leave them unchanged)."""
+        current = self.options.model_dump(mode="json")
+        defaults = type(self).Options().model_dump(mode="json")
+        return {key: value for key, value in sorted(current.items()) if value != defaults.get(key)}
+
+    @property
+    def label(self) -> str:
+        """The canonical label: the bare name when every option is at its default, else
+        ``name:key=value,...`` with the non-default options sorted by key."""
+        label = format_pruner_label(self.name, self.changed_options())
+        try:
+            readable = type(self)(**parse_pruner_label(label)[1]).changed_options() == self.changed_options()
+        except ValueError:
+            readable = False
+        if not readable:
+            raise ValueError(f"pruner {self.name!r}: options {self.changed_options()} cannot be written as a "
+                             "label (use scalar values without commas)")
+        return label
+
+    def metadata(self) -> dict[str, str | None]:
+        """Display name, paper and code URL, as result files record them."""
+        return {"display_name": self.display_name, "paper": self.paper, "code_url": self.code_url}
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def option_help(pruner: type[Pruner]) -> str:
+    """'valid options: key: type = default, ...' or 'it takes no options'."""
+    fields = pruner.Options.model_fields
+    if not fields:
+        return "it takes no options"
+    return "valid options: " + ", ".join(f"{key}: {_type_name(field.annotation)} = {field.default!r}"
+                                         for key, field in sorted(fields.items()))
+
+
+def validated_options(pruner: type[Pruner], values: Mapping[str, Any]) -> BaseModel:
+    """`pruner.Options` validated from `values` (strings coerced by pydantic's lax mode); unknown keys
+    and bad values are one-line ValueErrors naming the pruner and listing its valid options."""
+    name = getattr(pruner, "name", pruner.__qualname__)
+    unknown = sorted(set(values) - set(pruner.Options.model_fields))
+    if unknown:
+        raise ValueError(f"pruner {name!r}: unknown option {unknown[0]!r}; {option_help(pruner)}")
+    try:
+        return pruner.Options.model_validate(dict(values))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ValueError(f"pruner {name!r}: option {key}={error.get('input')!r}: {error['msg']}; "
+                         f"{option_help(pruner)}") from None
+
+
+def _format_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def format_pruner_label(name: str, options: Mapping[str, Any]) -> str:
+    """`name`, or ``name:key=value,...`` with `options` sorted by key (JSON values, strings bare)."""
+    if not options:
+        return name
+    return f"{name}:" + ",".join(f"{key}={_format_value(value)}" for key, value in sorted(options.items()))
+
+
+def parse_pruner_label(label: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name:key=value,key=value`` -> (name, {key: value as written})."""
+    name, _, rest = label.partition(":")
+    options: dict[str, str] = {}
+    for item in (part.strip() for part in rest.split(",")):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not item:
+            continue
+        if not (equals and key and value):
+            raise ValueError(f"pruner {label!r}: bad option {item!r}; write name:key=value,key=value")
+        if key in options:
+            raise ValueError(f"pruner {label!r}: option {key!r} given twice")
+        options[key] = value
+    if not name.strip():
+        raise ValueError(f"pruner {label!r}: no pruner name before the options")
+    return name.strip(), options
+
+
+def _is_option(item: str) -> bool:
+    """``key=value``, as opposed to a pruner (``name`` or ``name:key=value``)."""
+    key, equals, _ = item.partition("=")
+    return bool(equals) and ":" not in key
+
+
+def split_pruner_labels(text: str) -> tuple[str, ...]:
+    """A ``--pruner`` value -> pruner labels. Items are comma-separated; a ``key=value`` item adds an
+    option to the pruner before it: ``wt,sipp`` -> (wt, sipp); ``pfp:failure_probability=1e-5,wt``
+    -> (pfp:failure_probability=1e-5, wt); ``x:a=1,b=2,wt`` -> (x:a=1,b=2, wt)."""
+    labels: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if not _is_option(item):
+            labels.append(item)
+        elif not labels:
+            raise ValueError(f"pruner option {item!r} comes before any pruner name (write name:{item})")
+        else:
+            labels[-1] += ("," if ":" in labels[-1] else ":") + item
+    return tuple(labels)
+
+
+def load_pruner(label: str) -> Pruner:
+    """The installed pruner a label names (``name`` or ``name:key=value,...``), options validated."""
+    name, options = parse_pruner_label(label)
+    return registry.load_class(registry.PRUNER_GROUP, name, Pruner)(**options)
+
+
+def canonical_pruner_label(label: str) -> str:
+    """The canonical form of a label (`Pruner.label`): what RunConfig.pruners, cache keys, result
+    files and leaderboard rows hold. ``x:a=1`` with the default a = 1 -> ``x``;
+    ``pfp:failure_probability=0.00001`` -> ``pfp:failure_probability=1e-05``."""
+    return load_pruner(label).label
+
+
+def require_canonical_label(label: str) -> None:
+    """Load the pruner a config names (unknown names and bad options fail) and check the label is
+    canonical, so that one pruner with one set of options has one config hash and one row."""
+    canonical = canonical_pruner_label(label)
+    if canonical != label:
+        raise ValueError(f"pruner {label!r}: write it as {canonical!r} (options sorted, defaults left out; "
+                         "bench.config.default_config does this)")
+
+
+def pruner_context(pruner: Pruner, ctx: PruneContext) -> PruneContext:
+    """What `pruner` sees: the context as is, or for a data-free pruner an empty S set."""
+    if pruner.uses_data:
+        return ctx
+    return replace(ctx, calibration=ctx.calibration[:0], labels=ctx.labels[:0])
 
 
 @dataclass(frozen=True)
@@ -340,22 +559,27 @@ def _plugin_call(pruner: Pruner, what: str, call: Callable[[], T]) -> T:
         raise PluginError(f"pruner {pruner.name!r} failed in {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def checked_masks(pruner: Pruner, masks: object, layers: Mapping[str, nn.Conv2d | nn.Linear]) -> Masks:
+def checked_masks(pruner: Pruner, masks: object, layers: Mapping[str, nn.Conv2d | nn.Linear],
+                  parameters: Mapping[str, torch.Tensor] | None = None) -> Masks:
     """A plan's masks, checked against the mask rules: a dict of compressible layer name -> a
-    torch.bool tensor shaped like the layer's weight (PluginError naming pruner and layer if not)."""
+    torch.bool tensor shaped like the layer's weight, or parameter name (of `parameters`) -> a
+    torch.bool tensor shaped like the parameter (PluginError naming pruner and layer if not)."""
     if not isinstance(masks, Mapping):
         raise PluginError(f"pruner {pruner.name!r}: its plan returned {type(masks).__name__}, "
                           "expected a dict of layer name -> bool mask")
+    parameters = parameters or {}
     for name, mask in masks.items():
-        if name not in layers:
+        if name not in layers and name not in parameters:
             raise PluginError(f"pruner {pruner.name!r}: mask for {name!r}, which is not a compressible layer "
-                              f"(e.g. {', '.join(list(layers)[:3])})")
+                              f"(e.g. {', '.join(list(layers)[:3])}) nor a parameter name")
+        what, shape = (("layer", layers[name].weight.shape) if name in layers
+                       else ("parameter", parameters[name].shape))
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise PluginError(f"pruner {pruner.name!r}: mask of layer {name!r} is {kind}; masks must be torch.bool")
-        if mask.shape != layers[name].weight.shape:
-            raise PluginError(f"pruner {pruner.name!r}: mask of layer {name!r} has shape {tuple(mask.shape)}, "
-                              f"its weight {tuple(layers[name].weight.shape)}")
+            raise PluginError(f"pruner {pruner.name!r}: mask of {what} {name!r} is {kind}; masks must be torch.bool")
+        if mask.shape != shape:
+            raise PluginError(f"pruner {pruner.name!r}: mask of {what} {name!r} has shape {tuple(mask.shape)}, "
+                              f"its {'weight' if what == 'layer' else 'parameter'} {tuple(shape)}")
     return dict(masks)
 
 
@@ -371,6 +595,77 @@ def check_finite(model: nn.Module, where: str) -> None:
                                f"{' ...' if len(bad) > 3 else ''}")
 
 
+State = dict[str, torch.Tensor]  # parameter and buffer name -> tensor
+
+
+def _state(model: nn.Module) -> State:
+    return dict(chain(model.named_parameters(), model.named_buffers()))
+
+
+def _snapshot(model: nn.Module) -> State:
+    return {name: t.detach().clone() for name, t in _state(model).items()}
+
+
+@torch.no_grad()
+def _restore(model: nn.Module, snapshot: State) -> None:
+    current = _state(model)
+    for name, saved in snapshot.items():
+        current[name].copy_(saved)
+
+
+def _check_unchanged(pruner: Pruner, model: nn.Module, snapshot: State, what: str) -> None:
+    """PluginError naming the pruner if `model`'s parameters or buffers differ from `snapshot`."""
+    current = _state(model)
+    changed = [name for name, saved in snapshot.items()
+               if name not in current or current[name].shape != saved.shape or current[name].dtype != saved.dtype
+               or current[name].device != saved.device or not torch.equal(current[name], saved)]
+    changed += [name for name in current if name not in snapshot]
+    if changed:
+        raise PluginError(f"pruner {pruner.name!r}: {what} changed the model ({', '.join(changed[:3])}"
+                          f"{' ...' if len(changed) > 3 else ''}); a plan must leave the model as it found it")
+
+
+def _call_in_eval_mode(pruner: Pruner, model: nn.Module, what: str, call: Callable[[], T]) -> T:
+    """Pruner code as the contract promises: model in eval mode, gradients enabled; gradients left
+    behind are cleared."""
+    model.eval()
+    with torch.enable_grad():
+        result = _plugin_call(pruner, what, call)
+    model.zero_grad(set_to_none=True)
+    return result
+
+
+def _pruned_count(masks: Masks) -> int:
+    return sum(int(mask.numel() - mask.count_nonzero()) for mask in masks.values())
+
+
+def _check_monotone(pruner: Pruner, seen: dict[float, int], knob: float, pruned: int) -> None:
+    """PluginError if the plan pruned more at a larger knob than at a smaller one (`seen`: knob ->
+    entries pruned so far, updated)."""
+    for other, count in seen.items():
+        (low, low_count), (high, high_count) = sorted([(other, count), (knob, pruned)])
+        if high_count > low_count:
+            raise PluginError(f"pruner {pruner.name!r}: its plan is not monotone: plan({high:.4g}) prunes "
+                              f"{high_count} entries, plan({low:.4g}) only {low_count}; a larger keep knob must "
+                              "never prune more")
+    seen[knob] = pruned
+
+
+def _reconstruct(model: nn.Module, pruner: Pruner, seen: PruneContext, ctx: PruneContext, snapshot: State) -> int:
+    """Run the pruner's reconstruct hook on the masked model, zero every entry that was zero before
+    it again (no pruned entry regrows), propagate again; return the nonzero count."""
+    zeros = parameter_masks(model)
+    masks = current_masks(model)
+    _call_in_eval_mode(pruner, model, "reconstruct(model, masks, ctx)", lambda: pruner.reconstruct(model, masks, seen))
+    current = _state(model)
+    moved = [name for name, saved in snapshot.items() if name not in current or current[name].shape != saved.shape]
+    if moved:
+        raise PluginError(f"pruner {pruner.name!r}: reconstruct changed the model's structure ({', '.join(moved[:3])}); "
+                          "it may only update values in place")
+    enforce_parameter_masks(model, zeros)
+    return propagate_compression(model, ctx, pruner.structured)
+
+
 def prune_to_ratio(
     model: nn.Module,
     pruner: Pruner,
@@ -382,42 +677,58 @@ def prune_to_ratio(
     progress: bool = False,
 ) -> PruneOutcome:
     """Prune `model` in place so its measured prune ratio, after propagation over S, is as close to
-    `target_ratio` as the pruner's granularity allows. Already-zero parameters stay zero (cascade)."""
+    `target_ratio` as the pruner's granularity allows. Already-zero parameters stay zero (cascade).
+
+    Enforces the pruner contract (`Pruner`): the plan and each plan(knob) run in eval mode with
+    gradients enabled on the unmasked model, which they must leave unchanged; masks are checked; the
+    plan must be monotone. The optional reconstruct hook runs once, after the search settled."""
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target prune ratio must be in [0, 1), got {target_ratio}")
-    params = dict(model.named_parameters())
-    before = {name: p.detach().clone() for name, p in params.items()}
+    seen = pruner_context(pruner, ctx)
+    before = _snapshot(model)
     layers = compressible_layers(model)
-    plan = _plugin_call(pruner, "plan(model, ctx)", lambda: pruner.plan(model, ctx))
+    parameters = dict(model.named_parameters())
     target_nonzero = round((1.0 - target_ratio) * parent_nonzero)
+    pruned_by_knob: dict[float, int] = {}
+
+    def call(what: str, code: Callable[[], T]) -> T:
+        result = _call_in_eval_mode(pruner, model, what, code)
+        _check_unchanged(pruner, model, before, what)
+        return result
 
     def attempt(knob: float) -> int:
-        masks = checked_masks(pruner, _plugin_call(pruner, f"its plan({knob:.4g})", lambda: plan(knob)), layers)
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(before[name])
+        _restore(model, before)  # every call of the plan sees the unmasked model
+        masks = checked_masks(pruner, call(f"its plan({knob:.4g})", lambda: plan(knob)), layers, parameters)
+        _check_monotone(pruner, pruned_by_knob, knob, _pruned_count(masks))
         apply_masks(model, masks)
         return propagate_compression(model, ctx, pruner.structured)
 
-    low, high = 0.0, 1.0
-    best_knob, best_gap = 1.0, float("inf")
-    with tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
-              disable=not progress) as bar:
-        for _ in range(max_steps):
-            knob = (low + high) / 2
-            nonzero = attempt(knob)
-            bar.update(1)
-            bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
-            gap = abs(nonzero - target_nonzero)
-            if gap < best_gap:
-                best_knob, best_gap = knob, gap
-            if gap <= tolerance * parent_nonzero:
-                break
-            if nonzero > target_nonzero:
-                high = knob
-            else:
-                low = knob
-    nonzero = attempt(best_knob)
+    was_training = model.training
+    try:
+        plan = call("plan(model, ctx)", lambda: pruner.plan(model, seen))
+        low, high = 0.0, 1.0
+        best_knob, best_gap = 1.0, float("inf")
+        with tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
+                  disable=not progress) as bar:
+            for _ in range(max_steps):
+                knob = (low + high) / 2
+                nonzero = attempt(knob)
+                bar.update(1)
+                bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
+                gap = abs(nonzero - target_nonzero)
+                if gap < best_gap:
+                    best_knob, best_gap = knob, gap
+                if gap <= tolerance * parent_nonzero:
+                    break
+                if nonzero > target_nonzero:
+                    high = knob
+                else:
+                    low = knob
+        nonzero = attempt(best_knob)
+        if type(pruner).reconstruct is not Pruner.reconstruct:  # optional hook: skip its extra propagation
+            nonzero = _reconstruct(model, pruner, seen, ctx, before)
+    finally:
+        model.train(was_training)
     return PruneOutcome(
         target_ratio=target_ratio,
         prune_ratio=1.0 - nonzero / parent_nonzero,

@@ -1,4 +1,4 @@
-"""The training recipes (parent schedule and retrain budget) that the dataset specs (bench.data) use."""
+"""The training recipes (parent schedule and retrain budget) that the built-in dataset specs (bench.datasets) use."""
 
 from __future__ import annotations
 

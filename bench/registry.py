@@ -1,6 +1,6 @@
-"""Pruner and suite registries, filled only through Python entry points.
+"""Pruner, suite and dataset registries, filled only through Python entry points.
 
-Built-in pruners and suites are registered in prunebench's own pyproject exactly the way a
+Built-in pruners, suites and datasets are registered in prunebench's own pyproject exactly the way a
 third-party package registers its own, so the core never imports a concrete one.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import sys
+from collections.abc import Sequence
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -18,6 +19,7 @@ T = TypeVar("T")
 
 PRUNER_GROUP = "prunebench.pruners"
 SUITE_GROUP = "prunebench.suites"
+DATASET_GROUP = "prunebench.datasets"  # entry points name DatasetSpec instances, not classes
 
 
 class RegistryError(LookupError):
@@ -53,6 +55,14 @@ def available(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
+def alternatives(group: str, name: str) -> str:
+    """What to say about a name nothing registers: " Did you mean a, b? Available: ...". """
+    eps = _entry_points(group)
+    hint = difflib.get_close_matches(name, eps, n=3)
+    suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
+    return f"{suggestion} Available: {', '.join(sorted(eps)) or '(none)'}."
+
+
 def load(group: str, name: str) -> Any:
     """Return the object an entry point names, with a readable error for unknown names."""
     eps = _entry_points(group)
@@ -62,12 +72,7 @@ def load(group: str, name: str) -> Any:
         raise RegistryError(f"{group.split('.')[-1][:-1]} name {name!r} is registered by {len(registering)} installed "
                             f"packages: {owners}. Uninstall all but one: names must be unique")
     if name not in eps:
-        hint = difflib.get_close_matches(name, eps, n=3)
-        suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
-        raise RegistryError(
-            f"no {group.split('.')[-1][:-1]} named {name!r} is installed.{suggestion} "
-            f"Available: {', '.join(sorted(eps)) or '(none)'}."
-        )
+        raise RegistryError(f"no {group.split('.')[-1][:-1]} named {name!r} is installed.{alternatives(group, name)}")
     try:
         return eps[name].load()
     except Exception as exc:  # a broken plugin must say which package is at fault
@@ -75,16 +80,33 @@ def load(group: str, name: str) -> Any:
 
 
 def load_class(group: str, name: str, base: type[T]) -> type[T]:
-    """The class an entry point names, checked: a subclass of `base` whose `name` attribute (if it
-    declares one) is the entry point's name. The one way plugins are loaded."""
+    """The class an entry point names, checked: a subclass of `base` whose `name` attribute is the
+    entry point's name (so results, cache keys and `bench list` agree on it). The one way plugin
+    classes are loaded."""
     cls = load(group, name)
     where = _entry_points(group)[name].value
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise RegistryError(f"entry point {name!r} ({where}) is not a subclass of {base.__module__}.{base.__qualname__}")
-    declared = getattr(cls, "name", name)
+    declared = getattr(cls, "name", None)
+    if declared is None:
+        raise RegistryError(f"entry point {name!r} ({where}) names a class that declares no name: set name = {name!r}")
     if declared != name:
         raise RegistryError(f"entry point {name!r} ({where}) names a class whose name is {declared!r}")
     return cls
+
+
+def load_instance(group: str, name: str, base: type[T]) -> T:
+    """The object an entry point names, checked: an instance of `base` whose `name` attribute is the
+    entry point's name (the way dataset specs are loaded)."""
+    obj = load(group, name)
+    where = _entry_points(group)[name].value
+    if not isinstance(obj, base):
+        raise RegistryError(f"entry point {name!r} ({where}) is not a {base.__module__}.{base.__qualname__} "
+                            f"instance but {type(obj).__qualname__}")
+    declared = getattr(obj, "name", None)
+    if declared != name:
+        raise RegistryError(f"entry point {name!r} ({where}) names a {base.__qualname__} whose name is {declared!r}")
+    return obj
 
 
 def distribution_of(group: str, name: str) -> tuple[str, str]:
@@ -92,6 +114,17 @@ def distribution_of(group: str, name: str) -> tuple[str, str]:
     ep = _entry_points(group)[name]
     dist = ep.dist
     return (dist.name, dist.version) if dist is not None else ("unknown", "unknown")
+
+
+def installed_versions(distributions: Sequence[str]) -> dict[str, str]:
+    """Distribution name -> installed version ("not installed" where absent), for provenance."""
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def _source_files(obj: Any, whole_package: bool) -> list[tuple[str, Path]]:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bench.io import atomic_write_text, canonical_sha256
-from bench.schema import PARENT, SCHEMA_VERSION, RunResult, VerifyReport
+from bench.schema import EXTERNAL, PARENT, SCHEMA_VERSION, RunResult, VerifyReport
 from bench.uncertainty import ReplicateKey, replicate_key
 
 RESULT_SUFFIX = ".json"
@@ -180,6 +180,8 @@ def _check_networks(result: RunResult) -> str | None:
             continue
         where = f"network {net.pruner!r} step {net.step}"
         steps[net.pruner].append(net.step)
+        if result.config.protocol == EXTERNAL:
+            continue  # no grid: checked below (_check_external_networks)
         if not 1 <= net.step <= len(grid):
             return f"{where}: the grid has steps 1 to {len(grid)}"
         if net.target_ratio != grid[net.step - 1]:
@@ -191,10 +193,33 @@ def _check_networks(result: RunResult) -> str | None:
         if abs(net.prune_ratio - net.target_ratio) > TARGET_RATIO_TOLERANCE:
             return (f"{where}: prune ratio {net.prune_ratio} is more than {TARGET_RATIO_TOLERANCE} away from its "
                     f"target {net.target_ratio}")
+    if result.config.protocol == EXTERNAL:
+        return _check_external_networks(result)
     for pruner, found in sorted(steps.items()):
         if sorted(found) != list(range(1, len(grid) + 1)):
             return f"network {pruner!r}: steps {sorted(found)}, expected each of 1 to {len(grid)} once"
     return None
+
+
+def _check_external_networks(result: RunResult) -> str | None:
+    """`bench eval`'s networks: as many per method as the config names, steps 1..k in order of their
+    measured prune ratio, which is also their target (there is no grid)."""
+    parent = result.parent
+    named = Counter(n.method for n in result.config.external_networks or ())
+    for method in result.config.pruners:
+        nets = sorted((n for n in result.networks if n.pruner == method), key=lambda n: n.step)
+        if [n.step for n in nets] != list(range(1, named[method] + 1)):
+            return f"method {method!r}: steps {[n.step for n in nets]}, expected 1 to {named[method]} once each"
+        ratios = [n.prune_ratio for n in nets]
+        if ratios != sorted(ratios) or any(n.target_ratio != n.prune_ratio for n in nets):
+            return f"method {method!r}: steps must be in order of their measured prune ratio, which is their target"
+    for net in result.networks:
+        measured = 1.0 - net.nonzero_params / parent.nonzero_params
+        if net.pruner != PARENT and abs(net.prune_ratio - measured) > PRUNE_RATIO_TOLERANCE:
+            return (f"network {net.pruner!r} step {net.step}: prune ratio {net.prune_ratio} disagrees with its "
+                    f"{net.nonzero_params} parameters of the parent's {parent.nonzero_params} (ratio {measured})")
+    unknown = sorted({n.pruner for n in result.networks} - {PARENT, *result.config.pruners})
+    return f"network {unknown[0]!r} is not one of the config's methods" if unknown else None
 
 
 def _not_regular(path: Path, mode: int) -> str:

@@ -7,7 +7,6 @@ import subprocess
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench import registry
@@ -20,7 +19,7 @@ from bench.jobs import (
     calibration_indices,
     eval_spec,
     import_parent_checkpoint,
-    load_pruner,
+    load_pruner,  # noqa: F401  (bench.runner.load_pruner, as tests and scripts import it)
     pruner_identity,
     run_chain_job,
     run_eval_job,
@@ -28,8 +27,10 @@ from bench.jobs import (
     run_parent_job,
     spec_key,
 )
+from bench.pruning import parse_pruner_label, require_canonical_label
 from bench.results import networks_folder, save_result
 from bench.schema import (
+    EXTERNAL,
     Distribution,
     NetworkFile,
     NetworkResult,
@@ -48,13 +49,12 @@ def load_suite(name: str) -> Suite:
 
 
 def package_versions(config: RunConfig) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("prunebench", "torch", "torchvision", "timm", "numpy", "pydantic", "scikit-learn"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    for group, names in ((registry.PRUNER_GROUP, config.pruners), (registry.SUITE_GROUP, config.suites)):
+    versions = {"python": platform.python_version(), **registry.installed_versions(
+        ("prunebench", "torch", "torchvision", "timm", "numpy", "pydantic", "scikit-learn"))}
+    # `bench eval`'s methods are not plugins; a label's options are not part of its entry point's name
+    pruners = () if config.protocol == EXTERNAL else [parse_pruner_label(p)[0] for p in config.pruners]
+    for group, names in ((registry.PRUNER_GROUP, pruners), (registry.SUITE_GROUP, config.suites),
+                         (registry.DATASET_GROUP, (config.dataset,))):
         for name in names:
             dist, dist_version = registry.distribution_of(group, name)
             versions.setdefault(dist, dist_version)
@@ -151,16 +151,18 @@ def run(
     file whose sha256 `config.parent_checkpoint_sha256` names (bench.config.default_config
     records it); checked against the model and kept in the job cache for the parent job.
     `device`: a `--device` value (bench.devices.resolve_device); every job trains and evaluates
-    there, and the result records it. Jobs get its type (`cuda`): a CUDA job runs on its process's
-    current GPU, the one the executor pinned it to (bench.executors).
+    there, and the result records it. Jobs get `Executor.job_device`: on pinned GPU workers its type
+    (`cuda`: the GPU the executor pinned the worker to, bench.executors), in this process the
+    device itself (`cuda:1` runs on GPU 1, bench.devices.device_environment).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     store = Store(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
     executor = executor or LocalExecutor(progress=progress)
-    kind = resolve_device(device).type  # the jobs' device argument; part of their keys off the CPU
+    # the jobs' device argument: its type is part of their keys off the CPU, an index picks the GPU
+    job_device = executor.job_device(str(resolve_device(device)))
     for name in config.pruners:
-        load_pruner(name)  # fail fast on unknown names, before any training
+        require_canonical_label(name)  # fail fast on unknown names and bad options, before any training
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     if parent_checkpoint is not None:
         import_parent_checkpoint(store, config, data, Path(parent_checkpoint))
@@ -172,18 +174,29 @@ def run(
     # in-process jobs may draw progress bars; workers stay quiet
     bars = progress and isinstance(executor, LocalExecutor) and executor.workers == 1
 
-    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars, None, kind))], desc="parent")
+    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars, None, job_device))], desc="parent")
     executor.run(
-        [(run_chain_job, (cfg, root, checksum, name, parent_key, bars, kind)) for name in config.pruners],
+        [(run_chain_job, (cfg, root, checksum, name, parent_key, bars, job_device)) for name in config.pruners],
         desc="cascades",
     )
-    refs = run_networks(config, checksum, device=kind)
+    refs = run_networks(config, checksum, device=job_device)
     executor.run(
-        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()), kind)) for ref in refs],
+        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()), job_device))
+         for ref in refs],
         desc="evaluations",
     )
     path = result_path(config, out_dir)
-    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)), kind)
+    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)),
+                            job_device)
+    return write_result(config, data, distributions, cells, path, executor.name, time.perf_counter() - started, device)
+
+
+def write_result(config: RunConfig, data: DataBundle, distributions: list[TestDistribution],
+                 cells: list[NetworkResult], path: Path, executor_name: str, wall_time_s: float,
+                 device: str = "cpu") -> Path:
+    """Write the validated result file of a run's evaluated cells (with its provenance) to `path`."""
+    external = config.protocol == EXTERNAL  # `bench eval`: the methods are no installed pruners, nothing pruned
+    testsets = {d.name: d.images.checksum for d in distributions}
     described = [
         Distribution(
             name=d.name,
@@ -201,14 +214,14 @@ def run(
             config_hash=config.config_hash(),
             seed=config.seed,
             packages=package_versions(config),
-            pruners={name: PrunerIdentity(**pruner_identity(name)) for name in config.pruners},
-            calibration_indices=calibration_indices(config, data),
+            pruners={} if external else {name: PrunerIdentity(**pruner_identity(name)) for name in config.pruners},
+            calibration_indices=[] if external else calibration_indices(config, data),
             data_checksum=data.checksum,
             distribution_checksums=testsets,
-            platform=f"{platform.platform()} ({config.threads} threads per job, executor {executor.name})",
+            platform=f"{platform.platform()} ({config.threads} threads per job, executor {executor_name})",
             git_commit=git_commit(),
             created_at=datetime.now(timezone.utc),
-            wall_time_s=time.perf_counter() - started,
+            wall_time_s=wall_time_s,
             **device_description(resolve_device(device)),
         ),
         distributions=described,

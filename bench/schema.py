@@ -63,12 +63,25 @@ class Recipe(Strict):
     corruption_table: Literal["cifar10-c", "imagenet-c"] = "cifar10-c"
 
 
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
+EXTERNAL: Final = "external"  # RunConfig.protocol of `bench eval`: networks brought by the user
+
+
+class ExternalNetwork(Strict):
+    """A network that `bench eval` evaluated: the method (the row it is ranked in) and its file."""
+
+    method: str = Field(min_length=1)
+    sha256: str = Field(pattern=SHA256_PATTERN)  # of the file as given; its path is never recorded
+    # "masked": a state dict of the run's model; "exported": a smaller network as a torch.export archive
+    format: Literal["masked", "exported"]
+
+
 class RunConfig(Strict):
     dataset: str
     model: str
     pruners: tuple[str, ...] = Field(min_length=1)
     suites: tuple[str, ...] = ()
-    target_ratios: tuple[float, ...] = Field(min_length=1)
+    target_ratios: tuple[float, ...]  # the cascade's grid; empty for protocol "external"
     train: Recipe
     retrain: Recipe
     seed: int = Field(ge=0)
@@ -84,11 +97,18 @@ class RunConfig(Strict):
     severities: tuple[int, ...] | None = None  # keep only these severities of the suites
     # sha256 of a user's trained parent (`bench run --parent-checkpoint`): the parent is that file's
     # state, fine-tuned for train.epochs; the file's path is machine-specific and never recorded
-    parent_checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    parent_checkpoint_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    # `bench eval` (bench.external): no cascade, no training; the user's networks, in result order
+    protocol: Literal["external"] | None = None
+    external_networks: tuple[ExternalNetwork, ...] | None = None
+    # `bench run --compile`: training and evaluation through torch.compile (other float results);
+    # None: eager
+    compile: Literal[True] | None = None
 
     # fields added after result files were published: left out of every dump while None, so the
     # config hash (and protocol hash) of every config that does not use them is unchanged
-    _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("parent_checkpoint_sha256",)
+    _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("parent_checkpoint_sha256", "protocol", "external_networks",
+                                                     "compile")
 
     @model_serializer(mode="wrap")
     def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -101,6 +121,10 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _check_ratios(self) -> RunConfig:
+        if self.protocol == EXTERNAL:
+            return self._check_external()
+        if not self.target_ratios:
+            raise ValueError("target ratios: the cascade needs at least one")
         if any(not 0.0 < r < 1.0 for r in self.target_ratios):
             raise ValueError(f"target ratios must lie in (0, 1), got {list(self.target_ratios)}")
         if list(self.target_ratios) != sorted(set(self.target_ratios)):
@@ -109,12 +133,24 @@ class RunConfig(Strict):
             raise ValueError("a parent checkpoint and pretrained weights exclude each other: choose one")
         return self
 
+    def _check_external(self) -> RunConfig:
+        if self.target_ratios:
+            raise ValueError("protocol 'external' has no ratio grid: target ratios must be empty")
+        if not self.external_networks or self.parent_checkpoint_sha256 is None:
+            raise ValueError("protocol 'external' needs a parent checkpoint and at least one network")
+        methods = tuple(dict.fromkeys(n.method for n in self.external_networks))
+        if methods != self.pruners:
+            raise ValueError(f"pruners {list(self.pruners)} must be the external networks' methods {list(methods)}")
+        return self
+
     def config_hash(self) -> str:
         return canonical_sha256(self.model_dump(mode="json"))
 
     def protocol_hash(self) -> str:
-        """What must match for two runs to be ranked together: everything but pruner, suites, seed."""
-        return canonical_sha256(self.model_dump(mode="json", exclude={"pruners", "suites", "seed"}))[:12]
+        """What must match for two runs to be ranked together: everything but pruner, suites, seed
+        (and, for `bench eval`, the networks: evaluations against one parent rank together)."""
+        excluded = {"pruners", "suites", "seed", "external_networks"}
+        return canonical_sha256(self.model_dump(mode="json", exclude=excluded))[:12]
 
 
 class PrunerIdentity(Strict):
@@ -125,6 +161,7 @@ class PrunerIdentity(Strict):
     version: str
     source_sha256: str
     options: dict[str, Any] = {}
+    requires: dict[str, str] = {}  # distribution -> version the method computes with (Pruner.requires)
     # metadata the pruner class declares (bench.pruning.Pruner): shown on the leaderboard, not
     # part of any cache key (it does not change what the pruner computes)
     display_name: str | None = None
@@ -168,7 +205,8 @@ class Distribution(Strict):
 class NetworkFile(Strict):
     """A network saved beside its result file (bench.checkpoints): what `bench verify` checks first."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.safetensors$")  # in the result's networks folder
+    # in the result's networks folder: prunebench's sparse format, or (`bench eval`) a torch.export archive
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.(safetensors|pt2)$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     nonzero: int = Field(ge=0)  # stored entries (nonzero bit patterns) over every floating tensor, buffers too
     shape_signature: str  # bench.checkpoints.shape_signature of its state dict

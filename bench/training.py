@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.data import DataBundle, TestSource
-from bench.devices import module_device
+from bench.data import DataBundle, ImageSet, TestSource
+from bench.devices import fits_on_device, module_device
+from bench.files import ImageFiles, NpyRows, loader_batches
 from bench.pruning import ParameterMasks, enforce_parameter_masks
 from bench.schema import Recipe
 
@@ -85,6 +89,21 @@ def corruption_mix(images: torch.Tensor, recipe: Recipe, generator: torch.Genera
     return out
 
 
+def resident(images: ImageSet, device: torch.device) -> ImageSet:
+    """`images` moved to `device` once, for a whole training run or evaluation, when the set fits
+    there (bench.devices.fits_on_device); else (always on the CPU) `images` itself, and batches are
+    copied one by one."""
+    if images.images.device == device or not fits_on_device(images.images.nbytes + images.labels.nbytes, device):
+        return images
+    return ImageSet(images.images.to(device), images.labels.to(device))
+
+
+def compiled_forward(model: nn.Module, compile_model: bool) -> nn.Module:
+    """`model`, or with `compile_model` a torch.compile'd wrapper that shares its parameters (so
+    training it trains `model`)."""
+    return torch.compile(model) if compile_model else model  # type: ignore[return-value]
+
+
 def train(
     model: nn.Module,
     data: DataBundle,
@@ -94,16 +113,21 @@ def train(
     desc: str = "train",
     progress: bool = True,
     precision: str = "fp32",
+    compile_model: bool = False,
 ) -> None:
     """Train in place on the model's device; pruned parameter entries (mask False: weights, biases,
     norm affine) are re-zeroed after every optimizer step, so they stay exactly zero.
 
     `precision="bf16"`: forward and loss under bfloat16 autocast, fp32 master weights (another
-    numeric result than fp32). Data order and augmentation draw from a CPU generator, so a seed
-    means the same batches on every device."""
+    numeric result than fp32). `compile_model`: forward and backward through torch.compile. Data
+    order and augmentation draw from a CPU generator, so a seed means the same batches on every
+    device. Off the CPU the training images are uploaded once (`resident`); batches are indexed,
+    augmented and normalised there."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     device = module_device(model)
+    data = replace(data, train=resident(data.train, device))
+    forward = compiled_forward(model, compile_model)
     optimizer = make_optimizer(model, recipe)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     train_set = data.train
@@ -120,16 +144,18 @@ def train(
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
             images, targets = training_batch(data, recipe, batch, generator, device)
-            training_step(model, optimizer, data, images, targets, masks, precision)
+            training_step(model, optimizer, data, images, targets, masks, precision, forward)
             step += 1
     model.eval()
 
 
 def training_batch(data: DataBundle, recipe: Recipe, indices: torch.Tensor, generator: torch.Generator,
                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The augmented uint8 images and targets of one training batch, on `device` (moved there
-    first, so Mix corruptions and augmentation run on the device; draws from the CPU `generator`)."""
+    """The augmented uint8 images and targets of one training batch, on `device` (indexed where the
+    training set lives, then moved, so Mix corruptions and augmentation run on the device; draws
+    from the CPU `generator`)."""
     train_set = data.train
+    indices = indices.to(train_set.images.device)
     images = corruption_mix(train_set.images[indices].to(device), recipe, generator)
     targets = train_set.labels[indices].to(device)
     if data.task == "segmentation":
@@ -140,14 +166,16 @@ def training_batch(data: DataBundle, recipe: Recipe, indices: torch.Tensor, gene
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBundle, images: torch.Tensor,
-                  targets: torch.Tensor, masks: ParameterMasks | None = None, precision: str = "fp32") -> torch.Tensor:
+                  targets: torch.Tensor, masks: ParameterMasks | None = None, precision: str = "fp32",
+                  forward: Callable[[torch.Tensor], Any] | None = None) -> torch.Tensor:
     """One optimizer step on a batch already on the model's device; returns the (detached) loss.
 
     Forward and loss run under `precision_context` (bf16 autocast or nothing); the parameters and
-    their gradients stay fp32. Masked-out entries are re-zeroed after the step. No tensor leaves
-    the device and nothing is read back (no host synchronisation)."""
+    their gradients stay fp32. `forward`: the model's compiled forward (`compiled_forward`), if
+    any. Masked-out entries are re-zeroed after the step. No tensor leaves the device and nothing
+    is read back (no host synchronisation)."""
     with precision_context(images.device, precision):
-        outputs = model(data.normalize(images))
+        outputs = (forward or model)(data.normalize(images))
         if data.task == "segmentation":
             from bench.segmentation import segmentation_loss
 
@@ -176,34 +204,65 @@ def batch_hits(model: nn.Module, data: DataBundle, images: torch.Tensor, labels:
     return model(data.normalize(images)).argmax(1) == labels
 
 
+LOADER_WORKERS = 4  # DataLoader processes that read and decode a file-backed test set for a GPU
+
+
+def device_batches(test: TestSource, batch_size: int, device: torch.device,
+                   loader_workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (images, labels) batches of `test`, on `device`.
+
+    An in-memory set (ImageSet), and off the CPU the rows of a `.npy` (one CIFAR-10-C severity,
+    CIFAR-10.1), are uploaded once when they fit (`resident`) and split there. Other file-backed
+    sets (ImageFiles: decoded images) are read by `loader_workers` DataLoader processes (default:
+    LOADER_WORKERS on CUDA, none elsewhere) into pinned memory on CUDA, and copied asynchronously.
+    Everything on the CPU streams batch by batch as read, as before."""
+    if isinstance(test, NpyRows) and fits_on_device(test.nbytes, device):
+        test = ImageSet(*test.batch(0, len(test)))  # all its rows, read once
+    if isinstance(test, ImageSet):
+        test = resident(test, device)
+    elif isinstance(test, NpyRows | ImageFiles):
+        if loader_workers is None:
+            loader_workers = min(LOADER_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
+        if loader_workers > 0:
+            pinned = device.type == "cuda"
+            for images, labels in loader_batches(test, batch_size, loader_workers, pinned):
+                yield images.to(device, non_blocking=pinned), labels.to(device, non_blocking=pinned)
+            return
+    for images, labels in test.batches(batch_size):
+        yield images.to(device), labels.to(device)
+
+
 @torch.inference_mode()
 def correct_predictions(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 256,
-                        precision: str = "fp32") -> torch.Tensor:
+                        precision: str = "fp32", compile_model: bool = False) -> torch.Tensor:
     """Bool per image (on the CPU): top-1 prediction equals the label. Batches stream to the model's
-    device; no per-image Python work."""
+    device (`device_batches`); no per-image Python work. `compile_model`: through torch.compile."""
     model.eval()
     device = module_device(model)
+    forward = compiled_forward(model, compile_model)
     with precision_context(device, precision):
-        hits = [batch_hits(model, data, images.to(device), labels.to(device))
-                for images, labels in test.batches(batch_size)]
+        hits = [batch_hits(forward, data, images, labels) for images, labels in device_batches(test, batch_size, device)]
     return torch.cat(hits).cpu()
 
 
 @torch.inference_mode()
 def segmentation_confusion(model: nn.Module, data: DataBundle, test: TestSource, batch_size: int = 8,
-                           precision: str = "fp32") -> torch.Tensor:
+                           precision: str = "fp32", compile_model: bool = False) -> torch.Tensor:
     """One (K, K) confusion matrix (on the CPU) over every pixel of the test set (dataset-level mIoU)."""
     from bench.segmentation import accumulate_confusion
 
     model.eval()
     device = module_device(model)
-    batches = ((images.to(device), masks.to(device)) for images, masks in test.batches(batch_size))
+    forward = compiled_forward(model, compile_model)
     with precision_context(device, precision):
-        return accumulate_confusion(model, batches, data.normalize, data.num_classes).cpu()
+        return accumulate_confusion(forward, device_batches(test, batch_size, device), data.normalize,
+                                    data.num_classes).cpu()
 
 
-def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: str = "fp32") -> dict[str, object]:
-    """The evaluation artifact of one network on one test set.
+def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: str = "fp32",
+             compile_model: bool = False) -> dict[str, object]:
+    """The evaluation artifact of one network on one test set (through torch.compile with
+    `compile_model`).
 
     Classification: top-1 accuracy and the per-example hits behind it. Segmentation: mIoU of the
     dataset-level confusion matrix (stored too); no per-example hits.
@@ -213,9 +272,9 @@ def evaluate(model: nn.Module, data: DataBundle, test: TestSource, precision: st
     if data.task == "segmentation":
         from bench.segmentation import mean_iou
 
-        confusion = segmentation_confusion(model, data, test, precision=precision)
+        confusion = segmentation_confusion(model, data, test, precision=precision, compile_model=compile_model)
         return {"accuracy": mean_iou(confusion), "confusion": confusion.tolist(), "n_examples": len(test)}
-    hits = correct_predictions(model, data, test, precision=precision).numpy()
+    hits = correct_predictions(model, data, test, precision=precision, compile_model=compile_model).numpy()
     return {"hits": pack_hits(hits), "accuracy": float(hits.mean()), "n_examples": int(hits.size)}
 
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from bench.checkpoints import NetworkFileError, fit_state, read_state, shape_signature
 from bench.data import DataBundle, load_dataset
 from bench.devices import resolve_device
+from bench.exported import EXPORT_SUFFIX, load_exported, network_size
 from bench.io import atomic_write_text
 from bench.jobs import (
     job_environment,
@@ -46,7 +47,7 @@ from bench.jobs import (
 from bench.pruning import count_nonzero
 from bench.results import load_result, networks_folder, report_path
 from bench.runner import test_distributions
-from bench.schema import PARENT, NetworkResult, RunResult, VerifyReport, unpack_hits
+from bench.schema import EXTERNAL, PARENT, NetworkResult, RunResult, VerifyReport, unpack_hits
 from bench.suite import TestDistribution
 from bench.training import evaluate
 
@@ -184,8 +185,9 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
                       parent_nonzero)
     saved = read_state(folder / net.file.name, net.file.sha256)
     fresh = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    # GPU training is not bitwise reproducible (cuDNN autotuning, atomic adds in backward kernels)
     same_platform = (result.provenance.platform.startswith(current_platform(result))
-                     and result.provenance.device == torch.device(device).type)
+                     and result.provenance.device == torch.device(device).type == "cpu")
     bitwise = all(torch.equal(fresh[name], saved[name]) for name in saved)
     if bitwise:
         check.reproduced.append(f"{label(net)}: bitwise identical")
@@ -231,7 +233,7 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
         hint = "" if recorded == torch.device(device).type else (
             f" (recorded on {recorded}, re-evaluated on {device}: verify with --device {recorded})")
         for net, model in _loaded(check, folder, data, progress, device):
-            nonzero = count_nonzero(model)
+            nonzero = network_size(model)
             parent_nonzero = parent_nonzero if parent_nonzero is not None else nonzero
             _check_sparsity(check, net, nonzero, parent_nonzero)
             for dist in distributions:
@@ -240,7 +242,8 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
                 problem = _hit_differences(net, dist, outcome)
                 if problem:
                     check.fail(f"{label(net)} on {dist.name}", problem + hint)
-        steps = [n for n in result.networks if n.pruner != PARENT]
+        # `bench eval`'s networks were pruned elsewhere: there is no step to re-run
+        steps = [n for n in result.networks if n.pruner != PARENT and config.protocol != EXTERNAL]
         nominal = next((d for d in distributions if d.name == result.nominal.name), None)
         if reproduce and parent_nonzero is not None and nominal is not None:
             for net in random.Random(seed).sample(steps, min(reproduce, len(steps))):
@@ -254,14 +257,28 @@ def _loaded(check: Verification, folder: Path, data: DataBundle, progress: bool,
     networks = sorted(check.result.networks, key=lambda n: n.pruner != PARENT)
     for net in tqdm(networks, desc=f"verify {check.result_path.name}", unit="net", disable=not progress,
                     dynamic_ncols=True, leave=False):
-        model = new_model(check.result.config, data, device=device)
-        if not _load_network(check, net, folder, model):
+        model = _open_network(check, net, folder, data, device)
+        if model is None:
             if net.pruner == PARENT:
                 check.fail(PARENT, "without the parent no prune ratio can be checked; stopping")
                 return
             continue
         check.networks_checked += 1
         yield net, model.eval()
+
+
+def _open_network(check: Verification, net: NetworkResult, folder: Path, data: DataBundle,
+                  device: str) -> nn.Module | None:
+    """The saved network on `device`, or None (a failure recorded): the config's model with its
+    weights, or (`bench eval`'s physically smaller networks) a torch.export archive."""
+    if net.file is not None and net.file.name.endswith(EXPORT_SUFFIX):
+        try:
+            return load_exported(folder / net.file.name, net.file.sha256).to(device)
+        except NetworkFileError as exc:
+            check.fail(label(net), str(exc))
+            return None
+    model = new_model(check.result.config, data, device=device)
+    return model if _load_network(check, net, folder, model) else None
 
 
 def _finish(check: Verification, started: float, write_report: bool) -> Verification:

@@ -19,6 +19,9 @@ from bench.api import MaskPlan, Masks, PruneContext, Pruner, compressible_layers
 class FilterThresholding(Pruner):
     name = "ft"
     structured = True
+    display_name = "FT (filter thresholding)"
+    paper = "Li et al. 2017, Pruning Filters for Efficient ConvNets"
+    code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         weights = {

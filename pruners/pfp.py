@@ -9,8 +9,11 @@ larger keep more channels:
     m_l(eps) = ceil(3 (6 + 2 eps) kappa_l / eps^2)
     keep_l  = ceil(sum_c 1 - (1 - p_c)^m_l)   channels with the largest s_c (>= 1)
 
-with C = 3 and delta = the reference's failure probability deltaS (1e-16; 1e-5 for segmentation),
-as in torchprune (the division by the neurons per image belongs to the |S| formula only).
+with C = 3 and delta = the reference's failure probability deltaS (1e-16; 1e-5 for segmentation;
+option `failure_probability` overrides it), as in torchprune (the division by the neurons per image
+belongs to the |S| formula only). delta enters each layer's budget through ln(8 (P_l + 1) K_l / delta),
+so it shifts channels between layers of different P_l K_l; C scales every layer alike, which the
+size search cancels, so it is no option.
 Dropping input channel c of layer l+1 leaves the filter producing it unread; the shared
 propagation step then zeroes it.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench.api import (
@@ -27,6 +31,7 @@ from bench.api import (
     Masks,
     PruneContext,
     Pruner,
+    PrunerOptions,
     compressible_layers,
     layer_output_sizes,
     layer_sensitivities,
@@ -48,12 +53,21 @@ class PFP(Pruner):
     name = "pfp"
     structured = True
     uses_data = True
+    display_name = "PFP (provable filter pruning)"
+    paper = "Liebenwein et al. 2020, Provable Filter Pruning for Efficient Neural Networks"
+    code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation
+
+    class Options(PrunerOptions):
+        # delta of the bound; None: the task's (ctx.failure_probability, the reference's deltaS)
+        failure_probability: float | None = Field(default=None, gt=0, lt=1)
+
+    options: Options
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         layers = compressible_layers(model)
         scores = layer_sensitivities(model, layers, ctx.calibration, pfp_layer_scores, ctx.batch_size)
         neurons = layer_output_sizes(model, ctx.calibration)
-        delta = ctx.failure_probability
+        delta = ctx.failure_probability if self.options.failure_probability is None else self.options.failure_probability
         coefficients: dict[str, float] = {}
         for name, s in scores.items():
             layer = layers[name]

@@ -10,6 +10,7 @@ from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, globa
 
 class RandomPruner(Pruner):
     name = "random"
+    display_name = "Random (sanity baseline)"
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         generator = torch.Generator().manual_seed(ctx.seed)

@@ -23,6 +23,9 @@ from bench.api import (
 class SiPP(Pruner):
     name = "sipp"
     uses_data = True
+    display_name = "SiPP"
+    paper = "Baykal et al. 2021, SiPPing Neural Networks: Sensitivity-informed Provable Pruning of Neural Networks"
+    code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         layers = compressible_layers(model)

@@ -13,6 +13,9 @@ from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, globa
 
 class WeightThresholding(Pruner):
     name = "wt"
+    display_name = "WT (global weight thresholding)"
+    paper = "Renda et al. 2020, Comparing Rewinding and Fine-tuning in Neural Network Pruning"
+    code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:
         scores = {name: layer.weight.detach().abs() for name, layer in compressible_layers(model).items()}

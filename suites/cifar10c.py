@@ -1,117 +1,25 @@
-"""cifar10c: the official CIFAR-10-C files (Hendrycks & Dietterich 2019), 19 corruptions x 5 severities.
+"""cifar10c: the official CIFAR-10-C files, 19 corruptions x 5 severities (layout: suites.cifar_c).
 
-Layout `<data root>/CIFAR-10-C/<corruption>.npy`: uint8 (50000, 32, 32, 3), severity s in rows
-[(s-1)*10^4, s*10^4) of the same 10k test images in order, and `labels.npy` (uint8 (50000,)): the
-10k clean test labels, in order, once per severity. Before anything is evaluated, every selected file
-is checked against the clean test set (image shape and dtype, row count, labels equal to the clean
-ones), so a wrong file stops the run with one line naming it. Files are memory-mapped and streamed batch by batch, never loaded whole; select a subset with
-`--corruptions` / `--severities`. `--download` fetches CIFAR-10-C.tar from Zenodo, checks it against
-the pinned md5 and sha256 below and extracts it. Every file is checked against the folder's sha256
-manifest (`prunebench-manifest.json`: written by `bench data make-c`, else recorded on first use of
-an extracted archive) and a file that differs is refused. Any folder in this layout works, e.g.
-one written by `bench data make-c` (`$PRUNEBENCH_CIFAR10C` points to a folder elsewhere).
+`<data root>/CIFAR-10-C/` (or `$PRUNEBENCH_CIFAR10C`); `--download` fetches CIFAR-10-C.tar from
+Zenodo and checks it against the pinned md5 and sha256 below.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
-
-from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
-from bench.corruptions.tables import CIFAR10_C
-from bench.files import (
-    Archive,
-    DataInvalid,
-    DataMissing,
-    NpyRows,
-    check_npy_images,
-    check_npy_labels,
-    data_root,
-    fetch_archive,
-    load_json,
-    local_manifest,
-    verify_files,
-)
-from bench.make_c import PARAMETERS
-
-ARCHIVE = Archive(
-    url="https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1",
-    filename="CIFAR-10-C.tar",
-    md5="56bf5dcef84df0e2308c6dcbcbbd8499",  # as listed on Zenodo
-    sha256="c72763e101c723b7c507b96205f7e938912a5d587376173b825850cf3cb876a7",  # as listed by TFDS
-    size=2_918_471_680,
-)
-FOLDER_ENV = "PRUNEBENCH_CIFAR10C"
+from bench.files import Archive
+from suites.cifar_c import CifarCFiles
 
 
-def cifar10c_folder() -> Path:
-    return Path(os.environ.get(FOLDER_ENV, data_root() / "CIFAR-10-C")).expanduser().resolve()
-
-
-def severity_blocks(folder: Path) -> dict[int, int]:
-    """Severity -> row block: the official files hold 1-5 in order; a `bench data make-c` folder
-    made for some severities holds those, in order (its prunebench-make-c.json says which)."""
-    parameters = folder / PARAMETERS
-    if not parameters.exists():
-        return {s: s - 1 for s in range(1, 6)}
-    written = load_json(parameters)
-    severities = written.get("severities") if isinstance(written, dict) else None
-    valid = isinstance(severities, list) and all(isinstance(s, int) and 1 <= s <= 5 for s in severities)
-    if not valid or not severities or len(set(severities)) != len(severities):
-        raise DataInvalid(f"{parameters}: no list of distinct severities 1-5 (written by `bench data make-c`; "
-                          "write the folder again)")
-    return {s: block for block, s in enumerate(severities)}
-
-
-def check_files(folder: Path, files: list[str], blocks: int, data: DataBundle) -> None:
-    """Check the selected `<corruption>.npy` files and `labels.npy` against the clean test set: uint8
-    images of its H x W x C, `blocks` severities of its rows each, and its labels once per severity."""
-    clean = data.test
-    n, c, h, w = clean.images.shape
-    for name in files:
-        if name == "labels.npy":
-            continue
-        rows = check_npy_images(folder / name, (h, w, c), data.name)
-        if rows != blocks * n:
-            raise DataInvalid(f"{folder / name}: {rows} images, expected {blocks} severities x {n} clean "
-                              f"{data.name} test images = {blocks * n}")
-    check_npy_labels(folder / "labels.npy", blocks * n, data.num_classes,
-                     np.tile(clean.labels.numpy().astype(np.int64), blocks),
-                     f"the clean {data.name} test labels repeated for each of the {blocks} severities")
-
-
-class Cifar10C(Suite):
+class Cifar10C(CifarCFiles):
     name = "cifar10c"
     description = "official CIFAR-10-C .npy files, 19 corruptions x 5 severities (memory-mapped)"
     datasets = ("cifar10",)
-
-    def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
-        folder = cifar10c_folder()
-        if not folder.is_dir():
-            fetch_archive(ARCHIVE, folder.parent, missing=DataMissing.not_found(
-                "CIFAR-10-C", folder, f"rerun with --download (fetches {ARCHIVE.filename}, 2.9 GB, from {ARCHIVE.url}), "
-                f"extract that archive into {folder.parent}, or write a folder in the same layout with "
-                f"`bench data make-c --dataset cifar10 --out {folder}`"))
-        pairs = [(c, s) for c in CIFAR10_C for s in range(1, 6) if selection.wants(c, s)]
-        files = sorted({f"{c}.npy" for c, _ in pairs}) + ["labels.npy"]
-        missing = [f for f in files if not (folder / f).is_file()]
-        if missing:
-            raise DataMissing(f"{folder} lacks {', '.join(missing)} (select others with --corruptions)")
-        blocks = severity_blocks(folder)
-        absent = sorted({s for _, s in pairs} - set(blocks))
-        if absent:
-            raise DataMissing(f"{folder} holds severities {sorted(blocks)} only, not {absent} (see --severities)")
-        check_files(folder, files, len(blocks), data)  # before the first use records their checksums
-        hashes = verify_files(folder, local_manifest(folder, files), files)
-        per_severity = len(data.test)
-        out = []
-        for corruption, severity in pairs:
-            block = blocks[severity]
-            rows = NpyRows(str(folder / f"{corruption}.npy"), str(folder / "labels.npy"),
-                           block * per_severity, (block + 1) * per_severity,
-                           (hashes[f"{corruption}.npy"], hashes["labels.npy"]))
-            out.append(TestDistribution(name=f"{self.name}/{corruption}/{severity}", suite=self.name, images=rows,
-                                        corruption=corruption, severity=severity))
-        return out
+    folder_name = "CIFAR-10-C"
+    folder_env = "PRUNEBENCH_CIFAR10C"
+    archive = Archive(
+        url="https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1",
+        filename="CIFAR-10-C.tar",
+        md5="56bf5dcef84df0e2308c6dcbcbbd8499",  # as listed on Zenodo
+        sha256="c72763e101c723b7c507b96205f7e938912a5d587376173b825850cf3cb876a7",  # as listed by TFDS
+        size=2_918_471_680,
+    )

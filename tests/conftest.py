@@ -1,6 +1,10 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# bench run/eval default to one worker process per core; tests patch in-process state (pinned
+# checksums, fault injection) that spawned workers would not see, and tiny runs do not repay a
+# worker's start-up. Tests of the process pool pass --workers explicitly.
+os.environ.setdefault("PRUNEBENCH_WORKERS", "1")
 
 import copy
 

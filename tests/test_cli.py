@@ -1,6 +1,7 @@
 """`bench run` end to end on the embedded digits data, through the real CLI entry point."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,16 @@ def test_the_cli_and_the_python_api_share_the_dataset_defaults():
     assert (implied.dataset, implied.model) == ("cifar10", "resnet20_cifar")
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         default_config(dataset="mnist")
+
+
+def test_workers_default_to_one_per_core_or_the_environment(monkeypatch, capsys):
+    from bench.cli import build_parser
+
+    monkeypatch.delenv("PRUNEBENCH_WORKERS", raising=False)
+    assert build_parser().parse_args(["run"]).workers == (os.cpu_count() or 1)
+    monkeypatch.setenv("PRUNEBENCH_WORKERS", "3")
+    assert build_parser().parse_args(["run"]).workers == 3
+    monkeypatch.setenv("PRUNEBENCH_WORKERS", "none")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run"])
+    assert "argument --workers: 'none' is not an integer" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def test_the_cli_prints_the_table_and_the_total(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| stage" in printed and "| jobs" in printed and "| cached" in printed
     assert "evaluations (2 networks x 9 test sets)" in printed
-    assert "estimated " in printed and "on cpu (2 threads)" in printed
+    assert "estimated " in printed and "on cpu (1 thread)" in printed
     assert not tmp_path.joinpath(".cache").exists(), "bench plan wrote to the cache"
     assert main(["run", "--dry-run", *args]) == 0  # the alias prints the same plan
     assert "| stage" in capsys.readouterr().out
@@ -71,3 +71,16 @@ def test_missing_data_is_the_usual_one_line(tmp_path, capsys, monkeypatch):
     assert main(["plan", "--suite", "cifar10c", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("bench plan: error: ") and "\n" not in error
+
+
+def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path, monkeypatch):
+    import bench.plan as planning
+
+    fixed = planning.Calibration(train_step_s=0.01, train_batch=64, eval_image_s=1e-4, device="cpu", threads=1)
+    monkeypatch.setattr(planning, "calibrate", lambda *args: fixed)
+    alone, pair, many = (plan(tiny_config(), tmp_path, workers=k) for k in (1, 2, 8))
+    seconds = {k: {s.name: s.seconds for s in p.stages} for k, p in ((1, alone), (2, pair), (8, many))}
+    assert seconds[2]["parent"] == seconds[1]["parent"] == seconds[8]["parent"]
+    assert seconds[2]["cascade steps"] == pytest.approx(seconds[1]["cascade steps"] / 2)
+    assert seconds[8]["cascade steps"] == pytest.approx(seconds[1]["cascade steps"] / len(PRUNERS))  # one chain each
+    assert seconds[8]["evaluations"] == pytest.approx(seconds[1]["evaluations"] / 8)

@@ -37,8 +37,10 @@ from tqdm.auto import tqdm
 from bench.analysis.networks import AnalysisNetwork, check_parent_first, load_run_networks
 from bench.analysis.reports import FeatureReport, Saliency, Target
 from bench.data import DataBundle, ImageSet
+from bench.devices import float64_device, module_device, resolve_device
 from bench.jobs import job_environment
 from bench.schema import RunResult
+from bench.training import resident
 
 __all__ = [
     "DEFAULT_FEATURE_IMAGES",
@@ -108,7 +110,7 @@ def backward_selection(model: nn.Module, inputs: torch.Tensor, keep: int, shrink
         with torch.no_grad():  # not inference_mode: `target` enters the autograd graph below
             target = model(inputs).argmax(1)
     target = target.view(-1, 1)
-    alive = torch.ones(n, h * w, dtype=torch.bool)
+    alive = torch.ones(n, h * w, dtype=torch.bool, device=inputs.device)
     remaining = h * w
     while remaining > keep:
         remaining = max(keep, int(remaining * shrink))
@@ -160,7 +162,8 @@ def informative_features(
     network's result is one more starting point. Selection and matrix use the same masked inputs
     and the same forward passes, so for the true class a network's own pixels are, image by image,
     the ones among the masks compared that maximise its own confidence: every column of the matrix
-    has its maximum on the diagonal.
+    has its maximum on the diagonal. Runs on the networks' device (the images uploaded once); the
+    report records its type.
     """
     check_parent_first(networks)
     if not 0.0 < keep_fraction <= 1.0:
@@ -168,38 +171,43 @@ def informative_features(
     n = len(networks)
     for net in networks:
         net.model.eval()
+    device = module_device(networks[0].model)
+    tally = float64_device(device)  # where the float64 sums live (the CPU for MPS)
+    images = resident(images, device)
     keep = max(1, round(keep_fraction * images.images.shape[2] * images.images.shape[3]))
     sums, full, adopted = np.zeros((n, n)), np.zeros(n), np.zeros(n)
     batches = list(zip(images.images.split(batch_size), images.labels.split(batch_size)))
     for batch, labels in tqdm(batches, desc="informative features", disable=not progress, leave=False):
-        inputs = data.normalize(batch)
+        inputs, labels = data.normalize(batch.to(device)), labels.to(device)
         found = [pixel_mask(net.model, inputs, labels, keep, saliency, target) for net in networks]
         with torch.inference_mode():
             # true[s, e] / chosen[s, e]: per image, network e's softmax on the true / its target
             # class with only the pixels of network s's search result
-            true, chosen = torch.zeros(n, n, len(labels), dtype=torch.float64), torch.zeros(n, n, len(labels))
+            true = torch.zeros(n, n, len(labels), dtype=torch.float64, device=tally)
+            chosen = torch.zeros(n, n, len(labels), device=tally)
             for e, net in enumerate(networks):
                 probs = net.model(inputs).softmax(1)
-                full[e] += float(probs.gather(1, labels[:, None]).double().sum())
+                full[e] += float(probs.gather(1, labels[:, None]).to(tally).double().sum())
                 goal = labels if target == "true" else probs.argmax(1)
                 for s, mask in enumerate(found):
                     probs = net.model(inputs * mask).softmax(1)
-                    true[s, e] = probs.gather(1, labels[:, None]).squeeze(1).double()
-                    chosen[s, e] = probs.gather(1, goal[:, None]).squeeze(1)
+                    true[s, e] = probs.gather(1, labels[:, None]).squeeze(1).to(tally).double()
+                    chosen[s, e] = probs.gather(1, goal[:, None]).squeeze(1).to(tally)
         # source[s]: per image, whose search result network s keeps
-        source = torch.arange(n)[:, None].expand(n, len(labels))
+        source = torch.arange(n, device=tally)[:, None].expand(n, len(labels))
         if multistart:
             own = chosen.diagonal().T  # (n, N): each network's confidence on its own search result
             best = chosen.max(dim=0)  # over sources, per (evaluated network, image)
             source = torch.where(best.values > own, best.indices, source)
-        adopted += (source != torch.arange(n)[:, None]).sum(1).numpy()
+        adopted += (source != torch.arange(n, device=tally)[:, None]).sum(1).cpu().numpy()
         # network e on network s's final mask = network e on the search result that s kept
-        sums += true.gather(0, source[:, None, :].expand(n, n, len(labels))).sum(2).numpy()
+        sums += true.gather(0, source[:, None, :].expand(n, n, len(labels))).sum(2).cpu().numpy()
     count = len(images)
     return FeatureReport(
         config_hash=config_hash, networks=[m.label for m in networks], pruners=[m.pruner for m in networks],
         prune_ratios=[m.prune_ratio for m in networks], saliency=saliency, target=target, multistart=multistart,
-        keep_fraction=keep_fraction, kept_pixels=keep, n_images=count, full_confidence=(full / count).tolist(),
+        keep_fraction=keep_fraction, kept_pixels=keep, device=device.type, n_images=count,
+        full_confidence=(full / count).tolist(),
         adopted=(adopted / count).tolist(), matrix=(sums / count).tolist(),
     )
 
@@ -216,12 +224,14 @@ def features_analysis(
     batch_size: int = 100,
     control: bool = True,
     progress: bool = False,
+    device: str = "cpu",
 ) -> FeatureReport:
-    """`bench analyze features`: on the first `n_images` test images."""
-    run = load_run_networks(result, cache_dir, control=control, progress=progress)
+    """`bench analyze features`: on the first `n_images` test images, on `device` (a `--device` value)."""
+    device = str(resolve_device(device))
+    run = load_run_networks(result, cache_dir, control=control, progress=progress, device=device)
     config = run.result.config
     test = run.data.test.subset(torch.arange(min(n_images, len(run.data.test))))
-    with job_environment(config):
+    with job_environment(config, device, autotune=False):
         return informative_features(
             run.networks, run.data, test, keep_fraction=keep_fraction, saliency=saliency, target=target,
             multistart=multistart, batch_size=batch_size, config_hash=config.config_hash(), progress=progress,

@@ -54,21 +54,24 @@ def control_spec(config: RunConfig, data_checksum: str) -> dict[str, object]:
     return parent_spec(control_config(config), data_checksum)
 
 
-def control_network(store: Store, config: RunConfig, data: DataBundle, progress: bool = False) -> nn.Module:
-    """The parent's recipe on the same split with another seed; trained once, then read from the store."""
-    key = run_control_job(config.model_dump_json(), str(store.root), data.checksum, progress)
-    return store.load_weights(CONTROL_KIND, key, new_model(control_config(config), data))
+def control_network(store: Store, config: RunConfig, data: DataBundle, progress: bool = False,
+                    device: str = "cpu") -> nn.Module:
+    """The parent's recipe on the same split with another seed, on `device`; trained once (there: its
+    type is part of the job key off the CPU), then read from the store."""
+    key = run_control_job(config.model_dump_json(), str(store.root), data.checksum, progress, device=device)
+    return store.load_weights(CONTROL_KIND, key, new_model(control_config(config), data, device=device))
 
 
 def load_run_networks(
-    result: RunResult | Path, cache_dir: Path | None = None, *, control: bool = True, progress: bool = False
+    result: RunResult | Path, cache_dir: Path | None = None, *, control: bool = True, progress: bool = False,
+    device: str = "cpu",
 ) -> RunNetworks:
-    """Every network of a result file from its store (default: `<result folder>/.cache`)."""
+    """Every network of a result file from its store (default: `<result folder>/.cache`), on `device`."""
     run = open_run(result, cache_dir)
-    networks = [AnalysisNetwork(run.label(ref), ref.pruner, ref.step, run.prune_ratio(ref), run.load(ref))
+    networks = [AnalysisNetwork(run.label(ref), ref.pruner, ref.step, run.prune_ratio(ref), run.load(ref).to(device))
                 for ref in run.refs()]
     if control:
-        control_model = control_network(run.store, run.result.config, run.data, progress)
+        control_model = control_network(run.store, run.result.config, run.data, progress, device)
         networks.append(AnalysisNetwork(CONTROL, CONTROL, 0, 0.0, control_model))
     return RunNetworks(run.result, run.data, networks)
 

@@ -79,6 +79,7 @@ class SimilarityReport(Strict):
     n_images: int
     seed: int
     delta: float
+    device: str = "cpu"  # the device type the networks ran on (reports written before say nothing: CPU)
     networks: list[str]
     cells: list[SimilarityCell]
     potentials: list[NoisePotential]
@@ -110,6 +111,7 @@ class FeatureReport(Strict):
     multistart: bool  # each network keeps, per image, the best of all networks' search results for itself
     keep_fraction: float
     kept_pixels: int  # per image
+    device: str = "cpu"  # the device type the networks ran on (reports written before say nothing: CPU)
     mask_value: str = MASK_VALUE
     n_images: int
     full_confidence: list[float]  # per network: mean true-class softmax on the unmasked images

@@ -17,10 +17,12 @@ from tqdm.auto import tqdm
 from bench.analysis.networks import CONTROL, AnalysisNetwork, check_parent_first, load_run_networks
 from bench.analysis.reports import NoisePotential, SimilarityCell, SimilarityReport
 from bench.data import DataBundle, ImageSet
+from bench.devices import float64_device, module_device, resolve_device
 from bench.io import seed_for
 from bench.jobs import job_environment
 from bench.metrics import prune_potential
 from bench.schema import PARENT, RunResult
+from bench.training import resident
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -42,13 +44,14 @@ def draw_seed(seed: int, epsilon_index: int, draw: int) -> int:
 
 
 def noisy_inputs(images: torch.Tensor, epsilon: float, generator: torch.Generator, data: DataBundle) -> torch.Tensor:
-    """uint8 batch -> standardised float batch with pixel-space uniform noise (see NOISE_MODEL)."""
+    """uint8 batch -> standardised float batch with pixel-space uniform noise (see NOISE_MODEL), on the
+    images' device; the noise is drawn by the CPU `generator` (the same draws on every device)."""
     pixels = images.float().div_(255.0)
     if epsilon > 0:
         noise = torch.rand(pixels.shape, generator=generator).mul_(2.0).sub_(1.0).mul_(epsilon)
-        pixels.add_(noise).clamp_(0.0, 1.0)
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
+        pixels.add_(noise.to(pixels.device)).clamp_(0.0, 1.0)
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
     return (pixels - mean) / std
 
 
@@ -74,7 +77,8 @@ class _Tally:
             if parent_probs is None:
                 parent_probs, parent_top1 = probs, top1
             self.agree[i] += int((top1 == parent_top1).sum())
-            self.distance[i] += float((probs - parent_probs).norm(dim=1).double().sum())
+            distances = (probs - parent_probs).norm(dim=1)
+            self.distance[i] += float(distances.to(float64_device(distances.device)).double().sum())
             self.correct[i] += int((top1 == labels).sum())
         self.count += len(labels)
 
@@ -95,7 +99,8 @@ def functional_similarity(
     """Stream ε → draw → image batch; each noisy batch goes through every network, then is dropped.
 
     The noise of draw d at ε index i comes from one generator seeded with (seed, i, d), consumed
-    batch after batch, so it does not depend on the batch size.
+    batch after batch, so it does not depend on the batch size. Runs on the networks' device (the
+    images uploaded once, bench.training.resident); the report records its type.
     """
     check_parent_first(networks)
     if draws < 1 or any(not 0.0 <= e <= 1.0 for e in epsilons):
@@ -103,6 +108,8 @@ def functional_similarity(
     for net in networks:
         net.model.eval()
     models = [net.model for net in networks]
+    device = module_device(models[0])
+    images = resident(images, device)
     tallies = []
     passes = [(i, e, d) for i, e in enumerate(epsilons) for d in range(draws if e > 0 else 1)]
     tally, current = _Tally.empty(len(networks)), 0
@@ -112,7 +119,7 @@ def functional_similarity(
             tally, current = _Tally.empty(len(networks)), i
         generator = torch.Generator().manual_seed(draw_seed(seed, i, draw))
         for batch, labels in zip(images.images.split(batch_size), images.labels.split(batch_size)):
-            tally.add(models, noisy_inputs(batch, epsilon, generator, data), labels)
+            tally.add(models, noisy_inputs(batch.to(device), epsilon, generator, data), labels.to(device))
     tallies.append(tally)
     cells = [
         SimilarityCell(
@@ -124,7 +131,7 @@ def functional_similarity(
     ]
     return SimilarityReport(
         config_hash=config_hash, epsilons=tuple(float(e) for e in epsilons), draws=draws, n_images=len(images),
-        seed=seed, delta=delta, networks=[n.label for n in networks], cells=cells,
+        seed=seed, delta=delta, device=device.type, networks=[n.label for n in networks], cells=cells,
         potentials=noise_potentials(cells, delta),
     )
 
@@ -155,12 +162,15 @@ def similarity_analysis(
     batch_size: int = 256,
     control: bool = True,
     progress: bool = False,
+    device: str = "cpu",
 ) -> SimilarityReport:
-    """`bench analyze similarity`: the first `n_images` test images (all by default), seed = the run's."""
-    run = load_run_networks(result, cache_dir, control=control, progress=progress)
+    """`bench analyze similarity`: the first `n_images` test images (all by default), seed = the run's,
+    on `device` (a `--device` value)."""
+    device = str(resolve_device(device))
+    run = load_run_networks(result, cache_dir, control=control, progress=progress, device=device)
     config = run.result.config
     test = run.data.test if n_images is None else run.data.test.subset(torch.arange(min(n_images, len(run.data.test))))
-    with job_environment(config):
+    with job_environment(config, device, autotune=False):
         return functional_similarity(
             run.networks, run.data, test, epsilons=epsilons, draws=draws,
             seed=config.seed if seed is None else seed, delta=config.delta, batch_size=batch_size,

@@ -11,7 +11,9 @@ from typing import Any
 
 from bench.compress.measure import compare
 from bench.compress.surgery import TOLERANCE, compress, max_abs_diff
+from bench.exported import EXPORT_SUFFIX, export_network
 from bench.schema import Strict
+from bench.store import NETWORK_SUFFIX
 
 __all__ = ["NetworkCompression", "RunCompression", "compress_run", "compression_table", "structured_pruners"]
 
@@ -30,6 +32,7 @@ class NetworkCompression(Strict):
     speedup: float  # latency dense / compressed
     max_abs_diff: float  # of the logits on the checked test images
     scatters: int
+    exported: str | None = None  # the torch.export archive written (`--export-dir`), if any
 
 
 class RunCompression(Strict):
@@ -48,10 +51,9 @@ class RunCompression(Strict):
 
 
 def structured_pruners(names: Sequence[str]) -> list[str]:
-    from bench import registry
-    from bench.pruning import Pruner
+    from bench.pruning import load_pruner
 
-    return [name for name in names if registry.load_class(registry.PRUNER_GROUP, name, Pruner).structured]
+    return [name for name in names if load_pruner(name).structured]
 
 
 def compress_run(
@@ -65,14 +67,21 @@ def compress_run(
     threads: int | None = None,
     check_images: int = 256,
     progress: bool = False,
+    export_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
 ) -> RunCompression:
     """Compress every network of the run's structured pruners (or of `pruners`) read back from
     its job cache (default `<result folder>/.cache`); check the logits on the first
     `check_images` test images and time dense vs compressed (`compare`: the run's thread count
-    and memory format unless `threads` is given)."""
+    and memory format unless `threads` is given). `export_dir`: also write each compressed network
+    there as a torch.export archive `<pruner>-<step>.pt2` (bench.exported; `bench eval` reads it).
+    `device`: a `--device` value; the latencies are timed there (surgery and the logit check stay on
+    the CPU), and the protocol records its type."""
+    from bench.devices import resolve_device
     from bench.jobs import job_environment, open_run
 
     path = Path(result)
+    device = str(resolve_device(device))
     run = open_run(path, cache_dir)
     config, data = run.result.config, run.data
     available = structured_pruners(config.pruners)
@@ -94,22 +103,26 @@ def compress_run(
     rows: list[NetworkCompression] = []
     protocol: dict[str, Any] = {}
     refs = [ref for ref in run.refs() if ref.pruner in chosen]
-    with job_environment(config):
+    with job_environment(config, device):
         for ref in refs:
             dense = run.load(ref)
             compressed, report = compress(dense, images[:1])
             diff = max_abs_diff(dense, compressed, images)
             m = compare({"dense": dense, "compressed": compressed}, input_shape, batch=batch, warmup=warmup,
-                        repeats=repeats, threads=n_threads, channels_last=channels_last)
+                        repeats=repeats, threads=n_threads, channels_last=channels_last, device=device)
             protocol = m["dense"].protocol
             ratio = run.prune_ratio(ref)
+            exported = None
+            if export_dir is not None:
+                exported = Path(export_dir) / (ref.file_name.removesuffix(NETWORK_SUFFIX) + EXPORT_SUFFIX)
+                export_network(compressed, images, exported)
             rows.append(NetworkCompression(
                 network=run.label(ref), pruner=ref.pruner, step=ref.step, prune_ratio=ratio,
                 params_dense=m["dense"].params, params_compressed=m["compressed"].params,
                 macs_dense=m["dense"].macs, macs_compressed=m["compressed"].macs,
                 latency_dense_ms=m["dense"].latency_ms, latency_compressed_ms=m["compressed"].latency_ms,
                 speedup=m["dense"].latency_ms / m["compressed"].latency_ms, max_abs_diff=diff,
-                scatters=report.scatters,
+                scatters=report.scatters, exported=None if exported is None else str(exported),
             ))
             if progress:
                 print(f"compressed {rows[-1].network}", file=sys.stderr)
@@ -139,7 +152,7 @@ def compression_table(report: RunCompression) -> str:
         table(rows, headers),
         "",
         (f"Latency: median of {p.get('repeats')} interleaved forwards of a batch of {p.get('batch')} "
-         f"({p.get('dtype')}, {'channels_last' if p.get('channels_last') else 'NCHW'}, threads={p.get('threads')}, "
+         f"on {p.get('device', 'cpu')} ({p.get('dtype')}, {'channels_last' if p.get('channels_last') else 'NCHW'}, threads={p.get('threads')}, "
          f"{p.get('warmup')} warm-up); MACs: conv + linear per image; params: all parameters; "
          f"max abs Δ logit on {report.checked_images} test images (tolerance {report.tolerance:g})."),
     ]

@@ -69,24 +69,28 @@ def compare(
     threads: int = 2,
     channels_last: bool = True,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Measurement]:
     """Params, MACs and latency of several models under one protocol, timed interleaved.
 
-    Protocol: eval mode, torch.inference_mode, `threads` intra-op CPU threads, one fixed random
-    batch (N(0, 1), `seed`) of `batch` x `input_shape` in `dtype` (channels_last memory format for
-    4-D inputs unless disabled, models converted alike), `warmup` untimed forwards per model, then
-    `repeats` rounds, each timing one forward of every model in turn (A B A B ...); latency =
-    median wall-clock time of one forward of the whole batch."""
+    Protocol: eval mode, torch.inference_mode, on `device` (`threads` intra-op CPU threads), one
+    fixed random batch (N(0, 1), `seed`, drawn on the CPU) of `batch` x `input_shape` in `dtype`
+    (channels_last memory format for 4-D inputs unless disabled, models converted alike), `warmup`
+    untimed forwards per model, then `repeats` rounds, each timing one forward of every model in
+    turn (A B A B ...); latency = median wall-clock time of one forward of the whole batch. On CUDA
+    the device is synchronised before the clock starts and before it stops (`_synchronize`), so a
+    time covers the kernels, not their launch."""
+    device = torch.device(device)
     protocol = {
         "batch": batch, "input_shape": list(input_shape), "dtype": str(dtype).replace("torch.", ""),
         "warmup": warmup, "repeats": repeats, "threads": threads, "channels_last": channels_last,
-        "device": "cpu", "timer": "time.perf_counter, median of repeats", "seed": seed,
+        "device": device.type, "timer": "time.perf_counter, median of repeats", "seed": seed,
         "torch": torch.__version__,
     }
     fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
-    inputs = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed)).to(dtype=dtype)
+    inputs = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed)).to(device, dtype)
     inputs = inputs.contiguous(memory_format=fmt)
-    prepared = {name: copy.deepcopy(m).eval().to(dtype=dtype).to(memory_format=fmt) for name, m in models.items()}
+    prepared = {name: copy.deepcopy(m).eval().to(device, dtype).to(memory_format=fmt) for name, m in models.items()}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     samples: dict[str, list[float]] = {name: [] for name in prepared}
@@ -97,8 +101,10 @@ def compare(
                     m(inputs)
             for _ in range(repeats):
                 for name, m in prepared.items():
+                    _synchronize(device)
                     start = time.perf_counter()
                     m(inputs)
+                    _synchronize(device)
                     samples[name].append(1000 * (time.perf_counter() - start))
     finally:
         torch.set_num_threads(previous)
@@ -113,6 +119,12 @@ def compare(
         )
         for name in prepared
     }
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for `device`'s queued kernels (CUDA runs them asynchronously); nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(model: nn.Module, input_shape: Sequence[int], **protocol: Any) -> Measurement:

@@ -10,6 +10,7 @@ from bench.corruptions import blur, digital, noise, weather
 from bench.corruptions._levels import Level, normalize_level
 from bench.corruptions._operators import to_uint8
 from bench.corruptions._random import Generators, generators_for_seed
+from bench.devices import float64_device
 
 __all__ = ["CORRUPTIONS", "RANDOM_CORRUPTIONS", "CorruptionFn", "corrupt"]
 
@@ -64,8 +65,9 @@ def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[
     :mod:`bench.corruptions.tables`).  Deterministic for a fixed ``seed``: randomness comes only
     from fresh CPU ``torch.Generator``s, one seeded with ``seed`` for the whole batch, or, if
     ``seed`` is a sequence of N integers, one per image (an image's result then does not depend
-    on the rest of the batch); the corruption runs on the images' device, its draws moved there.  The result is rounded to nearest (not truncated)
-    back to uint8.  Unknown names raise ``ValueError``.
+    on the rest of the batch); the corruption runs on the images' device, its draws moved there
+    (on the CPU for MPS, which lacks the float64 the engine computes in: ``float64_device``).  The
+    result is rounded to nearest (not truncated) back to uint8.  Unknown names raise ``ValueError``.
     """
     fn = CORRUPTIONS.get(name)
     if fn is None:
@@ -76,6 +78,7 @@ def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[
         raise ValueError(f"corrupt expects an (N, C, H, W) batch, got shape {tuple(images.shape)}")
     constant = normalize_level(level)
     generator = generators_for_seed(seed, images.shape[0])
+    engine = float64_device(images.device)
     with torch.no_grad():
-        out = fn(images.to(torch.float32) / 255.0, constant, generator)
-    return to_uint8(out)
+        out = fn(images.to(engine, torch.float32) / 255.0, constant, generator)
+    return to_uint8(out).to(images.device)

@@ -1,0 +1,186 @@
+"""prunebench's built-in datasets: their loaders and one `DatasetSpec` each.
+
+They are registered in prunebench's own pyproject under the `prunebench.datasets` entry points,
+exactly as a third-party package registers its own (`digits = "bench.datasets:DIGITS"`); the core
+reaches them only through bench.data.dataset_spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.data import DatasetSpec, DataSplits, ImageSet, folder_images, saved_split, stratified_split
+from bench.files import DataMissing, data_root, decode_image, download_allowed
+from bench.normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from bench.recipes import CIFAR_RESNET, DEEPLAB_VOC, DIGITS_RETRAIN, DIGITS_TRAIN, IMAGENET_RESNET
+
+# CIFAR-100's train-set channel statistics (the values in common use)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+VOC_SIZE = 513  # the paper's crop: short side resized to 513, centre crop 513 x 513
+
+
+def split_off_validation(train_full: ImageSet, test: ImageSet, num_classes: int, split_file: Path,
+                         seed: int) -> DataSplits:
+    """10 % of the train images, stratified and seeded, held out as the validation split (saved in
+    `split_file` on first use), and the official test set."""
+    train_idx, val_idx = saved_split(split_file, train_full.labels.numpy(), 0.1, seed)
+    return DataSplits(train=train_full.subset(torch.from_numpy(train_idx)),
+                      val=train_full.subset(torch.from_numpy(val_idx)), test=test, num_classes=num_classes)
+
+
+def upsample_digits(raw: np.ndarray, size: int = 32, channels: int = 3) -> torch.Tensor:
+    """sklearn digits (N, 64) with values 0..16 -> uint8 (N, channels, size, size), bilinear."""
+    small = torch.from_numpy(raw.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
+    large = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return large.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
+
+
+def load_digits(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+    """scikit-learn's digits (shipped inside the package, no download), upsampled to 3x32x32.
+
+    Stratified split: 30 % test, 10 % validation (calibration), 60 % train, seeded.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    raw = sklearn_digits()
+    full = ImageSet(upsample_digits(raw.data), torch.from_numpy(raw.target.astype(np.int64)))
+    test_idx, val_idx, train_idx = stratified_split(raw.target, (0.3, 0.1), seed)
+    return DataSplits(train=full.subset(torch.from_numpy(train_idx)), val=full.subset(torch.from_numpy(val_idx)),
+                      test=full.subset(torch.from_numpy(test_idx)), num_classes=10)
+
+
+@dataclass(frozen=True)
+class TorchvisionCifar:
+    """The loader of CIFAR-10 or CIFAR-100 in torchvision's python-pickle layout under the data root
+    (md5-checked by torchvision, downloaded through it only with `--download`): a 45k/5k
+    train/validation split, stratified and seeded, saved under `<root>/splits/`, and the official 10k
+    test set. CIFAR-100 uses its 100 fine labels."""
+
+    name: str  # cifar10 or cifar100
+    title: str  # for messages
+    dataset_class: str  # torchvision.datasets.CIFAR10 or CIFAR100
+    archive: str  # the python archive of CIFAR_PAGE
+    num_classes: int
+
+    def __call__(self, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+        import torchvision.datasets
+
+        source = getattr(torchvision.datasets, self.dataset_class)
+        root = data_root()
+        try:
+            parts = [source(str(root), train=train, download=download_allowed()) for train in (True, False)]
+        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+            raise DataMissing.not_found(
+                f"{self.title} (or its md5 differs)", root / source.base_folder,
+                f"rerun with --download, or extract {self.archive} from {CIFAR_PAGE} into {root}",
+            ) from exc
+        train_full, test = (
+            ImageSet(torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous(),
+                     torch.tensor(p.targets, dtype=torch.int64))
+            for p in parts
+        )
+        return split_off_validation(train_full, test, self.num_classes,
+                                    root / "splits" / f"{self.name}-seed{seed}.json", seed)
+
+
+def resize_center_crop(image: torch.Tensor, resize: int = 256, crop: int = 224) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.center_crop(TF.resize(image, [resize], antialias=True), [crop, crop])
+
+
+def load_imagenet(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+    """ImageNet in ImageFolder layout `<root>/imagenet/{train,val}/<wnid>/*.JPEG`.
+
+    Images are decoded once and kept as uint8 at Resize(256) + CenterCrop(224) (the standard test
+    view, also the ImageNet-C view), so the full training set needs ~180 GB: use `--per-class K`
+    for a class-balanced subset. 10 % of the train images form the validation (calibration) split.
+    """
+    folder = data_root() / "imagenet"
+    if not folder.is_dir():
+        raise DataMissing.not_found(
+            "ImageNet", folder, f"place the ILSVRC2012 train and val images as {folder}/train/<wnid>/*.JPEG and "
+            f"{folder}/val/<wnid>/*.JPEG (val sorted into class folders)",
+        )
+
+    def decoded(split: str, classes: list[str] | None) -> tuple[ImageSet, list[str]]:
+        paths, targets, classes = folder_images(folder / split, per_class, classes)
+        images = torch.stack([resize_center_crop(decode_image(p)) for p in paths])
+        return ImageSet(images, torch.tensor(targets, dtype=torch.int64)), classes
+
+    train_full, classes = decoded("train", None)
+    test, _ = decoded("val", classes)
+    return split_off_validation(train_full, test, len(classes),
+                                folder / f"prunebench-split-seed{seed}-k{per_class}.json", seed)
+
+
+@dataclass(frozen=True)
+class SegmentationFolder:
+    """The loader of a segmentation data set (bench.segmentation.data readers), 21 VOC classes.
+
+    Every image and mask is stored once at the evaluation view (short side S, centre crop S x S,
+    S = `--image-size`, default 513; masks nearest, 255 = ignore), so corruptions run on exactly
+    what the network sees and nothing is JPEG re-encoded. Train: the `train` split minus 10 % held
+    out as the validation (calibration) split; test: the `val` split. Training augments these crops
+    (random scale, flip, crop; bench.segmentation.augment_train_batch).
+    """
+
+    name: str  # voc or sbd: names the saved split
+    source: str  # the bench.segmentation.data reader
+    subfolder: str  # under the data root ("" for the root itself)
+
+    def __call__(self, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+        from bench.segmentation import data as segmentation
+
+        root, size = data_root() / self.subfolder, image_size or VOC_SIZE
+        try:
+            train_set, test_set = (
+                ImageSet(*segmentation.load_segmentation_set(self.source, root, split, size,
+                                                             download=download_allowed()))
+                for split in ("train", "val")
+            )
+        except FileNotFoundError as exc:
+            raise DataMissing(f"{exc} (rerun with --download to fetch it)") from exc
+        train_idx, val_idx = saved_split(data_root() / "splits" / f"{self.name}-seed{seed}.json",
+                                         np.zeros(len(train_set), dtype=np.int64), 0.1, seed)
+        return DataSplits(train=train_set.subset(torch.from_numpy(train_idx)),
+                          val=train_set.subset(torch.from_numpy(val_idx)), test=test_set,
+                          num_classes=segmentation.NUM_CLASSES)
+
+
+DIGITS = DatasetSpec(
+    name="digits", loader=load_digits, default_model="digits_cnn", default_suites=("noise", "digits-c"),
+    train=DIGITS_TRAIN, retrain=DIGITS_RETRAIN, max_test_examples=539,  # 30 % of 1797, stratified
+)
+CIFAR10 = DatasetSpec(
+    name="cifar10", loader=TorchvisionCifar("cifar10", "CIFAR-10", "CIFAR10", "cifar-10-python.tar.gz", 10),
+    normalization=(CIFAR10_MEAN, CIFAR10_STD), default_model="resnet20_cifar",
+    default_suites=("cifar10.1", "cifar10c"), train=CIFAR_RESNET, retrain=CIFAR_RESNET, max_test_examples=10_000,
+)
+CIFAR100 = DatasetSpec(
+    name="cifar100", loader=TorchvisionCifar("cifar100", "CIFAR-100", "CIFAR100", "cifar-100-python.tar.gz", 100),
+    normalization=(CIFAR100_MEAN, CIFAR100_STD), default_model="resnet20_cifar", default_suites=("cifar100c",),
+    train=CIFAR_RESNET, retrain=CIFAR_RESNET, max_test_examples=10_000,
+)
+IMAGENET = DatasetSpec(
+    name="imagenet", loader=load_imagenet, normalization=(IMAGENET_MEAN, IMAGENET_STD), default_model="resnet18",
+    default_suites=("imagenetc",), train=IMAGENET_RESNET, retrain=IMAGENET_RESNET, mix_table="imagenet-c",
+    max_test_examples=50_000,
+)
+VOC = DatasetSpec(
+    name="voc", loader=SegmentationFolder("voc", "voc2012", ""), task="segmentation",
+    normalization=(IMAGENET_MEAN, IMAGENET_STD), default_model="deeplabv3_resnet50", default_suites=("voc-c",),
+    train=DEEPLAB_VOC, retrain=DEEPLAB_VOC, mix_table="imagenet-c", max_test_examples=1_449,  # VOC 2012 val
+)
+SBD = DatasetSpec(
+    name="sbd", loader=SegmentationFolder("sbd", "sbd", "SBD"), task="segmentation",
+    normalization=(IMAGENET_MEAN, IMAGENET_STD), default_model="deeplabv3_resnet50", default_suites=("voc-c",),
+    train=DEEPLAB_VOC, retrain=DEEPLAB_VOC, mix_table="imagenet-c", max_test_examples=2_857,  # SBD val
+)
