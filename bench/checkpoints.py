@@ -151,15 +151,20 @@ def decode_checkpoint(payload: bytes, source: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def read_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """The state dict in `path`; with `sha256`, the file's bytes are checked first."""
+def checked_bytes(path: Path, sha256: str | None = None) -> bytes:
+    """The bytes of the network file `path`; with `sha256`, checked against it (NetworkFileError)."""
     try:
         payload = Path(path).read_bytes()
     except OSError as exc:
         raise NetworkFileError(f"{path}: cannot read ({exc.strerror})") from exc
     if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
         raise NetworkFileError(f"{path}: sha256 differs from the recorded one (file replaced or corrupted)")
-    return _decode(payload, str(path))
+    return payload
+
+
+def read_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in `path`; with `sha256`, the file's bytes are checked first."""
+    return _decode(checked_bytes(path, sha256), str(path))
 
 
 def load_state(model: torch.nn.Module, path: Path, sha256: str | None = None) -> torch.nn.Module:

@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not write <result>.verify.json beside each result file")
     verify.add_argument("--device", default="cpu", help=f"where to re-evaluate: {DEVICE_HELP}; hits are compared "
                         "exactly, so use the device type the result records")
+    verify.add_argument("--workers", type=at_least(1), default=default_workers(),
+                        help="result files verified side by side (default: $PRUNEBENCH_WORKERS, else one per CPU core)")
     verify.add_argument("--quiet", action="store_true", help="no progress bars")
 
     plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files, "
@@ -599,15 +601,15 @@ def command_validate(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     from bench.results import find_result_files
-    from bench.verify import verify_result
+    from bench.verify import verify_results
 
     if args.reproduce < 0:
         raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
     failed = 0
     paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])]
-    for path in paths:
-        check = verify_result(path, args.networks, reproduce=args.reproduce, seed=args.seed,
-                              progress=not args.quiet, write_report=args.report, device=args.device)
+    checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
+                            progress=not args.quiet, write_report=args.report, device=args.device)
+    for path, check in zip(paths, checks):
         for line in check.disagreements:
             print(f"{path.name}: {line}")
         for line in check.reproduced:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.checkpoints import NetworkFileError
+from bench.checkpoints import NetworkFileError, checked_bytes
 from bench.io import atomic_path
 from bench.pruning import count_nonzero
 
@@ -65,13 +65,7 @@ def read_exported(payload: bytes, source: str) -> ExportedNetwork:
 
 def load_exported(path: Path, sha256: str | None = None) -> ExportedNetwork:
     """The network in the archive `path`; with `sha256`, the file's bytes are checked first."""
-    try:
-        payload = Path(path).read_bytes()
-    except OSError as exc:
-        raise NetworkFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        raise NetworkFileError(f"{path}: sha256 differs from the recorded one (file replaced or corrupted)")
-    return read_exported(payload, str(path))
+    return read_exported(checked_bytes(path, sha256), str(path))
 
 
 def network_size(model: nn.Module) -> int:

@@ -29,9 +29,8 @@ import torch
 
 from bench.checkpoints import NetworkFileError, decode_checkpoint, fit_state, shape_signature
 from bench.config import default_config, file_sha256
-from bench.data import DataBundle, load_dataset
-from bench.devices import resolve_device
-from bench.executors import Executor, LocalExecutor
+from bench.data import DataBundle
+from bench.executors import Executor
 from bench.exported import EXPORT_SUFFIX, network_size, read_exported
 from bench.io import atomic_path
 from bench.jobs import (
@@ -39,13 +38,11 @@ from bench.jobs import (
     NetworkRef,
     external_location,
     external_refs,
-    import_parent_checkpoint,
     new_model,
-    run_eval_job,
     run_parent_job,
 )
 from bench.results import networks_folder
-from bench.runner import network_results, result_path, save_networks, test_distributions, write_result
+from bench.runner import network_results, prepare, result_path, save_networks, write_result
 from bench.schema import EXTERNAL, PARENT, ExternalNetwork, NetworkFile, RunConfig
 from bench.store import NETWORK_SUFFIX, Store
 
@@ -136,29 +133,20 @@ def evaluate_networks(config: RunConfig, parent: Path, networks: Sequence[tuple[
     started = time.perf_counter()
     if config.protocol != EXTERNAL or len(networks) != len(config.external_networks or ()):
         raise ValueError("evaluate_networks needs the external_config of the same networks")
-    out_dir = Path(out_dir)
-    store = Store(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
-    executor = executor or LocalExecutor(progress=progress)
-    kind = resolve_device(device).type
-    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
-    import_parent_checkpoint(store, config, data, Path(parent))
-    distributions = test_distributions(config, data)
-    for d in distributions:
-        store.save_testset(d.images)
-    testsets = {d.name: d.images.checksum for d in distributions}
+    setup = prepare(config, out_dir, cache_dir, progress, executor, device, parent_checkpoint=Path(parent))
+    store, data = setup.store, setup.data
     cfg, root, checksum = config.model_dump_json(), str(store.root), data.checksum
-    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, False, None, kind))], desc="parent")
+    (parent_key,) = setup.executor.run([(run_parent_job, (cfg, root, checksum, False, None, setup.job_device))],
+                                       desc="parent")
     parent_nonzero = store.read_json("parents", parent_key)["nonzero_params"]
     for network, (_, path) in zip(config.external_networks or (), networks):
         import_network(store, config, data, network, Path(path), parent_key, parent_nonzero)
     refs = [NetworkRef("parents", parent_key, PARENT, 0), *external_refs(config, store, parent_key)]
-    executor.run(
-        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()), kind)) for ref in refs],
-        desc="evaluations",
-    )
-    path = result_path(config, out_dir)
+    setup.evaluate(refs)
+    path = result_path(config, Path(out_dir))
     folder = networks_folder(path)
     files = save_networks(store, [ref for ref in refs if ref.kind != EXPORTED_KIND], folder)
     files |= {ref: save_exported(store, ref, folder) for ref in refs if ref.kind == EXPORTED_KIND}
-    cells = network_results(config, store, refs, testsets, files, kind)
-    return write_result(config, data, distributions, cells, path, executor.name, time.perf_counter() - started, device)
+    cells = network_results(config, store, refs, setup.testsets, files, setup.job_device)
+    return write_result(config, data, setup.distributions, cells, path, setup.executor.name,
+                        time.perf_counter() - started, device)

@@ -136,14 +136,21 @@ def pruner_identity(label: str) -> dict[str, Any]:
     }
 
 
+def keyed_identity(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a pruner identity that its steps' keys hold (PRUNER_KEY_FIELDS), the same whether
+    it comes from pruner_identity or from a result file's PrunerIdentity (where an empty `requires`
+    is stored as {}: left out, so pruners without requirements keep their keys)."""
+    return {key: value for key, value in identity.items()
+            if key in PRUNER_KEY_FIELDS and not (key == "requires" and not value)}
+
+
 def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
               identity: Mapping[str, Any] | None = None, device: str = "cpu") -> dict[str, Any]:
     return {
         "job": "step",
         "version": JOB_VERSION,
         "previous": previous_key,
-        "pruner": {key: value for key, value in (identity if identity is not None else pruner_identity(pruner)).items()
-                   if key in PRUNER_KEY_FIELDS},
+        "pruner": keyed_identity(identity if identity is not None else pruner_identity(pruner)),
         "step": step,
         "target_ratio": config.target_ratios[step - 1],
         "retrain": config.retrain.model_dump(mode="json"),

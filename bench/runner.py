@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -156,23 +156,11 @@ def run(
     device itself (`cuda:1` runs on GPU 1, bench.devices.device_environment).
     """
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    store = Store(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
-    executor = executor or LocalExecutor(progress=progress)
-    # the jobs' device argument: its type is part of their keys off the CPU, an index picks the GPU
-    job_device = executor.job_device(str(resolve_device(device)))
     for name in config.pruners:
         require_canonical_label(name)  # fail fast on unknown names and bad options, before any training
-    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
-    if parent_checkpoint is not None:
-        import_parent_checkpoint(store, config, data, Path(parent_checkpoint))
-    distributions = test_distributions(config, data)
-    for d in distributions:
-        store.save_testset(d.images)
-    testsets = {d.name: d.images.checksum for d in distributions}
-    cfg, root, checksum = config.model_dump_json(), str(store.root), data.checksum
-    # in-process jobs may draw progress bars; workers stay quiet
-    bars = progress and isinstance(executor, LocalExecutor) and executor.workers == 1
+    setup = prepare(config, out_dir, cache_dir, progress, executor, device, parent_checkpoint)
+    executor, job_device, bars = setup.executor, setup.job_device, setup.bars
+    cfg, root, checksum = config.model_dump_json(), str(setup.store.root), setup.data.checksum
 
     (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars, None, job_device))], desc="parent")
     executor.run(
@@ -180,15 +168,54 @@ def run(
         desc="cascades",
     )
     refs = run_networks(config, checksum, device=job_device)
-    executor.run(
-        [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(testsets.values()), job_device))
-         for ref in refs],
-        desc="evaluations",
-    )
+    setup.evaluate(refs)
     path = result_path(config, out_dir)
-    cells = network_results(config, store, refs, testsets, save_networks(store, refs, networks_folder(path)),
-                            job_device)
-    return write_result(config, data, distributions, cells, path, executor.name, time.perf_counter() - started, device)
+    cells = network_results(config, setup.store, refs, setup.testsets,
+                            save_networks(setup.store, refs, networks_folder(path)), job_device)
+    return write_result(config, setup.data, setup.distributions, cells, path, executor.name,
+                        time.perf_counter() - started, device)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What every command that runs jobs sets up first (bench.runner.run, bench.external)."""
+
+    config: RunConfig
+    store: Store
+    executor: Executor
+    job_device: str  # the jobs' device argument: its type is in their keys off the CPU, an index picks the GPU
+    data: DataBundle
+    distributions: list[TestDistribution]
+    testsets: dict[str, str]  # distribution name -> test-set checksum (saved in the store)
+    bars: bool  # in-process jobs may draw progress bars; workers stay quiet
+
+    def evaluate(self, refs: list[NetworkRef]) -> None:
+        """Run the evaluation jobs of `refs` on every test set (cached ones are skipped)."""
+        cfg, root, checksum = self.config.model_dump_json(), str(self.store.root), self.data.checksum
+        self.executor.run(
+            [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(self.testsets.values()), self.job_device))
+             for ref in refs],
+            desc="evaluations",
+        )
+
+
+def prepare(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True,
+            executor: Executor | None = None, device: str = "cpu", parent_checkpoint: Path | None = None) -> RunSetup:
+    """Open the job store, load the dataset, import a parent checkpoint (if given) and save the test sets."""
+    store = Store(Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache")
+    executor = executor or LocalExecutor(progress=progress)
+    data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
+    if parent_checkpoint is not None:
+        import_parent_checkpoint(store, config, data, Path(parent_checkpoint))
+    distributions = test_distributions(config, data)
+    for d in distributions:
+        store.save_testset(d.images)
+    return RunSetup(
+        config=config, store=store, executor=executor,
+        job_device=executor.job_device(str(resolve_device(device))),
+        data=data, distributions=distributions, testsets={d.name: d.images.checksum for d in distributions},
+        bars=progress and isinstance(executor, LocalExecutor) and executor.workers == 1,
+    )
 
 
 def write_result(config: RunConfig, data: DataBundle, distributions: list[TestDistribution],

@@ -17,14 +17,18 @@ written beside the result file for the leaderboard's "verified" column.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import platform
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -286,3 +290,15 @@ def _finish(check: Verification, started: float, write_report: bool) -> Verifica
     if write_report:
         atomic_write_text(report_path(check.result_path), check.report().model_dump_json(indent=1) + "\n")
     return check
+
+
+def verify_results(paths: Sequence[Path], workers: int = 1, **options: Any) -> Iterator[Verification]:
+    """`verify_result(path, **options)` for every path, in order; with `workers` > 1 the files are
+    verified side by side in that many spawned processes (one file per process at a time, no
+    progress bars: verifying re-runs one-thread evaluations, so a file per core uses every core)."""
+    if workers <= 1 or len(paths) <= 1:
+        yield from (verify_result(path, **options) for path in paths)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(paths)), mp_context=context) as pool:
+        yield from pool.map(partial(verify_result, **{**options, "progress": False}), paths)

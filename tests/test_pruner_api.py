@@ -329,3 +329,14 @@ def test_reconstruct_updates_kept_weights_and_nothing_pruned_regrows(small_cnn):
         kept = plain_layers[name].weight != 0
         assert torch.equal(layer.weight != 0, kept), f"{name}: a pruned entry regrew"
         assert torch.allclose(layer.weight[kept], plain_layers[name].weight[kept] + 1e-3)
+
+
+@pytest.mark.parametrize("label", ["wt", "pfp:failure_probability=1e-05"])
+def test_a_result_files_identity_keys_the_same_steps_as_the_run(label):
+    """bench verify --reproduce, analyses and compress rebuild step keys from the stored PrunerIdentity."""
+    from bench.jobs import keyed_identity, pruner_identity
+    from bench.schema import PrunerIdentity
+
+    live = pruner_identity(label)
+    stored = PrunerIdentity.model_validate_json(PrunerIdentity(**live).model_dump_json()).model_dump(mode="json")
+    assert keyed_identity(stored) == keyed_identity(live)

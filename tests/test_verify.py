@@ -75,6 +75,18 @@ def test_a_folder_verifies_every_result_file_in_it_without_writing_reports(resul
     assert read_report(result_copy) is None
 
 
+def test_workers_verify_files_side_by_side_with_the_same_verdicts(result_copy, capsys):
+    twin = result_copy.with_name("twin-" + result_copy.name)
+    shutil.copy(result_copy, twin)
+    shutil.copytree(networks_folder(result_copy), networks_folder(twin))
+    rewrite(twin, flip_first_hit)
+    assert main(["verify", str(result_copy.parent), "--no-report", "--quiet", "--workers", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    verdicts = [line for line in lines if ": verified: " in line or ": FAILED " in line]
+    assert verdicts[0].startswith(f"{result_copy.name}: verified: 5 networks")  # in the order of the files
+    assert verdicts[1].startswith(f"{twin.name}: FAILED (1 disagreements)")
+
+
 def flip_first_hit(raw: dict) -> None:
     """Forge one per-example hit of the first pruned network (accuracy recomputed to match)."""
     net, dist = raw["networks"][1], raw["distributions"][0]
