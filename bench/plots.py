@@ -24,10 +24,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from bench.corruptions import FAMILIES
 from bench.figures import PARENT_STYLE, PrunerStyle, new_figure, pruner_styles, save_figure, styled, text
 from bench.io import seed_for
 from bench.schema import PARENT, Distribution, NetworkResult, RunResult
 from bench.uncertainty import (
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
     ReplicateKey,
     bootstrap_pruners,
     group_replicates,
@@ -41,13 +45,6 @@ from bench.uncertainty import (
 if TYPE_CHECKING:
     from bench.analysis import Report
 
-# The ImageNet-C categories, as bench.corruptions files its corruptions (noise.py, blur.py, ...)
-FAMILIES: dict[str, str] = {
-    **dict.fromkeys(("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise"), "noise"),
-    **dict.fromkeys(("gaussian_blur", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur"), "blur"),
-    **dict.fromkeys(("snow", "frost", "fog", "brightness", "spatter"), "weather"),
-    **dict.fromkeys(("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"), "digital"),
-}
 OTHER_FAMILY = "other"  # shifted test sets that are no known corruption (e.g. CIFAR-10.1)
 
 # Δ excess error is plotted only for networks whose nominal accuracy is at most this many
@@ -56,9 +53,6 @@ OTHER_FAMILY = "other"  # shifted test sets that are no known corruption (e.g. C
 ACCURACY_FLOOR_PP = 5.0
 
 # the bootstrap of bench.uncertainty.bootstrap_pruners with its defaults, as on the leaderboard
-BOOTSTRAP_SAMPLES = 1000
-CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0
 BAND_LABEL = f"{100 * CONFIDENCE:g} % bootstrap band"
 INTERVAL_NOTE = (f"{100 * CONFIDENCE:g} % percentile bootstrap intervals over test images and seeds "
                  f"({BOOTSTRAP_SAMPLES} resamples)")

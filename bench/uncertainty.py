@@ -27,6 +27,11 @@ from bench.io import canonical_sha256, seed_for
 from bench.metrics import _TIE, Rule, derive  # the same tie tolerance as the plain metric
 from bench.schema import PARENT, NetworkResult, PrunerMetrics, RunResult, unpack_hits
 
+# the bootstrap of the leaderboard and of the figures: resamples, their seed, interval level
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
 
 @dataclass(frozen=True, order=True)
 class ReplicateKey:

@@ -17,6 +17,9 @@ from typing import Any, Final, Literal
 from bench.metrics import prune_potential
 from bench.schema import EXTERNAL, PARENT, PrunerMetrics, RunResult, Strict
 from bench.uncertainty import (
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
     Interval,
     PotentialIntervals,
     ReplicateKey,
@@ -29,9 +32,6 @@ from bench.uncertainty import (
 
 BOARD_FORMAT: Final = "prunebench-leaderboard"
 BOARD_SCHEMA_VERSION: Final = 1
-BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
 
 
 class Estimate(Strict):

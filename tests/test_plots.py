@@ -20,12 +20,11 @@ from bench.analysis import (
     similarity_figure,
 )
 from bench.cli import main
-from bench.corruptions import CORRUPTIONS
+from bench.corruptions import CORRUPTIONS, FAMILIES
 from bench.figures import OKABE_ITO, PNG_DPI
 from bench.metrics import derive
 from bench.plots import (
     ACCURACY_FLOOR_PP,
-    FAMILIES,
     excess_error_figure,
     make_plots,
     potential_figure,
@@ -89,8 +88,15 @@ def two_family_runs(seeds: int = 2, ft: dict[str, list[int]] | None = None) -> l
     return [make_run(lost, seed=s, shifted=shifted, suite="c") for s in range(seeds)]
 
 
-def test_families_are_the_modules_of_bench_corruptions():
-    assert {name: fn.__module__.rsplit(".", 1)[-1] for name, fn in CORRUPTIONS.items()} == FAMILIES
+def test_families_are_imagenet_c_categories():
+    imagenet_c = {  # Hendrycks & Dietterich 2019, the 15 benchmark corruptions by category
+        "noise": {"gaussian_noise", "shot_noise", "impulse_noise"},
+        "blur": {"defocus_blur", "glass_blur", "motion_blur", "zoom_blur"},
+        "weather": {"snow", "frost", "fog", "brightness"},
+        "digital": {"contrast", "elastic_transform", "pixelate", "jpeg_compression"},
+    }
+    assert all(FAMILIES[name] == family for family, names in imagenet_c.items() for name in names)
+    assert set(FAMILIES) == set(CORRUPTIONS)
 
 
 def test_accuracy_figure_per_family_with_the_parent_at_zero_every_severity_and_bootstrap_bands():

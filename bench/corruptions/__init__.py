@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from bench.corruptions._random import Generators, seed_for
     from bench.corruptions._registry import (
         CORRUPTIONS,
+        FAMILIES,
         RANDOM_CORRUPTIONS,
         CorruptionFn,
         corrupt,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORRUPTIONS",
+    "FAMILIES",
     "RANDOM_CORRUPTIONS",
     "CorruptionFn",
     "Generators",

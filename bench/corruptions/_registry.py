@@ -12,7 +12,7 @@ from bench.corruptions._operators import to_uint8
 from bench.corruptions._random import Generators, generators_for_seed
 from bench.devices import float64_device
 
-__all__ = ["CORRUPTIONS", "RANDOM_CORRUPTIONS", "CorruptionFn", "corrupt"]
+__all__ = ["CORRUPTIONS", "FAMILIES", "RANDOM_CORRUPTIONS", "CorruptionFn", "corrupt"]
 
 CorruptionFn = Callable[[torch.Tensor, Level, Generators], torch.Tensor]
 
@@ -38,6 +38,10 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "elastic_transform": digital.elastic_transform,
     "spatter": weather.spatter,
 }
+
+# corruption -> family, as ImageNet-C groups them (the module that defines each: noise, blur,
+# weather, digital); figures plot one panel per family
+FAMILIES: dict[str, str] = {name: fn.__module__.rsplit(".", 1)[-1] for name, fn in CORRUPTIONS.items()}
 
 # corruptions whose output depends on the seed (the others ignore the generator)
 RANDOM_CORRUPTIONS = frozenset(
