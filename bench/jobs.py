@@ -25,7 +25,7 @@ from torch import nn
 
 from bench import registry
 from bench.checkpoints import decode_checkpoint, fit_state
-from bench.data import DataBundle, load_dataset
+from bench.data import DataBundle, dataset_spec, load_dataset
 from bench.devices import device_environment, module_device
 from bench.exported import read_exported
 from bench.io import canonical_sha256
@@ -404,8 +404,15 @@ def check_parent_checkpoint(config: RunConfig, data: DataBundle, path: Path) -> 
 
 
 def control_config(config: RunConfig) -> RunConfig:
-    """The config whose parent is the run's control: same recipe, another init and data-order seed."""
-    return config.model_copy(update={"seed": config.seed + CONTROL_SEED_OFFSET})
+    """The config whose parent is the run's control: same recipe, another init and data-order seed.
+
+    A parent from the user's checkpoint (`--parent-checkpoint`, `bench eval`) has no recipe that
+    prunebench knows; reloading the checkpoint would make the control the parent itself, so its
+    control is trained from scratch with the dataset's default recipe."""
+    update: dict[str, object] = {"seed": config.seed + CONTROL_SEED_OFFSET}
+    if config.parent_checkpoint_sha256 is not None:
+        update |= {"parent_checkpoint_sha256": None, "train": dataset_spec(config.dataset).train}
+    return config.model_copy(update=update)
 
 
 def run_control_job(config_json: str, store_root: str, data_checksum: str, progress: bool = False,

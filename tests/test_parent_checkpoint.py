@@ -111,3 +111,18 @@ def test_network_file_errors_name_the_file(tmp_path):
 
     with pytest.raises(NetworkFileError, match="weird.bin"):
         decode_checkpoint(b"\x00" * 32, str(tmp_path / "weird.bin"))
+
+
+def test_the_control_of_a_checkpoint_parent_is_trained_from_scratch_not_reloaded():
+    from bench.config import default_config
+    from bench.data import dataset_spec
+    from bench.jobs import CONTROL_SEED_OFFSET, control_config
+
+    own = default_config(seed=3, epochs=5)
+    assert control_config(own).train == own.train and control_config(own).seed == 3 + CONTROL_SEED_OFFSET
+    brought = own.model_copy(update={"parent_checkpoint_sha256": "a" * 64,
+                                     "train": own.train.model_copy(update={"epochs": 0})})
+    control = control_config(brought)
+    assert control.parent_checkpoint_sha256 is None  # not the user's parent once more
+    assert control.train == dataset_spec("digits").train and control.train.epochs > 0
+    assert control.seed == 3 + CONTROL_SEED_OFFSET
