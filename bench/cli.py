@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -454,7 +455,6 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.executors import make_executor
     from bench.files import data_environment
     from bench.runner import run
-    from leaderboard import build_leaderboard
 
     if args.dry_run:
         return command_plan(args)
@@ -465,13 +465,18 @@ def command_run(args: argparse.Namespace) -> int:
         device = str(resolve_device(args.device))
         executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet,
                                  device_type=device, jobs_per_gpu=args.jobs_per_gpu)
-        try:
+        with closing(executor):
             path = run(config, args.out, progress=not args.quiet, executor=executor,
                        parent_checkpoint=args.parent_checkpoint, device=device)
-        finally:
-            executor.close()
-    print(f"wrote {path}", file=sys.stderr)
-    print(build_leaderboard(args.out))
+    return print_board(path, args.out)
+
+
+def print_board(written: Path, out: Path) -> int:
+    """Name the result file just written (stderr) and print the leaderboard of its folder."""
+    from leaderboard import build_leaderboard
+
+    print(f"wrote {written}", file=sys.stderr)
+    print(build_leaderboard(out))
     return 0
 
 
@@ -480,7 +485,6 @@ def command_eval(args: argparse.Namespace) -> int:
     from bench.executors import make_executor
     from bench.external import evaluate_networks, external_config, parse_network
     from bench.files import data_environment
-    from leaderboard import build_leaderboard
 
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out}: is a file, not a folder")
@@ -494,14 +498,10 @@ def command_eval(args: argparse.Namespace) -> int:
         )
         device = str(resolve_device(args.device))
         executor = make_executor("local", args.workers, progress=not args.quiet, device_type=device)
-        try:
+        with closing(executor):
             path = evaluate_networks(config, args.parent, networks, args.out, progress=not args.quiet,
                                      executor=executor, device=device)
-        finally:
-            executor.close()
-    print(f"wrote {path}", file=sys.stderr)
-    print(build_leaderboard(args.out))
-    return 0
+    return print_board(path, args.out)
 
 
 def command_plan(args: argparse.Namespace) -> int:

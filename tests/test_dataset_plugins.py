@@ -4,11 +4,9 @@ their official formats, and a dataset from an out-of-tree package run end to end
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
-import textwrap
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from formats import _md5, balanced_labels, class_images, write_cifar10c
-from test_plugin import bench_executable
+from test_plugin import bench_executable, install_package
 
 from bench import registry
 from bench.cli import main
@@ -220,25 +218,12 @@ py-modules = ["stripes_demo"]
 """
 
 
-def install_dataset_plugin(tmp_path: Path) -> Path:
-    """Install the demo dataset package into its own site folder; returns that folder."""
-    package = tmp_path / "plugin"
-    package.mkdir()
-    (package / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
-    (package / "stripes_demo.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(package)], check=True)
-    return site
-
-
 def test_a_dataset_from_an_installed_package_runs_through_bench_run(tmp_path, monkeypatch, capsys):
-    site = install_dataset_plugin(tmp_path)
+    site, env = install_package(tmp_path, PYPROJECT, {"stripes_demo": PLUGIN_SOURCE})
     out = tmp_path / "results"
     run = subprocess.run([bench_executable(), "run", "--dataset", "stripes", "--pruner", "wt", "--ratios", "0.5",
                           "--retrain-epochs", "1", "--workers", "1", "--out", str(out), "--quiet"],
-                         env={**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"},
-                         capture_output=True, text=True, timeout=600)
+                         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     (path,) = out.glob("stripes-digits_cnn-s0-*.json")
     result = load_result(path)
