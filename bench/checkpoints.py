@@ -151,6 +151,13 @@ def decode_checkpoint(payload: bytes, source: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def stored_entries(state: Mapping[str, torch.Tensor]) -> int:
+    """Entries a sparse network file stores for `state`: nonzero bit patterns (-0.0 included) over
+    every floating tensor, buffers too (SavedFile.nonzero, NetworkFile.nonzero)."""
+    return sum(int(torch.count_nonzero(t) + ((t == 0) & t.signbit()).sum())
+               for t in state.values() if t.is_floating_point())
+
+
 def checked_bytes(path: Path, sha256: str | None = None) -> bytes:
     """The bytes of the network file `path`; with `sha256`, checked against it (NetworkFileError)."""
     try:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import torch
 
-from bench.checkpoints import NetworkFileError, decode_checkpoint, fit_state, shape_signature
+from bench.checkpoints import NetworkFileError, decode_checkpoint, fit_state, shape_signature, stored_entries
 from bench.config import default_config, file_sha256
 from bench.data import DataBundle
 from bench.executors import Executor
@@ -120,9 +120,7 @@ def save_exported(store: Store, ref: NetworkRef, folder: Path) -> NetworkFile:
     with atomic_path(folder / name) as temporary:
         temporary.write_bytes(payload)
     state = read_exported(payload, name).graph_module.state_dict()
-    stored = sum(int(torch.count_nonzero(t) + ((t == 0) & t.signbit()).sum())  # bit patterns, as verify counts
-                 for t in state.values() if t.is_floating_point())
-    return NetworkFile(name=name, sha256=ref.key, nonzero=stored, shape_signature=shape_signature(state))
+    return NetworkFile(name=name, sha256=ref.key, nonzero=stored_entries(state), shape_signature=shape_signature(state))
 
 
 def evaluate_networks(config: RunConfig, parent: Path, networks: Sequence[tuple[str, Path]], out_dir: Path,

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.checkpoints import NetworkFileError, fit_state, read_state, shape_signature
+from bench.checkpoints import NetworkFileError, fit_state, read_state, shape_signature, stored_entries
 from bench.data import DataBundle, load_dataset
 from bench.devices import resolve_device
 from bench.exported import EXPORT_SUFFIX, load_exported, network_size
@@ -153,8 +153,7 @@ def _load_network(check: Verification, net: NetworkResult, folder: Path, model: 
         return False
     if shape_signature(state) != net.file.shape_signature:
         check.fail(label(net), f"{path.name}: shape signature differs from the recorded one")
-    stored = sum(int(torch.count_nonzero(t) + ((t == 0) & t.signbit()).sum()) for t in state.values()
-                 if t.is_floating_point())
+    stored = stored_entries(state)
     if stored != net.file.nonzero:
         check.fail(label(net), f"{path.name}: {stored} nonzero entries stored, {net.file.nonzero} recorded")
     return True
