@@ -3,8 +3,9 @@
 All blurs, zooms and pixelation are linear and separable per term, so they are written as sums
 of ``A @ x @ B.T`` with small H x H / W x W operator matrices that fold in the boundary handling
 (two GEMMs per term; much faster on CPU than depthwise ``conv2d`` with large kernels, and valid
-for kernels larger than the image).  Non-separable kernels (the defocus disk) are split exactly
-by SVD into a short sum of separable terms.  When there are many terms on a small image
+for kernels larger than the image), applied in fixed point so that every BLAS gives the same
+bits (:mod:`bench.corruptions._exact`).  Non-separable kernels (the defocus disk) are split
+exactly into one separable term per kernel row.  When there are many terms on a small image
 (zoom_blur), they are summed into one dense (H*W, H*W) operator and applied as a single GEMM.
 Operators are built in float64 per call (no caching; building costs well under a millisecond
 at 32x32 except zoom_blur, ~5 ms).  Per-image shifts and resampling (motion blur, glass,
@@ -21,8 +22,10 @@ import math
 import numbers
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from bench.corruptions._exact import check_exact, on_grid, sin_cos_turns
+from bench.corruptions._exact import exp as exact_exp
 
 __all__ = [
     "DENSE_MAX_PIXELS",
@@ -99,49 +102,66 @@ def interpolation_operator(positions: torch.Tensor, n: int) -> torch.Tensor:
     return operator
 
 
-def apply_separable(x: torch.Tensor, terms: Sequence[SeparableTerm]) -> torch.Tensor:
-    """``sum_r A_r @ x @ B_r.T`` over the last two dims of ``x``.
+def _l1_rows(operator: torch.Tensor) -> float:
+    """Largest absolute row sum of an operator (a bound for :func:`check_exact`)."""
+    return float(operator.abs().sum(dim=1).amax()) if operator.numel() else 0.0
 
-    Few terms: two GEMMs per term.  Many terms on a small image (zoom_blur): the terms are
-    summed into one dense (H*W, H*W) operator ``sum_r kron(A_r, B_r)`` and applied as a
-    single GEMM, which is cheaper once ``len(terms) * (H + W) >= H * W``.  Operators may be
+
+def apply_separable(x: torch.Tensor, terms: Sequence[SeparableTerm], bound: float = 1.0) -> torch.Tensor:
+    """``sum_r A_r @ x @ B_r.T`` over the last two dims of ``x``, exactly (the same bits on any BLAS).
+
+    Fixed point (:mod:`bench.corruptions._exact`): ``x``, clamped to ``[-bound, bound]`` (the
+    caller's guarantee on its values), and the operators are rounded to the ``2**-24`` grid, the
+    intermediate ``x @ B.T`` too, and every GEMM then sums exact float64 products.  Few terms: two
+    GEMMs per term.  Many terms on a small image (zoom_blur): the terms are summed into one dense
+    (H*W, H*W) operator ``sum_r kron(A_r, B_r)`` (exact, then rounded to the grid) and applied as
+    a single GEMM, which is cheaper once ``len(terms) * (H + W) >= H * W``.  Operators may be
     rectangular (resampling to another size); the dense path is only used for square ones.
+    Returns ``x``'s dtype.
     """
     if not terms:
         raise ValueError("no separable terms given")
     height, width = x.shape[-2:]
     pixels = height * width
+    signal = on_grid(x.clamp(-bound, bound))
+    grid_terms = [(on_grid(a), on_grid(b)) for a, b in terms]
+    norms = [(_l1_rows(a), _l1_rows(b)) for a, b in grid_terms]
     square = all(a.shape == (height, height) and b.shape == (width, width) for a, b in terms)
     if square and pixels <= DENSE_MAX_PIXELS and len(terms) * (height + width) >= pixels:
-        rows_ops = torch.stack([a for a, _ in terms])
-        cols_ops = torch.stack([b for _, b in terms])
-        dense = torch.einsum("rik,rjl->ijkl", rows_ops, cols_ops).reshape(pixels, pixels)
-        dense = dense.to(device=x.device, dtype=x.dtype)
-        return torch.matmul(x.reshape(*x.shape[:-2], pixels), dense.T).reshape(x.shape)
+        check_exact(sum(float(a.abs().amax()) * float(b.abs().amax()) for a, b in grid_terms), "dense operator")
+        rows_ops = torch.stack([a for a, _ in grid_terms])
+        cols_ops = torch.stack([b for _, b in grid_terms])
+        dense = on_grid(torch.einsum("rik,rjl->ijkl", rows_ops, cols_ops).reshape(pixels, pixels))
+        check_exact(_l1_rows(dense) * bound, "dense operator applied")
+        applied = torch.matmul(signal.reshape(*x.shape[:-2], pixels), dense.T.to(x.device))
+        return applied.reshape(x.shape).to(x.dtype)
+    check_exact(sum(a_norm * b_norm for a_norm, b_norm in norms) * bound, "separable operator")
     out: torch.Tensor | None = None
-    for rows_op, cols_op in terms:
-        rows_op = rows_op.to(device=x.device, dtype=x.dtype)
-        cols_op = cols_op.to(device=x.device, dtype=x.dtype)
-        term = torch.matmul(rows_op, torch.matmul(x, cols_op.T))
+    for rows_op, cols_op in grid_terms:
+        inner = on_grid(torch.matmul(signal, cols_op.T.to(x.device)))
+        term = torch.matmul(rows_op.to(x.device), inner)
         out = term if out is None else out.add_(term)
     assert out is not None
-    return out
+    return out.to(x.dtype)
 
 
 def kernel2d_terms(kernel: torch.Tensor, height: int, width: int, mode: str) -> list[SeparableTerm]:
-    """Exact separable split (SVD) of a centred 2-D correlation kernel into row/column operators."""
+    """A centred 2-D correlation kernel as separable row/column operators: one term per distinct
+    nonzero kernel row (its 1-D filter), whose row operator adds the shifts of the rows holding it.
+    Exact (where an SVD would depend on the LAPACK build); a symmetric kernel needs half its rows."""
     kernel = kernel.to(torch.float64)
     k_rows, k_cols = kernel.shape
-    row_offsets = torch.arange(k_rows) - k_rows // 2
     col_offsets = torch.arange(k_cols) - k_cols // 2
-    u, s, vh = torch.linalg.svd(kernel)
-    keep = s > s[0] * 1e-10
+    shifts: dict[tuple[float, ...], list[int]] = {}
+    for r in range(k_rows):
+        if bool(kernel[r].any()):
+            shifts.setdefault(tuple(kernel[r].tolist()), []).append(r - k_rows // 2)
     return [
         (
-            filter_operator(u[:, r] * s[r], row_offsets, height, mode),
-            filter_operator(vh[r], col_offsets, width, mode),
+            filter_operator(torch.ones(len(offsets), dtype=torch.float64), torch.tensor(offsets), height, mode),
+            filter_operator(torch.tensor(row, dtype=torch.float64), col_offsets, width, mode),
         )
-        for r in torch.nonzero(keep).flatten().tolist()
+        for row, offsets in shifts.items()
     ]
 
 
@@ -149,10 +169,15 @@ def kernel2d_terms(kernel: torch.Tensor, height: int, width: int, mode: str) -> 
 
 
 def gaussian_taps(sigma: float, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised sampled Gaussian on ``[-radius, radius]`` (scipy / cv2 kernel) and its offsets."""
+    """Normalised sampled Gaussian on ``[-radius, radius]`` (scipy / cv2 kernel) and its offsets.
+
+    ``exp(-0.5 / sigma**2 * k**2)`` correctly rounded, divided by their correctly rounded sum, as
+    scipy computes them (up to its summation order): the same floats on every machine."""
     offsets = torch.arange(-radius, radius + 1)
-    taps = torch.exp(-0.5 * offsets.to(torch.float64) ** 2 / sigma**2)
-    return taps / taps.sum(), offsets
+    scale = -0.5 / (float(sigma) * float(sigma))
+    taps = [exact_exp(scale * (k * k)) for k in range(-radius, radius + 1)]
+    total = math.fsum(taps)
+    return torch.tensor([t / total for t in taps], dtype=torch.float64), offsets
 
 
 def gaussian_operator(n: int, sigma: float, mode: str, truncate: float) -> torch.Tensor:
@@ -164,16 +189,18 @@ def gaussian_operator(n: int, sigma: float, mode: str, truncate: float) -> torch
 
 
 def gaussian_filter(
-    x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "replicate", truncate: float = 4.0
+    x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "replicate", truncate: float = 4.0,
+    bound: float = 1.0,
 ) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over the last two dims; sigma a number or (rows, cols)."""
+    """``scipy.ndimage.gaussian_filter`` over the last two dims; sigma a number or (rows, cols);
+    ``bound`` on |x| as in :func:`apply_separable`."""
     sigma_rows, sigma_cols = (sigma, sigma) if isinstance(sigma, (numbers.Real, float)) else sigma
     height, width = x.shape[-2:]
     term = (
         gaussian_operator(height, float(sigma_rows), mode, truncate),
         gaussian_operator(width, float(sigma_cols), mode, truncate),
     )
-    return apply_separable(x, [term])
+    return apply_separable(x, [term], bound)
 
 
 def gaussian_filter_scipy_order(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -181,14 +208,13 @@ def gaussian_filter_scipy_order(x: torch.Tensor, sigma: float, truncate: float =
 
     scipy's symmetric-kernel loop computes ``x[i] * w0`` and then adds
     ``(x[i - j] + x[i + j]) * w_j`` from the outermost tap inwards; doing the same element-wise
-    operations in float64 (taps computed with numpy exactly like scipy) is bit-identical.
+    operations in float64 (with :func:`gaussian_taps`, scipy's taps up to the last bit of their
+    sum) is bit-identical to it, and the same on every machine.
     """
     if sigma <= 1e-15:
         return x.clone()
     radius = int(truncate * float(sigma) + 0.5)
-    grid = np.arange(-radius, radius + 1)
-    taps = np.exp(-0.5 / (float(sigma) * float(sigma)) * grid**2)
-    taps = (taps / taps.sum()).tolist()
+    taps = gaussian_taps(sigma, radius)[0].tolist()
     for dim in (-2, -1):
         n = x.shape[dim]
         index = torch.arange(-radius, n + radius, device=x.device).clamp(0, n - 1)
@@ -265,10 +291,11 @@ def bilinear_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
 
 
 def _motion_kernel(radius: int, sigma: float) -> torch.Tensor:
-    """imagecorruptions' one-sided Gaussian motion kernel of width ``2 * radius + 1``, normalised."""
-    taps = torch.arange(2 * radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
-    return kernel / kernel.sum()
+    """imagecorruptions' one-sided Gaussian motion kernel of width ``2 * radius + 1``, normalised
+    (correctly rounded exp and sum: the same floats everywhere)."""
+    taps = [exact_exp(-(i * i) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma) for i in range(2 * radius + 1)]
+    total = math.fsum(taps)
+    return torch.tensor([t / total for t in taps], dtype=torch.float64)
 
 
 def motion_blur_at_angles(x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor) -> torch.Tensor:
@@ -282,16 +309,17 @@ def motion_blur_at_angles(x: torch.Tensor, radius: int, sigma: float, angles: to
     library's ``break``), without renormalising.  Not clamped.
 
     The per-image shift and weight tables are computed on the CPU (from the angles, which are
-    random draws) and moved to x's device: they are the same on every device, and the loop's end
-    needs no read-back from the device.
+    random draws; sine and cosine by :func:`~bench.corruptions._exact.sin_cos_turns`) and moved to
+    x's device: they are the same on every machine and device, and the loop's end needs no
+    read-back from the device.
     """
     n, c, h, w = x.shape
     kernel = _motion_kernel(radius, sigma)
     width_k = len(kernel)
     taps = torch.arange(width_k, dtype=torch.float64)
-    radians = torch.deg2rad(angles.detach().to(device="cpu", dtype=torch.float64))
-    point_rows, point_cols = width_k * torch.sin(radians), width_k * torch.cos(radians)
-    hypot = torch.hypot(point_rows, point_cols)
+    sin, cos = sin_cos_turns(angles.detach().to(device="cpu", dtype=torch.float64) / 360.0)
+    point_rows, point_cols = width_k * sin, width_k * cos
+    hypot = torch.sqrt(point_rows * point_rows + point_cols * point_cols)
     shift_rows = -torch.ceil(taps[None, :] * point_rows[:, None] / hypot[:, None] - 0.5).long()
     shift_cols = -torch.ceil(taps[None, :] * point_cols[:, None] / hypot[:, None] - 0.5).long()
     inside = (shift_rows.abs() < h) & (shift_cols.abs() < w)

@@ -5,7 +5,10 @@ used): one ``torch.Generator`` for the whole batch, or a sequence of N generator
 image.  Draws are made on the generator's device (:func:`corrupt` makes CPU generators) and then
 moved to the images' device, so a seed gives the same numbers on every device.  With one generator per image, each image draws its own numbers, so its result does
 not depend on which other images share the batch (:func:`bench.make_c.make_c` relies on it).
-The random fields are drawn and processed in float64.
+The random fields are drawn and processed in float64.  Uniform draws are torch's (integer bits
+scaled by a power of two: exact everywhere); normal draws go through the engine's own Box-Muller
+(:func:`bench.corruptions._exact.box_muller`), not ``torch.randn``, whose float32 path differs
+between CPU instruction sets.
 
 The draws follow the distributions of imagecorruptions 1.1.2 but come from torch, so results
 equal the library's in distribution, never bit for bit.  The deterministic part of every
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from bench.corruptions._exact import box_muller
 from bench.io import seed_for  # the one seed derivation, re-exported here
 
 __all__ = [
@@ -40,7 +44,6 @@ __all__ = [
 ]
 
 Generators = torch.Generator | Sequence[torch.Generator]
-
 
 
 def per_image_generators(generator: Generators, n: int) -> list[torch.Generator] | None:
@@ -84,13 +87,17 @@ def uniform(
     return (low + (high - low) * u).to(device)
 
 
+def _standard_normal(g: torch.Generator | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """float64 standard normal draws by the engine's own Box-Muller (the same bits on every CPU)."""
+    u = torch.rand((2, *shape), generator=g, device=generator_device(g), dtype=torch.float64)
+    return box_muller(u[0], u[1])
+
+
 def normal(
     generator: Generators, n: int, shape: Sequence[int], mean: float, std: float, device: torch.device
 ) -> torch.Tensor:
     """float64 normal(mean, std), shape (n, *shape), on ``device``."""
-    z = draw(generator, n, shape,
-             lambda g, s: torch.randn(s, generator=g, device=generator_device(g), dtype=torch.float64))
-    return (mean + std * z).to(device)
+    return (mean + std * draw(generator, n, shape, _standard_normal)).to(device)
 
 
 def integers(
@@ -102,11 +109,8 @@ def integers(
 
 
 def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """Standard normal draws of x's shape, dtype and device."""
-    return draw(
-        generator, x.shape[0], x.shape[1:],
-        lambda g, s: torch.randn(s, generator=g, device=generator_device(g), dtype=x.dtype),
-    ).to(x.device)
+    """Standard normal draws of x's shape, as float64 on x's device."""
+    return draw(generator, x.shape[0], x.shape[1:], _standard_normal).to(x.device)
 
 
 def rand_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:

@@ -57,7 +57,7 @@ def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
         return disk
     taps, offsets = gaussian_taps(alias_blur, blur_radius)
     smooth = filter_operator(taps, offsets, len(grid), "reflect")
-    return smooth @ disk @ smooth.T
+    return apply_separable(disk, [(smooth, smooth)])  # smooth @ disk @ smooth.T, exactly
 
 
 def defocus_blur(x: torch.Tensor, level: Level, generator: Generators, alias_blur: float = 0.5) -> torch.Tensor:

@@ -8,11 +8,13 @@ explicitly.
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 
 import numpy as np
 import torch
 from PIL import Image
 
+from bench.corruptions._exact import exact_mean
 from bench.corruptions._levels import Level, scalar_level, unpack_level
 from bench.corruptions._operators import (
     apply_separable,
@@ -29,10 +31,11 @@ __all__ = ["contrast", "elastic_transform", "jpeg_compression", "pixelate", "sat
 def contrast(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     """Scale deviations from the per-image, per-channel mean by ``level``: ``(x - m) * level + m``.
 
-    ``m`` is the mean over H, W of each image and channel.
+    ``m`` is the mean over H, W of each image and channel (summed through integers, so that it
+    does not depend on the machine's summation order).
     """
     factor = scalar_level(level, "contrast")
-    means = x.mean(dim=(-2, -1), keepdim=True)
+    means = exact_mean(x, (-2, -1))
     return ((x - means) * factor + means).clamp_(0.0, 1.0)
 
 
@@ -158,25 +161,46 @@ def _affine_sources(jitter: torch.Tensor, height: int, width: int) -> tuple[torc
 
     ``jitter`` (N, 3, 2) float32 is added to the points; cv2 inverts the fitted affine and
     samples float images at the exact source positions (OpenCV 5; older versions snapped them
-    to 1/32 pixel).
+    to 1/32 pixel).  The fit and the inversion are closed forms evaluated element by element in a
+    fixed order (no LAPACK, whose results depend on the build), in float64.
     """
-    n = jitter.shape[0]
     centre = (float(height // 2), float(width // 2))
     size = float(min(height, width) // 3)
-    source_points = torch.tensor(
-        [[centre[0] + size, centre[1] + size], [centre[0] + size, centre[1] - size], [centre[0] - size, centre[1] - size]],
-        dtype=torch.float32,
-    )
-    target_points = (source_points[None] + jitter.cpu().to(torch.float32)).to(torch.float64)
-    design = torch.cat([source_points.to(torch.float64), torch.ones(3, 1, dtype=torch.float64)], dim=1)
-    forward = torch.linalg.solve(design.expand(n, 3, 3), target_points).transpose(1, 2)  # (N, 2, 3)
-    linear_inv = torch.linalg.inv(forward[:, :, :2])
-    inverse = torch.cat([linear_inv, -linear_inv @ forward[:, :, 2:]], dim=2)  # dst (x, y) -> src (x, y)
+    source = [(centre[0] + size, centre[1] + size), (centre[0] + size, centre[1] - size),
+              (centre[0] - size, centre[1] - size)]
+    source_points = torch.tensor(source, dtype=torch.float32)
+    target = (source_points[None] + jitter.cpu().to(torch.float32)).to(torch.float64)  # (N, 3, 2)
+    # the affine through three points: solve [s_x s_y 1] @ M = t once, exactly, for the fixed sources
+    design = [[Fraction(sx), Fraction(sy), Fraction(1)] for sx, sy in source]
+    solve = [[float(v) for v in row] for row in _inverse3(design)]  # M = solve @ target
+    forward = [[sum((target[:, k, j] * solve[i][k] for k in range(3)), torch.zeros(len(target), dtype=torch.float64))
+                for j in range(2)] for i in range(3)]  # forward[i][j]: (N,), rows x, y, 1 of M
+    a, b, c = forward[0][0], forward[1][0], forward[2][0]  # x' = a x + b y + c
+    d, e, f = forward[0][1], forward[1][1], forward[2][1]  # y' = d x + e y + f
+    det = a * e - b * d
+    inv_a, inv_b, inv_d, inv_e = e / det, -b / det, -d / det, a / det
+    inv_c = -(inv_a * c + inv_b * f)
+    inv_f = -(inv_d * c + inv_e * f)
     xs = torch.arange(width, dtype=torch.float64)[None, None, :]
     ys = torch.arange(height, dtype=torch.float64)[None, :, None]
-    cols = inverse[:, 0, 0, None, None] * xs + inverse[:, 0, 1, None, None] * ys + inverse[:, 0, 2, None, None]
-    rows = inverse[:, 1, 0, None, None] * xs + inverse[:, 1, 1, None, None] * ys + inverse[:, 1, 2, None, None]
+    cols = inv_a[:, None, None] * xs + inv_b[:, None, None] * ys + inv_c[:, None, None]
+    rows = inv_d[:, None, None] * xs + inv_e[:, None, None] * ys + inv_f[:, None, None]
     return rows.to(jitter.device), cols.to(jitter.device)
+
+
+def _inverse3(matrix: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Exact inverse of a 3x3 rational matrix (adjugate over determinant)."""
+    m = matrix
+
+    def minor(i: int, j: int) -> Fraction:
+        rows = [r for r in range(3) if r != i]
+        cols = [c for c in range(3) if c != j]
+        return m[rows[0]][cols[0]] * m[rows[1]][cols[1]] - m[rows[0]][cols[1]] * m[rows[1]][cols[0]]
+
+    det = sum(((-1) ** j) * m[0][j] * minor(0, j) for j in range(3))
+    if det == 0:
+        raise ValueError("the affine's source points are collinear")
+    return [[((-1) ** (i + j)) * minor(j, i) / det for j in range(3)] for i in range(3)]
 
 
 def _elastic(

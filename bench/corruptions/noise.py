@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from bench.corruptions._exact import poisson
 from bench.corruptions._levels import Level, scalar_level
 from bench.corruptions._random import (
     Generators,
-    per_image_generators,
+    draw,
+    generator_device,
     rand_like,
     randn_like,
 )
@@ -20,30 +22,28 @@ __all__ = ["gaussian_noise", "impulse_noise", "shot_noise", "speckle_noise", "un
 
 
 def gaussian_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
-    """Additive Gaussian noise ``x + N(0, level)``; ``level`` is the standard deviation sigma."""
-    return (x + scalar_level(level, "gaussian_noise") * randn_like(x, generator)).clamp_(0.0, 1.0)
+    """Additive Gaussian noise ``x + N(0, level)``; ``level`` is the standard deviation sigma (float64)."""
+    noisy = x.to(torch.float64) + scalar_level(level, "gaussian_noise") * randn_like(x, generator)
+    return noisy.to(x.dtype).clamp_(0.0, 1.0)
 
 
 def shot_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     """Poisson noise: ``Poisson(x * level) / level`` with ``level`` photons at full intensity.
 
-    The counts are drawn where the generator is (the CPU for :func:`~bench.corruptions.corrupt`),
-    from the rates copied there, and moved back: like jpeg_compression it reads the images on the
-    host, so it cannot run on the ``meta`` device.
+    Counts by inversion of exact Poisson tables (:func:`bench.corruptions._exact.poisson`, one
+    float64 uniform per element, rates up to 700), not ``torch.poisson``, whose libm calls may
+    differ between platforms.  The tables and the search run on the CPU (one distinct rate per
+    grey level), so like jpeg_compression it reads the images on the host and cannot run on the
+    ``meta`` device.
     """
     photons = scalar_level(level, "shot_noise")
     if photons <= 0:
         raise ValueError(f"shot_noise needs a positive photon count, got {photons}")
-    rate = x * photons
-    generators = per_image_generators(generator, x.shape[0])
-    if generators is None:
-        single: torch.Generator = generator  # type: ignore[assignment]
-        counts = torch.poisson(rate.to(single.device), generator=single).to(x.device)
-    elif generators:
-        counts = torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rate, generators)]).to(x.device)
-    else:
-        counts = rate.clone()
-    return (counts / photons).clamp_(0.0, 1.0)
+    rate = x.to(torch.float64) * photons
+    uniforms = draw(generator, x.shape[0], x.shape[1:],
+                    lambda g, s: torch.rand(s, generator=g, device=generator_device(g), dtype=torch.float64))
+    counts = poisson(rate.cpu(), uniforms.cpu()).to(x.device)
+    return (counts / photons).to(x.dtype).clamp_(0.0, 1.0)
 
 
 def impulse_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
@@ -60,8 +60,10 @@ def impulse_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch
 
 
 def speckle_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
-    """Multiplicative Gaussian noise ``x + x * N(0, level)``; ``level`` is sigma."""
-    return (x + x * (scalar_level(level, "speckle_noise") * randn_like(x, generator))).clamp_(0.0, 1.0)
+    """Multiplicative Gaussian noise ``x + x * N(0, level)``; ``level`` is sigma (float64)."""
+    x64 = x.to(torch.float64)
+    noisy = x64 + x64 * (scalar_level(level, "speckle_noise") * randn_like(x, generator))
+    return noisy.to(x.dtype).clamp_(0.0, 1.0)
 
 
 def uniform_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:

@@ -46,15 +46,21 @@ def _grey(rgb: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tenso
     return weights[0] * rgb[:, 0:1] + weights[1] * rgb[:, 1:2] + weights[2] * rgb[:, 2:3]
 
 
+def _normal_bound(mean: float, std: float) -> float:
+    """A bound on |normal(mean, std)| draws of the engine's Box-Muller (|z| < 8.6), for the
+    fixed-point filters that take them."""
+    return abs(mean) + 8.6 * abs(std)
+
+
 # --------------------------------------------------------------------------- snow
 
 
 def _snow(x: torch.Tensor, level: tuple[float, ...], layer: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """snow with explicit draws: ``layer`` (N, H, W) ~ normal(mean, std), ``angles`` (N,) degrees."""
-    _, _, zoom, threshold, radius, sigma, blend = level
+    mean, std, zoom, threshold, radius, sigma, blend = level
     h, w = x.shape[-2:]
     term = (zoom_operator(h, zoom), zoom_operator(w, zoom))
-    flakes = apply_separable(layer.to(torch.float64), [term])
+    flakes = apply_separable(layer.to(torch.float64), [term], bound=_normal_bound(mean, std))
     flakes = torch.where(flakes < threshold, torch.zeros_like(flakes), flakes).clamp_(0.0, 1.0)
     flakes = motion_blur_at_angles(flakes.unsqueeze(1), int(radius), sigma, angles)
     flakes = (torch.round(flakes * 255.0) / 255.0)[:, :, :h, :w].to(x.dtype)
@@ -288,7 +294,7 @@ def _spatter(x: torch.Tensor, level: tuple[float, ...], liquid: torch.Tensor) ->
     """spatter with an explicit liquid layer (N, H, W) ~ normal(mean, std)."""
     _, _, sigma, threshold, intensity, mud = level
     c = x.shape[1]
-    liquid = gaussian_filter(liquid.to(torch.float64), sigma)
+    liquid = gaussian_filter(liquid.to(torch.float64), sigma, bound=_normal_bound(level[0], level[1]))
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mud == 0:
         liquid8 = torch.floor(liquid * 255.0).long().remainder(256)  # numpy's uint8 cast wraps
