@@ -227,6 +227,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
     run.add_argument("--calibration-size", type=at_least(2), default=None,
                      help="images in the S set (default: the reference's |S| formula, e.g. 183 for resnet20)")
+    run.add_argument("--propagation", choices=("once", "fixpoint"), default="once",
+                     help="the propagation step after masking: once, as the reference (default), or repeated until "
+                     "nothing changes (a protocol option: part of the config)")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
     run.add_argument("--threads", type=at_least(1), default=1,
@@ -443,6 +446,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         compile=True if args.compile else None,
         seed=args.seed,
         calibration_size=args.calibration_size,
+        propagation=args.propagation,
         delta=args.delta,
         channels_last=args.channels_last,
         threads=args.threads,

@@ -51,7 +51,7 @@ from bench.schema import EXTERNAL, PARENT, ExternalNetwork, RunConfig, RunResult
 from bench.store import CHECKPOINT_SUFFIX, NETWORK_SUFFIX, Store
 from bench.training import evaluate, train
 
-JOB_VERSION = 4  # bump when a job's computation changes, so old artifacts are not reused
+JOB_VERSION = 5  # bump when a job's computation changes, so old artifacts are not reused
 CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
 # store kinds of `bench eval`'s networks (bench.external): masked state dicts of the run's model, and
 # torch.export archives, kept as given under their sha256 (Store.save_checkpoint) with a marker here
@@ -156,6 +156,7 @@ def step_spec(config: RunConfig, pruner: str, step: int, previous_key: str,
         "retrain": config.retrain.model_dump(mode="json"),
         "seed": config.seed,
         "calibration_size": config.calibration_size,
+        "propagation": config.propagation,
         "threads": config.threads,
         **training_extras(config, device),
     }
@@ -459,7 +460,8 @@ def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunCo
     pruned entries held at zero, and return the step's record (ratios, nonzero count, keep knob)."""
     target = config.target_ratios[step - 1]
     where = f"{pruner.name} step {step} (target ratio {target:.4f})"
-    outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx, progress=progress)
+    outcome = prune_to_ratio(model, pruner, target, parent_nonzero, ctx, progress=progress,
+                             propagation=config.propagation)
     check_finite(model, f"{where}, after pruning")
     masks = parameter_masks(model)
     train(model, data, config.retrain, config.seed + step, masks=masks, desc=f"retrain {pruner.name} {target:.3f}",

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
+from scipy.optimize import brentq
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -196,10 +197,10 @@ def calibration_size(output_sizes: dict[str, int], failure_probability: float, a
 
     eta = output neurons per image summed over the compressible layers, eta* = the largest layer's
     (torchprune's experiment/evaluator.py; resnet20 on 32x32 images gives 183)."""
-    eta, eta_max = sum(output_sizes.values()), max(output_sizes.values())
+    eta, eta_max = sum(output_sizes.values()), max(output_sizes.values())  # cap: the reference's ceil(|val| / 2)
     wanted = math.ceil(_S_CONSTANT * math.log(8 * eta_max / (failure_probability / eta)))
     # at least 2 images where there are: propagation tells constant channels by comparing images
-    return max(min(wanted, int(_S_MAX_FRACTION * available)), min(2, available))
+    return max(min(wanted, math.ceil(_S_MAX_FRACTION * available)), min(2, available))
 
 
 def classification_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -274,6 +275,9 @@ class Pruner(ABC):
 
     name: ClassVar[str]
     structured: ClassVar[bool] = False  # masks whole filters/channels (selects structured propagation)
+    # plan(keep) keeps round(keep * total) compressible weights, a global weight budget (WT, SiPP): the
+    # size search then runs the reference's budget search (reference_keep_ratio), else a bisection
+    weight_budget: ClassVar[bool] = False
     uses_data: ClassVar[bool] = False  # reads ctx.calibration / ctx.labels; else they are empty
     Options: ClassVar[type[BaseModel]] = PrunerOptions
     # distributions the method computes with (e.g. "torch-pruning"): their installed versions are part
@@ -455,6 +459,9 @@ class PruneOutcome:
     keep_knob: float
 
 
+REFERENCE_S_BATCH = 4  # torchprune's S loader: batches of min(4, test batch size) images
+
+
 class _ConstantInputs:
     """Forward hooks recording, per compressible layer, which input channels are identical for every
     image and position seen (compared with the first image's): channels of pruned filters."""
@@ -488,9 +495,11 @@ def propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> N
     device = module_device(model)
     model.zero_grad(set_to_none=True)
     constant = _ConstantInputs(layers) if structured else None
+    # the reference feeds S in batches of 4 and skips a batch of fewer than 2 images: a last single one
+    used = len(ctx.calibration) - (1 if len(ctx.calibration) % REFERENCE_S_BATCH == 1 else 0)
     try:
         with torch.enable_grad():
-            for images, labels in zip(ctx.calibration.split(ctx.batch_size), ctx.labels.split(ctx.batch_size)):
+            for images, labels in zip(ctx.calibration[:used].split(ctx.batch_size), ctx.labels[:used].split(ctx.batch_size)):
                 ctx.loss(model(images.to(device)), labels.to(device)).backward()
     finally:
         if constant is not None:
@@ -513,11 +522,15 @@ def propagation_pass(model: nn.Module, ctx: PruneContext, structured: bool) -> N
     model.zero_grad(set_to_none=True)
 
 
-def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool, max_passes: int = 10) -> int:
+# RunConfig.propagation -> passes of the propagation step: the reference's one, or until nothing changes
+PROPAGATION_PASSES: dict[str, int] = {"once": 1, "fixpoint": 10}
+
+
+def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool, max_passes: int = 1) -> int:
     """The reference's propagation step after masking (torchprune `CompressedNet._propagate_compression`).
 
-    Forward + backward passes of the loss over the whole S set (eval mode, gradients summed over
-    batches), then:
+    Forward + backward passes of the loss over the S set (eval mode, gradients summed over batches;
+    like the reference, whose batches of 4 skip a last single image, without that image), then:
 
     * unstructured (WeightNet): every parameter entry, weights, biases and norm affine alike, whose
       gradient is exactly zero is zeroed;
@@ -525,10 +538,12 @@ def propagate_compression(model: nn.Module, ctx: PruneContext, structured: bool,
       zeroed, and every consumer input column ``W[:, c]`` whose input channel c was constant over S
       (e.g. a pruned filter's relu(beta') through BN + ReLU, residual sums included) is zeroed.
 
-    Unlike the reference's single pass, passes repeat until nothing changes: zeroing a constant
-    channel's columns shifts later pre-activations, and a channel that this turns constant (or a
-    parameter whose gradient it turns zero) is removed too. Parameters without a gradient (layers
-    the forward pass does not reach) are left alone. Returns the model's nonzero parameter count.
+    One pass, as the reference does (the default protocol). With ``max_passes`` > 1 (protocol option
+    ``--propagation fixpoint``: ``PROPAGATION_PASSES``) passes repeat until nothing changes: zeroing
+    a constant channel's columns shifts later pre-activations, and a channel that this turns
+    constant (or a parameter whose gradient it turns zero) is removed too, which changes what FT
+    is. Parameters without a gradient (layers the forward pass does not reach) are left alone.
+    Returns the model's nonzero parameter count.
     """
     if structured and len(ctx.calibration) < 2:
         raise ValueError("structured propagation needs at least 2 S-set images to tell constant channels")
@@ -651,7 +666,8 @@ def _check_monotone(pruner: Pruner, seen: dict[float, int], knob: float, pruned:
     seen[knob] = pruned
 
 
-def _reconstruct(model: nn.Module, pruner: Pruner, seen: PruneContext, ctx: PruneContext, snapshot: State) -> int:
+def _reconstruct(model: nn.Module, pruner: Pruner, seen: PruneContext, ctx: PruneContext, snapshot: State,
+                 passes: int) -> int:
     """Run the pruner's reconstruct hook on the masked model, zero every entry that was zero before
     it again (no pruned entry regrows), propagate again; return the nonzero count."""
     zeros = parameter_masks(model)
@@ -663,7 +679,73 @@ def _reconstruct(model: nn.Module, pruner: Pruner, seen: PruneContext, ctx: Prun
         raise PluginError(f"pruner {pruner.name!r}: reconstruct changed the model's structure ({', '.join(moved[:3])}); "
                           "it may only update values in place")
     enforce_parameter_masks(model, zeros)
-    return propagate_compression(model, ctx, pruner.structured)
+    return propagate_compression(model, ctx, pruner.structured, passes)
+
+
+def reference_keep_ratio(gap_at: Callable[[float], float], keep: float, start_keep: float) -> float:
+    """torchprune's size search (``CompressedNet.compress``): the keep ratio kr (nonzeros over the
+    parent's) whose network keeps ``keep``.
+
+    ``gap_at(kr)`` is the kept fraction after masking and propagation minus ``keep``; a gap within
+    0.5 % of ``keep`` counts as 0. The first try is kr = keep, which halves the bracket
+    [0.4 keep, max(keep, 0.999 start_keep)]; then brentq (20 iterations, xtol = rtol = 5e-3, so it
+    may stop outside that 0.5 %), else the best kr tried."""
+    gaps: dict[float, float] = {}
+
+    def gap(kr: float) -> float:
+        if kr not in gaps:
+            diff = gap_at(kr)
+            gaps[kr] = 0.0 if abs(diff) < 0.005 * keep else diff
+        return gaps[kr]
+
+    low, high = 0.4 * keep, max(keep, 0.999 * start_keep)
+    first = gap(keep)
+    if first == 0.0:
+        return keep
+    low, high = (low, keep) if first > 0 else (keep, high)
+    try:
+        return float(brentq(gap, low, high, maxiter=20, xtol=5e-3, rtol=5e-3, disp=True))
+    except (ValueError, RuntimeError):  # no sign change in the bracket, or no convergence
+        return min(gaps, key=lambda kr: abs(gaps[kr]))
+
+
+def _budget_search(model: nn.Module, layers: Mapping[str, nn.Conv2d | nn.Linear], nonzero_at: Callable[[float], int],
+                   keep: float, parent_nonzero: int) -> float:
+    """The knob of a weight-budget pruner found as the reference finds it: kr -> budget
+    ``B = int(kr * parent nonzeros) - nonzeros outside compressible weights`` (clipped to the
+    compressible weights still alive), knob ``B / compressible weights``, searched by
+    :func:`reference_keep_ratio`. At the same B the masks equal the reference's."""
+    total = sum(layer.weight.numel() for layer in layers.values())
+    alive = sum(int(layer.weight.count_nonzero()) for layer in layers.values())
+    start_nonzero = count_nonzero(model)
+    others = start_nonzero - alive  # biases and norm affine entries of the starting network
+
+    def knob(kr: float) -> float:
+        return min(max(int(kr * float(parent_nonzero)) - others, 0), alive) / total
+
+    kr = reference_keep_ratio(lambda kr: nonzero_at(knob(kr)) / parent_nonzero - keep, keep,
+                              start_nonzero / parent_nonzero)
+    return knob(kr)
+
+
+def _bisection(nonzero_at: Callable[[float], int], target_nonzero: int, tolerance: float, max_steps: int) -> float:
+    """The knob whose nonzero count is closest to ``target_nonzero`` among a bisection's tries, which
+    stops within ``tolerance`` nonzeros (pruners whose knob is not a weight budget: FT, PFP, tp-*)."""
+    low, high = 0.0, 1.0
+    best_knob, best_gap = 1.0, float("inf")
+    for _ in range(max_steps):
+        knob = (low + high) / 2
+        nonzero = nonzero_at(knob)
+        gap = abs(nonzero - target_nonzero)
+        if gap < best_gap:
+            best_knob, best_gap = knob, gap
+        if gap <= tolerance:
+            break
+        if nonzero > target_nonzero:
+            high = knob
+        else:
+            low = knob
+    return best_knob
 
 
 def prune_to_ratio(
@@ -675,13 +757,20 @@ def prune_to_ratio(
     tolerance: float = 1e-3,
     max_steps: int = 30,
     progress: bool = False,
+    propagation: str = "once",
 ) -> PruneOutcome:
     """Prune `model` in place so its measured prune ratio, after propagation over S, is as close to
     `target_ratio` as the pruner's granularity allows. Already-zero parameters stay zero (cascade).
 
     Enforces the pruner contract (`Pruner`): the plan and each plan(knob) run in eval mode with
     gradients enabled on the unmasked model, which they must leave unchanged; masks are checked; the
-    plan must be monotone. The optional reconstruct hook runs once, after the search settled."""
+    plan must be monotone. The optional reconstruct hook runs once, after the search settled.
+
+    The size search: a weight-budget pruner (``weight_budget``: WT, SiPP) is searched as the reference
+    searches (:func:`reference_keep_ratio`: brentq over the keep ratio, within 0.5 % of the kept
+    fraction), so its masks equal the reference's; any other pruner's knob by bisection, stopping
+    within `tolerance` of the parent's nonzero count. `propagation`: "once" (the reference) or
+    "fixpoint" (PROPAGATION_PASSES)."""
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target prune ratio must be in [0, 1), got {target_ratio}")
     seen = pruner_context(pruner, ctx)
@@ -690,6 +779,7 @@ def prune_to_ratio(
     parameters = dict(model.named_parameters())
     target_nonzero = round((1.0 - target_ratio) * parent_nonzero)
     pruned_by_knob: dict[float, int] = {}
+    passes = PROPAGATION_PASSES[propagation]
 
     def call(what: str, code: Callable[[], T]) -> T:
         result = _call_in_eval_mode(pruner, model, what, code)
@@ -701,32 +791,27 @@ def prune_to_ratio(
         masks = checked_masks(pruner, call(f"its plan({knob:.4g})", lambda: plan(knob)), layers, parameters)
         _check_monotone(pruner, pruned_by_knob, knob, _pruned_count(masks))
         apply_masks(model, masks)
-        return propagate_compression(model, ctx, pruner.structured)
+        return propagate_compression(model, ctx, pruner.structured, passes)
 
     was_training = model.training
     try:
         plan = call("plan(model, ctx)", lambda: pruner.plan(model, seen))
-        low, high = 0.0, 1.0
-        best_knob, best_gap = 1.0, float("inf")
         with tqdm(total=max_steps, desc=f"size search {pruner.name} {target_ratio:.3f}", unit="try", leave=False,
                   disable=not progress) as bar:
-            for _ in range(max_steps):
-                knob = (low + high) / 2
+
+            def tried(knob: float) -> int:
                 nonzero = attempt(knob)
                 bar.update(1)
                 bar.set_postfix(ratio=f"{1 - nonzero / parent_nonzero:.4f}")
-                gap = abs(nonzero - target_nonzero)
-                if gap < best_gap:
-                    best_knob, best_gap = knob, gap
-                if gap <= tolerance * parent_nonzero:
-                    break
-                if nonzero > target_nonzero:
-                    high = knob
-                else:
-                    low = knob
+                return nonzero
+
+            if pruner.weight_budget:
+                best_knob = _budget_search(model, layers, tried, 1.0 - target_ratio, parent_nonzero)
+            else:
+                best_knob = _bisection(tried, target_nonzero, tolerance * parent_nonzero, max_steps)
         nonzero = attempt(best_knob)
         if type(pruner).reconstruct is not Pruner.reconstruct:  # optional hook: skip its extra propagation
-            nonzero = _reconstruct(model, pruner, seen, ctx, before)
+            nonzero = _reconstruct(model, pruner, seen, ctx, before, passes)
     finally:
         model.train(was_training)
     return PruneOutcome(

@@ -83,8 +83,17 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in raw.items() if key != "derived"} | {"schema_version": 2}
 
 
+def _upgrade_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 had no `config.propagation`: its cascades repeated the propagation step until nothing
+    changed (what version 3 calls "fixpoint"); `bench eval` results prune nothing (the default)."""
+    config = raw.get("config")
+    if isinstance(config, dict) and config.get("protocol") != EXTERNAL:
+        config = {**config, "propagation": "fixpoint"}
+    return {**raw, "config": config, "schema_version": 3}
+
+
 # schema version -> the function that lifts a document of that version by one version
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2}
 
 
 def check_version(raw: Mapping[str, Any], source: str = "<string>") -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from bench.io import canonical_sha256
 
-SCHEMA_VERSION: Final = 2  # bench.results.UPGRADES reads every older version
+SCHEMA_VERSION: Final = 3  # bench.results.UPGRADES reads every older version
 PARENT = "parent"  # pruner name of the unpruned network
 
 
@@ -86,6 +86,9 @@ class RunConfig(Strict):
     retrain: Recipe
     seed: int = Field(ge=0)
     calibration_size: int | None = Field(default=None, gt=0)  # |S|; None: the reference's formula
+    # the propagation step after masking (bench.pruning.propagate_compression): "once", one pass as
+    # the reference does; "fixpoint", repeated until nothing changes (a protocol option)
+    propagation: Literal["once", "fixpoint"] = "once"
     delta: float = Field(default=0.005, ge=0, lt=1)
     channels_last: bool = True  # NHWC memory format: ~2x faster CPU evaluation, same fp32 math
     threads: int = Field(default=1, gt=0)  # CPU threads per job: part of the numerics (reduction order)
@@ -252,7 +255,7 @@ class Derived(Strict):
 
 
 class RunResult(Strict):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     config: RunConfig
     provenance: Provenance
     distributions: list[Distribution]

@@ -250,7 +250,8 @@ def protocol_line(result: RunResult) -> str:
     ratios = ", ".join(f"{r:.3f}" for r in cfg.target_ratios)
     networks = (f"external networks (bench eval; parent {cfg.parent_checkpoint_sha256[:12]})"  # no grid, no training
                 if cfg.protocol == EXTERNAL and cfg.parent_checkpoint_sha256 else
-                f"ratios [{ratios}]; parent {cfg.train.epochs} epochs, retrain {cfg.retrain.epochs} epochs per step")
+                f"ratios [{ratios}]; parent {cfg.train.epochs} epochs, retrain {cfg.retrain.epochs} epochs per step"
+                + ("; propagation until nothing changes (fixpoint)" if cfg.propagation == "fixpoint" else ""))
     return (
         f"{networks}; "
         f"delta = {100 * cfg.delta:g} %; {len(result.distributions) - 1} shifted test sets"

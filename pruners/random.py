@@ -10,6 +10,7 @@ from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, globa
 
 class RandomPruner(Pruner):
     name = "random"
+    weight_budget = True  # plan(keep): the global top round(keep * total) weights
     display_name = "Random (sanity baseline)"
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> MaskPlan:

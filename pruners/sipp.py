@@ -23,6 +23,7 @@ from bench.api import (
 class SiPP(Pruner):
     name = "sipp"
     uses_data = True
+    weight_budget = True  # plan(keep): the global top round(keep * total) weights
     display_name = "SiPP"
     paper = "Baykal et al. 2021, SiPPing Neural Networks: Sensitivity-informed Provable Pruning of Neural Networks"
     code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation

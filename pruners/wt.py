@@ -13,6 +13,7 @@ from bench.api import MaskPlan, PruneContext, Pruner, compressible_layers, globa
 
 class WeightThresholding(Pruner):
     name = "wt"
+    weight_budget = True  # plan(keep): the global top round(keep * total) weights
     display_name = "WT (global weight thresholding)"
     paper = "Renda et al. 2020, Comparing Rewinding and Fine-tuning in Neural Network Pruning"
     code_url = "https://github.com/lucaslie/torchprune"  # the paper's reference implementation

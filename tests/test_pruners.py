@@ -1,5 +1,7 @@
 """Pruners and the shared pruning step: measured ratios, the reference's propagation over S, masks."""
 
+import copy
+import math
 
 import pytest
 import torch
@@ -7,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+import bench.pruning
 from bench.pruning import (
+    PROPAGATION_PASSES,
     PruneContext,
     calibration_size,
     classifier_name,
@@ -17,7 +21,9 @@ from bench.pruning import (
     last_layer_name,
     layer_output_sizes,
     parameter_masks,
+    propagate_compression,
     prune_to_ratio,
+    reference_keep_ratio,
 )
 from bench.recipes import DIGITS_TRAIN
 from bench.runner import load_pruner
@@ -132,15 +138,55 @@ def zero_gradient_parameters(model, images, labels):
     return zero
 
 
+def test_the_default_propagation_is_the_references_single_pass():
+    """Zeroing the columns that read a pruned unit's constant output shifts the next pre-activations:
+    here fc2's unit 0 (relu(h1 - 0.5) before, relu(h1 - 5.5) = 0 after) becomes constant. The
+    reference's single pass leaves fc3's column reading it; only `--propagation fixpoint` removes it."""
+    model = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]))  # unit 0 pruned
+        model[0].bias.copy_(torch.tensor([5.0, 0.0]))  # its output: relu(5), constant
+        model[2].weight.copy_(torch.tensor([[1.0, 1.0], [0.5, 1.0]]))
+        model[2].bias.copy_(torch.tensor([-5.5, 0.0]))
+        model[4].weight.fill_(1.0)
+    images = torch.rand(16, 4, generator=torch.Generator().manual_seed(0))
+    ctx = PruneContext(calibration=images, labels=torch.arange(16) % 3, seed=0, last_layer="4")
+    once, fixpoint = copy.deepcopy(model), copy.deepcopy(model)
+    propagate_compression(once, ctx, structured=True)
+    propagate_compression(fixpoint, ctx, structured=True, max_passes=PROPAGATION_PASSES["fixpoint"])
+    assert not once[2].weight[:, 0].any() and not fixpoint[2].weight[:, 0].any()  # read the constant unit
+    assert once[2].weight[:, 1].all()
+    assert once[4].weight.all(), "one pass removed what only a second pass can see"
+    assert not fixpoint[4].weight[:, 0].any() and not fixpoint[2].weight[0].any()
+    assert fixpoint[4].weight[:, 1].all()
+
+
+@pytest.mark.parametrize("propagation", [None, "once", "fixpoint"])
+def test_prune_to_ratio_propagates_as_the_protocol_says(propagation, digits, digits_cnn, monkeypatch):
+    passes = []
+    real = bench.pruning.propagate_compression
+
+    def recorded(model, ctx, structured, max_passes=1):
+        passes.append(max_passes)
+        return real(model, ctx, structured, max_passes)
+
+    monkeypatch.setattr(bench.pruning, "propagate_compression", recorded)
+    options = {} if propagation is None else {"propagation": propagation}
+    outcome = prune_to_ratio(digits_cnn, load_pruner("ft"), 0.7, count_nonzero(digits_cnn),
+                             context(digits_cnn, digits, size=48), **options)
+    assert abs(outcome.prune_ratio - 0.7) < 0.01
+    assert len(passes) >= 2 and set(passes) == {PROPAGATION_PASSES[propagation or "once"]}
+
+
 @pytest.mark.parametrize("pruner", ["ft", "pfp"])
 @pytest.mark.parametrize("target", [0.5, 0.85])
 @pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
-def test_structured_pruning_zeroes_every_column_that_reads_a_constant_channel(pruner, target, network, digits,
-                                                                                request):
+def test_fixpoint_propagation_zeroes_every_column_that_reads_a_constant_channel(pruner, target, network, digits,
+                                                                                  request):
     model = request.getfixturevalue(network)
     parent_nonzero = count_nonzero(model)
     ctx = context(model, digits, size=48)
-    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx)
+    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx, propagation="fixpoint")
     assert abs(1 - count_nonzero(model) / parent_nonzero - target) < 0.01
     layers = compressible_layers(model)
     constant = constant_input_channels(model, ctx.calibration)
@@ -152,11 +198,11 @@ def test_structured_pruning_zeroes_every_column_that_reads_a_constant_channel(pr
 @pytest.mark.parametrize("pruner", ["wt", "sipp"])
 @pytest.mark.parametrize("target", [0.5, 0.9])
 @pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
-def test_unstructured_pruning_zeroes_every_parameter_without_gradient(pruner, target, network, digits, request):
+def test_fixpoint_propagation_zeroes_every_parameter_without_gradient(pruner, target, network, digits, request):
     model = request.getfixturevalue(network)
     parent_nonzero = count_nonzero(model)
     ctx = context(model, digits, size=48)
-    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx)
+    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx, propagation="fixpoint")
     assert abs(1 - count_nonzero(model) / parent_nonzero - target) < 0.01
     params = dict(model.named_parameters())
     for name, zero in zero_gradient_parameters(model, ctx.calibration, ctx.labels).items():
@@ -183,8 +229,8 @@ def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, network, d
     prune_to_ratio(model, load_pruner(pruner), 0.85, parent_nonzero, context(model, digits, size=48))
     masks = parameter_masks(model)
     zeroed = {name for name, mask in masks.items() if not name.endswith("weight") or mask.ndim == 1}
-    # unstructured propagation zeroes biases and BN entries too; structured propagation only weights
-    assert bool(zeroed) != load_pruner(pruner).structured
+    # unstructured propagation may zero biases and BN entries too; structured propagation only weights
+    assert not (zeroed and load_pruner(pruner).structured)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
     changed = False
@@ -201,7 +247,8 @@ def test_s_set_size_follows_the_reference_formula(digits, digits_cnn, resnet20):
     # torchprune's |S| = ceil(3 ln(8 eta* / (1e-16 / eta))): 183 for resnet20 on 32x32, 178 for digits_cnn
     assert calibration_size(layer_output_sizes(resnet20, image), 1e-16, 10_000) == 183
     assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 10_000) == 178
-    assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 179) == 89  # capped at half
+    assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 179) == 90  # capped: ceil(179 / 2)
+    assert calibration_size(layer_output_sizes(digits_cnn, image), 1e-16, 178) == 89
 
 
 def test_ft_protects_the_last_compressible_layer_in_module_order():
@@ -247,3 +294,17 @@ def test_target_outside_range_is_rejected(digits, digits_cnn):
 def test_classifier_is_found_through_get_classifier(resnet20):
     assert classifier_name(resnet20) == "fc"
     assert isinstance(compressible_layers(resnet20)["fc"], nn.Linear)
+
+
+def test_the_reference_size_search_tries_keep_first_and_stops_within_half_a_percent():
+    tried = []
+
+    def gap(kr):  # the kept fraction lags the keep ratio by 0.05, in steps of 0.001 (a coarse pruner)
+        tried.append(kr)
+        return math.floor((kr - 0.05) * 1000) / 1000 - 0.2
+
+    kr = reference_keep_ratio(gap, keep=0.2, start_keep=1.0)
+    assert tried[0] == 0.2
+    assert abs(gap(kr)) < 0.005 * 0.2 + 5e-3 * kr  # brentq's xtol/rtol may stop just outside 0.5 %
+    assert abs(kr - 0.25) < 0.01
+    assert reference_keep_ratio(lambda kr: 0.0005, keep=0.2, start_keep=1.0) == 0.2  # within 0.5 % at once
