@@ -7,6 +7,8 @@ reaches them only through bench.data.dataset_spec.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,17 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import DatasetSpec, DataSplits, ImageSet, folder_images, saved_split, stratified_split
-from bench.files import DataMissing, data_root, decode_image, download_allowed
+from bench.files import DataInvalid, DataMissing, data_root, decode_image, download_allowed, file_digest
 from bench.normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from bench.recipes import CIFAR_RESNET, DEEPLAB_VOC, DIGITS_RETRAIN, DIGITS_TRAIN, IMAGENET_RESNET
+from bench.recipes import (
+    CIFAR_RESNET,
+    DEEPLAB_VOC,
+    DIGITS_RETRAIN,
+    DIGITS_TRAIN,
+    FASHION_RETRAIN,
+    FASHION_TRAIN,
+    IMAGENET_RESNET,
+)
 
 # CIFAR-100's train-set channel statistics (the values in common use)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -88,6 +98,100 @@ class TorchvisionCifar:
         )
         return split_off_validation(train_full, test, self.num_classes,
                                     root / "splits" / f"{self.name}-seed{seed}.json", seed)
+
+
+# The four official Fashion-MNIST files: the md5 of each .gz as published (torchvision.datasets.FashionMNIST
+# lists them), and the sha256 of its decompressed IDX bytes, which also holds for the same data gzipped
+# again (Debian's package re-gzips the files without their name: other .gz bytes, the same content)
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                   "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe",
+                                   "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte.gz": ("bef4ecab320f06d8554ea6380940ec79",
+                                  "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310",
+                                  "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+FASHION_MNIST_VALIDATION = 5_000  # of the 60k train images: a 55k / 5k train / validation split
+_IDX_MAGIC = {3: 2051, 1: 2049}  # dimensions -> the magic number of unsigned-byte IDX files
+_IDX_MAX_BYTES = 64 * 2**20  # decompressed: the train images are 47 MB
+
+
+def read_idx(path: Path, dims: int, sha256: str | None = None) -> np.ndarray:
+    """An unsigned-byte IDX array (the MNIST format) from a ``.gz`` file: big-endian magic number
+    (2051 for images, 2049 for labels), the dimensions, the bytes. With ``sha256``, the decompressed
+    bytes must have it. DataInvalid names the file."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read(_IDX_MAX_BYTES + 1)
+    except (OSError, EOFError) as exc:
+        raise DataInvalid(f"{path}: not a readable gzip file ({exc})") from exc
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise DataInvalid(f"{path}: its content differs from the official file's (sha256 {sha256[:12]}...); refusing it")
+    header = 4 * (dims + 1)
+    if len(raw) < header or len(raw) > _IDX_MAX_BYTES:
+        raise DataInvalid(f"{path}: {len(raw)} bytes decompressed, not an IDX file of {dims} dimension(s)")
+    magic, *shape = (int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(dims + 1))
+    if magic != _IDX_MAGIC[dims]:
+        raise DataInvalid(f"{path}: IDX magic number {magic}, expected {_IDX_MAGIC[dims]} (unsigned bytes, {dims}-D)")
+    if len(raw) - header != int(np.prod(shape)):
+        raise DataInvalid(f"{path}: {len(raw) - header} data bytes, its header promises {shape}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _fashion_mnist_folder() -> Path:
+    """The first folder holding all four files: the data root's ``fashion-mnist/``, torchvision's
+    ``FashionMNIST/raw/`` there, Debian's package folder; else torchvision downloads them with
+    ``--download``."""
+    root = data_root()
+    candidates = (root / "fashion-mnist", root / "FashionMNIST" / "raw", FASHION_MNIST_DEBIAN)
+    for folder in candidates:
+        if all((folder / name).is_file() for name in FASHION_MNIST_FILES):
+            return folder
+    if download_allowed():
+        import torchvision.datasets
+
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)  # md5-checked, into FashionMNIST/raw
+        return candidates[1]
+    raise DataMissing.not_found(
+        "Fashion-MNIST", root / "fashion-mnist",
+        f"apt-get install dataset-fashion-mnist (Debian: {FASHION_MNIST_DEBIAN}), or rerun with --download",
+    )
+
+
+def load_fashion_mnist(seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+    """Fashion-MNIST (Xiao et al. 2017): the official IDX files, each checked against its published
+    md5, or, re-gzipped (Debian's package), its content against the official content's sha256.
+
+    28x28 grayscale, one channel (models are built with ``in_chans=1``); the published 60k/10k
+    split, the 60k divided 55k/5k into train and validation (stratified, seeded, saved under
+    ``<root>/splits/``)."""
+    folder = _fashion_mnist_folder()
+
+    def checked(split: str, kind: str, dims: int) -> np.ndarray:
+        name = f"{split}-{kind}-idx{dims}-ubyte.gz"
+        md5, content = FASHION_MNIST_FILES[name]
+        official = file_digest(folder / name, "md5") == md5  # else the same content gzipped again
+        return read_idx(folder / name, dims, None if official else content)
+
+    images, labels = ({split: checked(split, kind, dims) for split in ("train", "t10k")}
+                      for kind, dims in (("images", 3), ("labels", 1)))
+    sets = {}
+    for split in ("train", "t10k"):
+        if images[split].shape[0] != labels[split].shape[0] or images[split].shape[1:] != (28, 28):
+            raise DataInvalid(f"{folder}: {split} has images {images[split].shape} and labels {labels[split].shape}")
+        if labels[split].max(initial=0) >= 10:
+            raise DataInvalid(f"{folder / f'{split}-labels-idx1-ubyte.gz'}: labels outside 0-9")
+        sets[split] = ImageSet(torch.from_numpy(images[split].copy()).unsqueeze(1),
+                               torch.from_numpy(labels[split].astype(np.int64)))
+    train_full = sets["train"]
+    fraction = FASHION_MNIST_VALIDATION / len(train_full) if len(train_full) > FASHION_MNIST_VALIDATION else 0.1
+    train_idx, val_idx = saved_split(data_root() / "splits" / f"fashion-mnist-seed{seed}.json",
+                                     train_full.labels.numpy(), fraction, seed)
+    return DataSplits(train=train_full.subset(torch.from_numpy(train_idx)),
+                      val=train_full.subset(torch.from_numpy(val_idx)), test=sets["t10k"], num_classes=10)
 
 
 def resize_center_crop(image: torch.Tensor, resize: int = 256, crop: int = 224) -> torch.Tensor:
@@ -178,6 +282,11 @@ VOC = DatasetSpec(
     name="voc", loader=SegmentationFolder("voc", "voc2012", ""), task="segmentation",
     normalization=(IMAGENET_MEAN, IMAGENET_STD), default_model="deeplabv3_resnet50", default_suites=("voc-c",),
     train=DEEPLAB_VOC, retrain=DEEPLAB_VOC, mix_table="imagenet-c", max_test_examples=1_449,  # VOC 2012 val
+)
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist", loader=load_fashion_mnist, default_model="digits_cnn",
+    default_suites=("noise",), train=FASHION_TRAIN, retrain=FASHION_RETRAIN,
+    max_test_examples=10_000,
 )
 SBD = DatasetSpec(
     name="sbd", loader=SegmentationFolder("sbd", "sbd", "SBD"), task="segmentation",

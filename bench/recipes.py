@@ -7,6 +7,12 @@ from bench.schema import Recipe
 DIGITS_TRAIN = Recipe(epochs=30, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="cosine")
 DIGITS_RETRAIN = DIGITS_TRAIN.model_copy(update={"epochs": 8, "lr": 1e-3})
 
+# Fashion-MNIST (55k train images): the digits recipe at batch 128, fewer epochs, so that the whole
+# protocol (parent, 4 pruners x 8 ratios, every test set) fits 40 minutes per seed on 2 CPU cores
+# (README, "Fashion-MNIST"; benchmarks/RESULTS.md)
+FASHION_TRAIN = Recipe(epochs=12, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="cosine")
+FASHION_RETRAIN = FASHION_TRAIN.model_copy(update={"epochs": 2, "lr": 1e-3})
+
 # The paper's CIFAR ResNet schedule (torchprune training/cifar/resnet.yaml), also used for retraining.
 CIFAR_RESNET = Recipe(
     epochs=182, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,

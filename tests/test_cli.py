@@ -39,7 +39,7 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, caps
     # the S set: |S| = 178 by the reference's formula, capped at half of the 179 validation images,
     # a seeded random subset (not the first images), recorded with the pruners' identities
     s_set = result.provenance.calibration_indices
-    assert len(s_set) == 89 and s_set == sorted(set(s_set)) and s_set[-1] < 179 and s_set != list(range(89))
+    assert len(s_set) == 90 and s_set == sorted(set(s_set)) and s_set[-1] < 179 and s_set != list(range(90))
     assert set(result.provenance.pruners) == {"wt", "pfp"}
     assert result.provenance.pruners["pfp"].distribution == "prunebench"
     assert len(result.provenance.pruners["pfp"].source_sha256) == 64
