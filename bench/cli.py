@@ -220,7 +220,8 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
     run.add_argument("--verify-data", action="store_true",
                      help="hash every data file again in this run, ignoring the record of files already verified")
-    run.add_argument("--ratios", type=parse_ratios, default=parse_ratios(DEFAULT_RATIOS), help=f"default {DEFAULT_RATIOS}")
+    run.add_argument("--ratios", type=parse_ratios, default=None,
+                     help=f"the cascade's grid (default: the dataset's, {DEFAULT_RATIOS} unless it sets one)")
     run.add_argument("--seed", type=at_least(0), default=0, help="seed of the data split, training, S set and pruning")
     run.add_argument("--epochs", type=at_least(0), default=None, help="parent training epochs (recipe default otherwise)")
     run.add_argument("--retrain-epochs", type=at_least(0), default=None, help="retraining epochs per prune step")
@@ -335,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the network files (default: <result without .json>.networks beside each)")
     verify.add_argument("--reproduce", type=int, default=0, metavar="K",
                         help="also re-run K random cascade steps from their saved predecessor and compare")
-    verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce draw")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce and --sample draws")
+    verify.add_argument("--sample", type=at_least(1), default=None, metavar="K",
+                        help="re-evaluate only K (network, test set) pairs drawn with --seed, comparing every hit of "
+                        "each (test sets and sizes are still all checked); its report does not mark the file verified")
     verify.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write <result>.verify.json beside each result file")
     verify.add_argument("--device", default="cpu", help=f"where to re-evaluate: {DEVICE_HELP}; hits are compared "
@@ -612,13 +616,15 @@ def command_verify(args: argparse.Namespace) -> int:
     failed = 0
     paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])]
     checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
-                            progress=not args.quiet, write_report=args.report, device=args.device)
+                            progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample)
     for path, check in zip(paths, checks):
         for line in check.disagreements:
             print(f"{path.name}: {line}")
         for line in check.reproduced:
             print(f"{path.name}: reproduced {line}")
-        verdict = "verified" if check.passed else f"FAILED ({len(check.disagreements)} disagreements)"
+        verdict = ("FAILED" if not check.passed else "verified" if check.sample is None
+                   else f"verified on a sample of {check.sample} (network, test set) pairs")
+        verdict += f" ({len(check.disagreements)} disagreements)" if not check.passed else ""
         print(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} per-example hits "
               f"compared in {check.seconds:.1f} s")
         failed += not check.passed

@@ -107,7 +107,7 @@ def default_config(
         model=model or spec.default_model,
         pruners=pruners,
         suites=suites if suites is not None else spec.default_suites,
-        target_ratios=target_ratios if target_ratios is not None else ratio_grid(*DEFAULT_GRID),
+        target_ratios=target_ratios if target_ratios is not None else ratio_grid(*(spec.ratio_grid or DEFAULT_GRID)),
         train=train,
         retrain=retrain,
         seed=seed,

@@ -211,6 +211,8 @@ class DatasetSpec:
     # the most examples one of its test sets holds, clean or shifted (the clean test split; every
     # suite transforms or subsets it, or has fewer images): bounds n_examples of its result files
     max_test_examples: int
+    # its default ratio grid as (kind, low, high, count) for bench.config.ratio_grid; None: DEFAULT_GRID
+    ratio_grid: tuple[Literal["geom", "lin"], float, float, int] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

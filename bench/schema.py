@@ -312,6 +312,9 @@ class VerifyReport(Strict):
     passed: bool
     networks_checked: int = Field(ge=0)
     hits_compared: int = Field(ge=0)
+    # `bench verify --sample K`: the (network, test set) pairs compared; None: every pair. The board
+    # marks a file verified only by a report of every pair
+    sample: int | None = Field(default=None, ge=1)
     reproduced: list[str] = []
     disagreements: list[str] = []
     prunebench: str

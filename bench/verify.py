@@ -78,6 +78,7 @@ class Verification:
     hits_compared: int = 0
     reproduced: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    sample: int | None = None  # --sample K: the (network, test set) pairs compared; None: all
 
     @property
     def passed(self) -> bool:
@@ -93,6 +94,7 @@ class Verification:
             passed=self.passed,
             networks_checked=self.networks_checked,
             hits_compared=self.hits_compared,
+            sample=self.sample,
             reproduced=self.reproduced,
             disagreements=self.disagreements,
             prunebench=version("prunebench"),
@@ -210,11 +212,14 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
 
 
 def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce: int = 0, seed: int = 0,
-                  progress: bool = True, write_report: bool = True, device: str = "cpu") -> Verification:
+                  progress: bool = True, write_report: bool = True, device: str = "cpu",
+                  sample: int | None = None) -> Verification:
     """Check one result file against its saved networks (see the module docstring).
 
     `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
     randomly chosen cascade steps (drawn with `seed`) to re-run from their saved predecessor.
+    `sample`: re-evaluate only that many (network, test set) pairs, drawn with `seed`, every hit of
+    each compared (every test set is still rebuilt and checked, every network's size too); None: all.
     `device`: a `--device` value; networks are evaluated (and steps re-run) there. Hits are
     compared exactly, so verify on the device type the result records (`provenance.device`).
     """
@@ -231,6 +236,8 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
             check.fail("data", f"dataset {config.dataset!r} here differs from the recorded one (checksum)")
             return _finish(check, started, write_report)
         distributions = _check_distributions(check, test_distributions(config, data))
+        chosen = _sampled_pairs(result, distributions, sample, seed)
+        check.sample = sample
         parent_nonzero = None
         recorded = result.provenance.device
         hint = "" if recorded == torch.device(device).type else (
@@ -240,6 +247,8 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
             parent_nonzero = parent_nonzero if parent_nonzero is not None else nonzero
             _check_sparsity(check, net, nonzero, parent_nonzero)
             for dist in distributions:
+                if chosen is not None and (label(net), dist.name) not in chosen:
+                    continue
                 outcome = evaluate(model, data, dist.images, precision=config.precision)
                 check.hits_compared += len(dist.images)
                 problem = _hit_differences(net, dist, outcome)
@@ -252,6 +261,15 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
             for net in random.Random(seed).sample(steps, min(reproduce, len(steps))):
                 _reproduce_step(check, net, folder, data, nominal, parent_nonzero, device)
     return _finish(check, started, write_report)
+
+
+def _sampled_pairs(result: RunResult, distributions: Sequence[TestDistribution], sample: int | None,
+                   seed: int) -> set[tuple[str, str]] | None:
+    """`sample` (network label, test set name) pairs drawn with `seed` from all of them; None: all."""
+    if sample is None:
+        return None
+    pairs = [(label(net), dist.name) for net in result.networks for dist in distributions]
+    return set(random.Random(seed).sample(pairs, min(sample, len(pairs))))
 
 
 def _loaded(check: Verification, folder: Path, data: DataBundle, progress: bool,

@@ -157,7 +157,7 @@ def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set
     verified = set()
     for path, result in zip(paths, results):
         report = read_report(path)
-        if report is not None and report.passed and report.integrity == result.integrity:
+        if report is not None and report.passed and report.sample is None and report.integrity == result.integrity:
             verified.add(result.integrity)
     return verified
 

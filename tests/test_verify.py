@@ -177,3 +177,29 @@ def test_per_example_hits_of_each_network_match_a_fresh_evaluation(finished):
         model = load_state(new_model(result.config, data), networks_folder(finished) / "parent-0.safetensors")
         hits = correct_predictions(model.eval(), data, data.test).numpy()
     assert np.array_equal(hits, unpack_hits(result.parent.hits["digits/clean"], len(hits)))
+
+
+def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(result_copy, capsys):
+    result = load_result(result_copy)
+    pairs = len(result.networks) * len(result.distributions)
+    check = verify_result(result_copy, progress=False, write_report=True, sample=3, seed=1)
+    assert check.passed and check.networks_checked == len(result.networks)
+    assert check.hits_compared == 3 * 539 and 3 < pairs
+    report = read_report(result_copy)
+    assert report.sample == 3 and report.passed
+    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)  # a sample does not mark it verified
+
+    name = "noise/gaussian_noise/0.04"
+
+    def flip(raw):  # one flipped hit of the parent on one test set: found by every sample holding that pair
+        net = next(n for n in raw["networks"] if n["pruner"] == "parent")
+        hits = unpack_hits(net["hits"][name], 539)
+        hits[3] = not hits[3]
+        net["hits"][name], net["accuracy"][name] = pack_hits(hits), float(hits.mean())
+
+    rewrite(result_copy, flip)
+    assert main(["verify", str(result_copy), "--sample", str(pairs), "--quiet", "--no-report"]) == 1
+    assert f"parent on {name}: 1 of 539 per-example hits differ (examples 3)" in capsys.readouterr().out
+    missed = [seed for seed in range(20) if verify_result(result_copy, progress=False, write_report=False,
+                                                          sample=1, seed=seed).passed]
+    assert missed  # a sample of one pair rarely holds it: sampling trades coverage for time
