@@ -21,16 +21,16 @@ from bench.corruptions import (
     seed_for,
     weather,
 )
-from bench.corruptions.tables import ALL_CORRUPTIONS, CIFAR10_C, IMAGENET_C, MIX1, MIX2
+from bench.corruptions.tables import ALL_CORRUPTIONS, CIFAR10_C, IMAGENET_C, MIX1, MIX2, MNIST_C_GEOMETRIC
 
 # Constants by increasing severity 1..5: the ImageNet-C constants of imagecorruptions 1.1.2
-# (bench.corruptions.tables.IMAGENET_C) plus our uniform_noise.
-SEVERITY_LEVELS: dict[str, tuple] = {**IMAGENET_C, "uniform_noise": (0.05, 0.1, 0.2, 0.3, 0.4)}
+# (bench.corruptions.tables.IMAGENET_C) plus our uniform_noise and MNIST-C's geometric corruptions.
+SEVERITY_LEVELS: dict[str, tuple] = {**IMAGENET_C, "uniform_noise": (0.05, 0.1, 0.2, 0.3, 0.4), **MNIST_C_GEOMETRIC}
 # corruptions whose deviation from the clean image grows strictly with severity at these constants
 MONOTONE = [
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise", "gaussian_blur",
     "defocus_blur", "zoom_blur", "contrast", "brightness", "pixelate", "jpeg_compression",
-    "motion_blur", "elastic_transform",
+    "motion_blur", "elastic_transform", "shear", "scale", "translate",  # rotate: saturates past 0.8 rad here
 ]
 
 
@@ -59,7 +59,7 @@ def mad(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_registry_and_tables_cover_all_corruptions() -> None:
-    assert set(CORRUPTIONS) == set(SEVERITY_LEVELS) == set(ALL_CORRUPTIONS) | {"uniform_noise"}
+    assert set(CORRUPTIONS) == set(SEVERITY_LEVELS) == set(ALL_CORRUPTIONS) | {"uniform_noise"} | set(MNIST_C_GEOMETRIC)
     assert set(CIFAR10_C) == set(IMAGENET_C) == set(ALL_CORRUPTIONS) and len(ALL_CORRUPTIONS) == 19
     assert all(len(levels) == 5 for table in (CIFAR10_C, IMAGENET_C) for levels in table.values())
     assert len(MIX1) == 9 and len(MIX2) == 10 and set(MIX1) | set(MIX2) == set(ALL_CORRUPTIONS)
@@ -399,3 +399,61 @@ def test_saturate_matches_hsv_roundtrip() -> None:
                     h, s, v = colorsys.rgb_to_hsv(*img[:, i, j])
                     ref[:, i, j] = colorsys.hsv_to_rgb(h, min(max(s * level[0] + level[1], 0.0), 1.0), v)
             assert np.abs(got - np.round(ref * 255)).max() <= 1
+
+
+# ------------------------------------------------------------ MNIST-C's geometric corruptions
+
+
+def digit_like(n: int = 6, size: int = 28, seed: int = 0) -> torch.Tensor:
+    """Bright blobs on a black background away from the border (as MNIST / Fashion-MNIST), uint8 (n, 1, size, size)."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 1, size, size)
+    images[:, :, 8:20, 9:19] = 0.3 + 0.7 * torch.rand(n, 1, 12, 10, generator=gen)
+    return (images * 255).round().to(torch.uint8)
+
+
+def test_translate_shifts_by_the_stated_offset_either_way() -> None:
+    images = digit_like()
+    out = corrupt(images, "translate", 3, seed=[11 * i for i in range(len(images))])
+    directions = set()
+    for image, shifted in zip(images, out):
+        # output pixel p shows source p + (dx, dy): the content moves by (-dy, -dx) (rows, cols)
+        matches = [(dy, dx) for dy in (-3, 3) for dx in (-3, 3)
+                   if torch.equal(shifted, torch.roll(image, shifts=(-dy, -dx), dims=(-2, -1)))]
+        assert len(matches) == 1  # content away from the border: the roll is the shift
+        directions.add(matches[0])
+    assert len(directions) > 1  # the direction is drawn per image
+
+
+def test_rotate_by_a_quarter_turn_permutes_pixels_and_small_angles_keep_the_histogram() -> None:
+    images = digit_like(size=28)
+    quarter = corrupt(images, "rotate", np.pi / 2, seed=[3 * i for i in range(len(images))])
+    for image, rotated in zip(images, quarter):
+        assert any(torch.equal(rotated, torch.rot90(image, k, dims=(-2, -1))) for k in (1, 3))
+    flat = (images > 0).to(torch.uint8) * 200  # flat blobs: interpolation changes only their edges
+    tilted = corrupt(flat, "rotate", 0.4, seed=5).float()
+    # up to interpolation: the same total intensity, the same area above half the level
+    assert torch.allclose(tilted.sum((1, 2, 3)), flat.float().sum((1, 2, 3)), rtol=0.02)
+    area = (flat >= 100).sum((1, 2, 3)).float()
+    assert ((tilted >= 100).sum((1, 2, 3)).float() - area).abs().max() <= 0.1 * area.max()
+
+
+def test_scale_shrinks_about_the_centre_and_shear_keeps_it() -> None:
+    images = torch.zeros(1, 1, 29, 29, dtype=torch.uint8)
+    images[0, 0, 14, 14] = 255  # the centre pixel: fixed by shear, rotate and scale
+    for name, level in (("shear", 0.6), ("rotate", 0.8), ("scale", 2.0)):
+        assert corrupt(images, name, level, seed=0)[0, 0, 14, 14] == 255, name
+    block = digit_like(1, 29)
+    halved = corrupt(block, "scale", 2.0, seed=0)
+    assert (halved > 0).sum() < 0.3 * (block > 0).sum()  # a quarter of the area, up to interpolation
+    assert halved[0, 0, :7].sum() == 0 and halved[0, 0, 22:].sum() == 0
+
+
+@pytest.mark.parametrize("name", sorted(MNIST_C_GEOMETRIC))
+def test_geometric_corruptions_are_seeded_per_image(name: str) -> None:
+    images = digit_like(8)
+    seeds = [seed_for(0, "make-c", name, 3, i) for i in range(len(images))]
+    level = MNIST_C_GEOMETRIC[name][2]
+    out = corrupt(images, name, level, seeds)
+    assert torch.equal(out, corrupt(images, name, level, seeds))
+    assert torch.equal(out[2:5], corrupt(images[2:5], name, level, seeds[2:5]))

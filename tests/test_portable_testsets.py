@@ -22,14 +22,14 @@ import torch
 # Runs in a fresh interpreter (the environment variables act when torch loads): the checksum of
 # every (suite, corruption, severity) test set of every registered corruption suite on 24 digits
 # test images, and of every corruption x severity of the CIFAR-10-C and ImageNet-C tables on
-# 3x32x32 and 3x64x64 images and of every table on 1x28x28 grayscale images (per-image seeds, as
+# 3x32x32 and 3x64x64 images and of every table (MNIST-C's geometric one too) on 1x28x28 grayscale images (per-image seeds, as
 # `bench data make-c` draws them).
 SCRIPT = r"""
 import dataclasses, hashlib, json, sys
 import torch
 from bench.api import CorruptionSuite
 from bench.corruptions import corrupt, seed_for
-from bench.corruptions.tables import TABLES
+from bench.corruptions.tables import MNIST_C_GEOMETRIC, TABLES
 from bench.data import ImageSet, load_digits
 from bench.registry import SUITE_GROUP, available, load_class
 from bench.suite import Suite
@@ -48,7 +48,7 @@ out = {}
 digits = load_digits(seed=0)
 test = ImageSet(digits.test.images[:24], digits.test.labels[:24])
 small = dataclasses.replace(digits, test=test)
-tables = dict(TABLES)
+tables = {**TABLES, "mnist-c": MNIST_C_GEOMETRIC}
 for name in available(SUITE_GROUP):
     suite = load_class(SUITE_GROUP, name, Suite)()
     if not isinstance(suite, CorruptionSuite):

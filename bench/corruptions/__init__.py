@@ -1,4 +1,4 @@
-"""Batched, seeded torch implementations of the 19 CIFAR-10-C / ImageNet-C corruptions (and uniform_noise).
+"""Batched, seeded torch implementations of the 19 CIFAR-10-C / ImageNet-C corruptions, uniform_noise and MNIST-C's geometric ones.
 
 Every corruption is a :data:`CorruptionFn` ``fn(x, level, generator) -> y``: ``x`` is a float32
 batch (N, C, H, W) in [0, 1]; ``level`` is that corruption's full constant at one severity (a
@@ -22,6 +22,7 @@ Modules, by ImageNet-C's categories:
 * :mod:`~bench.corruptions.weather`: snow, frost, fog, brightness, spatter;
 * :mod:`~bench.corruptions.digital`: contrast, elastic_transform, pixelate, jpeg_compression,
   saturate;
+* :mod:`~bench.corruptions.geometric`: MNIST-C's shear, scale, rotate, translate;
 * :mod:`~bench.corruptions.tables`: the per-severity constants;
 * internals: ``_levels`` (constants), ``_random`` (generators, seeds), ``_operators`` (shared
   linear operators and sampling), ``_opencv`` (OpenCV routines re-implemented), ``_registry``
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         pixelate,
         saturate,
     )
+    from bench.corruptions.geometric import rotate, scale, shear, translate
     from bench.corruptions.noise import (
         gaussian_noise,
         impulse_noise,
@@ -91,18 +93,22 @@ __all__ = [
     "motion_blur",
     "normalize_level",
     "pixelate",
+    "rotate",
     "saturate",
+    "scale",
     "seed_for",
+    "shear",
     "shot_noise",
     "snow",
     "spatter",
     "speckle_noise",
+    "translate",
     "uniform_noise",
     "zoom_blur",
 ]
 
 # the submodules whose ``__all__`` hold the names above
-_SUBMODULES = ("_levels", "_random", "_registry", "noise", "blur", "weather", "digital")
+_SUBMODULES = ("_levels", "_random", "_registry", "noise", "blur", "weather", "digital", "geometric")
 
 
 def __getattr__(name: str) -> Any:

@@ -271,10 +271,15 @@ def bilinear_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
 
     The two integer taps of each axis are folded into the image by ``mode`` (``'symmetric'``
     is ``scipy.ndimage.map_coordinates(order=1, mode='reflect')``, ``'reflect'`` is cv2's
-    BORDER_REFLECT_101).
+    BORDER_REFLECT_101); ``'constant'``: taps outside the image are 0 (skimage ``warp(order=1,
+    mode='constant', cval=0)``), through a zero border that clamped taps land on.
     """
-    n, _, h, w = x.shape
     rows, cols = rows.to(torch.float64), cols.to(torch.float64)
+    if mode == "constant":
+        x = torch.nn.functional.pad(x, (1, 1, 1, 1))
+        rows, cols, mode = rows + 1.0, cols + 1.0, "replicate"
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
     row0, col0 = rows.floor(), cols.floor()
     frac_r = (rows - row0).to(x.dtype).unsqueeze(1)
     frac_c = (cols - col0).to(x.dtype).unsqueeze(1)
@@ -283,7 +288,8 @@ def bilinear_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
     c_a, c_b = fold_index(col0, w, mode), fold_index(col0 + 1, w, mode)
 
     def take(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return gather_pixels(x, (r * w + col).reshape(n, h * w))
+        index = (r * w + col).reshape(n, 1, -1).expand(n, c, -1)
+        return flat.gather(2, index).reshape(n, c, *rows.shape[1:])
 
     top = take(r_a, c_a) * (1 - frac_c) + take(r_a, c_b) * frac_c
     bottom = take(r_b, c_a) * (1 - frac_c) + take(r_b, c_b) * frac_c

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from bench.corruptions import blur, digital, noise, weather
+from bench.corruptions import blur, digital, geometric, noise, weather
 from bench.corruptions._levels import Level, normalize_level
 from bench.corruptions._operators import to_uint8
 from bench.corruptions._random import Generators, generators_for_seed
@@ -37,10 +37,14 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "jpeg_compression": digital.jpeg_compression,
     "elastic_transform": digital.elastic_transform,
     "spatter": weather.spatter,
+    "shear": geometric.shear,
+    "scale": geometric.scale,
+    "rotate": geometric.rotate,
+    "translate": geometric.translate,
 }
 
 # corruption -> family, as ImageNet-C groups them (the module that defines each: noise, blur,
-# weather, digital); figures plot one panel per family
+# weather, digital), plus MNIST-C's geometric ones; figures plot one panel per family
 FAMILIES: dict[str, str] = {name: fn.__module__.rsplit(".", 1)[-1] for name, fn in CORRUPTIONS.items()}
 
 # corruptions whose output depends on the seed (the others ignore the generator)
@@ -58,6 +62,9 @@ RANDOM_CORRUPTIONS = frozenset(
         "fog",
         "elastic_transform",
         "spatter",
+        "shear",
+        "rotate",
+        "translate",
     }
 )
 

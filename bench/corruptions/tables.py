@@ -34,6 +34,7 @@ __all__ = [
     "IMAGENET_C",
     "MIX1",
     "MIX2",
+    "MNIST_C_GEOMETRIC",
     "TABLES",
     "Constant",
     "Table",
@@ -169,6 +170,15 @@ MIX1 = (
     "zoom_blur",
 )
 MIX2 = tuple(name for name in ALL_CORRUPTIONS if name not in MIX1)
+
+# MNIST-C (Mu & Gilmer 2019, google-research/mnist-c corruptions.py): the five constants of each of its
+# affine corruptions (its released set uses one of them), in the forms of bench.corruptions.geometric
+MNIST_C_GEOMETRIC: dict[str, tuple[Constant, ...]] = {
+    "shear": (0.2, 0.4, 0.6, 0.8, 1.0),  # radians
+    "scale": (1 / 0.9, 1 / 0.8, 1 / 0.7, 1 / 0.6, 1 / 0.5),  # source-to-output factor
+    "rotate": (0.2, 0.4, 0.6, 0.8, 1.0),  # radians
+    "translate": (1, 2, 3, 4, 5),  # pixels along each axis
+}
 
 TABLES: dict[str, dict[str, tuple[Constant, ...]]] = {"cifar10-c": CIFAR10_C, "imagenet-c": IMAGENET_C}
 
