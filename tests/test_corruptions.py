@@ -21,16 +21,27 @@ from bench.corruptions import (
     seed_for,
     weather,
 )
-from bench.corruptions.tables import ALL_CORRUPTIONS, CIFAR10_C, IMAGENET_C, MIX1, MIX2, MNIST_C_GEOMETRIC
+from bench.corruptions.tables import (
+    ALL_CORRUPTIONS,
+    CIFAR10_C,
+    IMAGENET_C,
+    MIX1,
+    MIX2,
+    MNIST_C_GEOMETRIC,
+    MNIST_C_STROKES,
+)
 
 # Constants by increasing severity 1..5: the ImageNet-C constants of imagecorruptions 1.1.2
 # (bench.corruptions.tables.IMAGENET_C) plus our uniform_noise and MNIST-C's geometric corruptions.
-SEVERITY_LEVELS: dict[str, tuple] = {**IMAGENET_C, "uniform_noise": (0.05, 0.1, 0.2, 0.3, 0.4), **MNIST_C_GEOMETRIC}
+SEVERITY_LEVELS: dict[str, tuple] = {
+    **IMAGENET_C, "uniform_noise": (0.05, 0.1, 0.2, 0.3, 0.4), **MNIST_C_GEOMETRIC, **MNIST_C_STROKES,
+}
 # corruptions whose deviation from the clean image grows strictly with severity at these constants
 MONOTONE = [
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise", "gaussian_blur",
     "defocus_blur", "zoom_blur", "contrast", "brightness", "pixelate", "jpeg_compression",
     "motion_blur", "elastic_transform", "shear", "scale", "translate",  # rotate: saturates past 0.8 rad here
+    "stripe", "dotted_line", "zigzag",
 ]
 
 
@@ -59,7 +70,8 @@ def mad(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_registry_and_tables_cover_all_corruptions() -> None:
-    assert set(CORRUPTIONS) == set(SEVERITY_LEVELS) == set(ALL_CORRUPTIONS) | {"uniform_noise"} | set(MNIST_C_GEOMETRIC)
+    mnist_c = set(MNIST_C_GEOMETRIC) | set(MNIST_C_STROKES)
+    assert set(CORRUPTIONS) == set(SEVERITY_LEVELS) == set(ALL_CORRUPTIONS) | {"uniform_noise"} | mnist_c
     assert set(CIFAR10_C) == set(IMAGENET_C) == set(ALL_CORRUPTIONS) and len(ALL_CORRUPTIONS) == 19
     assert all(len(levels) == 5 for table in (CIFAR10_C, IMAGENET_C) for levels in table.values())
     assert len(MIX1) == 9 and len(MIX2) == 10 and set(MIX1) | set(MIX2) == set(ALL_CORRUPTIONS)
@@ -457,3 +469,52 @@ def test_geometric_corruptions_are_seeded_per_image(name: str) -> None:
     out = corrupt(images, name, level, seeds)
     assert torch.equal(out, corrupt(images, name, level, seeds))
     assert torch.equal(out[2:5], corrupt(images[2:5], name, level, seeds[2:5]))
+
+
+# ------------------------------------------------------------------- strokes (overlay)
+
+
+def mnist_c_line(c0: float, r0: float, c1: float, r1: float, size: int = 28) -> np.ndarray:
+    """MNIST-C's line_from_points (google-research/mnist-c corruptions.py), restated in numpy."""
+    if c1 == c0:
+        return np.zeros((size, size))
+    cc, rr = np.meshgrid(np.linspace(0, size - 1, size), np.linspace(0, size - 1, size), sparse=True)
+    dist = np.clip(np.abs(rr - ((r1 - r0) / (c1 - c0) * (cc - c0) + r0)), 0, 2.3 - 1e-10)
+    line = np.clip(np.log(1 - dist / 2.3) + 1, 0, 1)
+    line[:, : int(np.floor(c0))] = 0
+    line[:, int(np.ceil(c1)):] = 0
+    return line
+
+
+@pytest.mark.parametrize("segment", [(0, 3, 27, 20), (2.0, 14.0, 4.3, 12.1), (5, 5, 5, 9), (3.5, 27, 21.2, 0)])
+def test_lines_are_mnist_cs(segment: tuple[float, ...]) -> None:
+    from bench.corruptions.overlay import line_from_points
+
+    ours = line_from_points(torch.tensor(segment, dtype=torch.float64), 28, 28).numpy()
+    assert np.abs(ours - mnist_c_line(*segment)).max() < 1e-12
+
+
+@pytest.mark.parametrize("width", [1, 3, 7])
+def test_stripe_inverts_exactly_one_band_of_its_width(width: int) -> None:
+    images = natural_images(n=8, size=28, channels=1)
+    out = corrupt(images, "stripe", width, seed=[5 * i for i in range(len(images))])
+    starts = set()
+    for image, striped in zip(images, out):
+        changed_columns = (striped != image).all(dim=-2).squeeze(0)  # every pixel of a column changed
+        assert torch.equal((striped != image).any(dim=-2).squeeze(0), changed_columns)  # whole columns only
+        columns = torch.nonzero(changed_columns).flatten().tolist()
+        assert columns == list(range(columns[0], columns[0] + width))  # one band: one line of that width
+        assert torch.equal(striped[..., columns], 255 - image[..., columns])
+        starts.add(columns[0])
+    assert len(starts) > 1
+
+
+@pytest.mark.parametrize("name, level", [("dotted_line", 1), ("dotted_line", 4), ("zigzag", 1), ("zigzag", 3)])
+def test_strokes_only_add_brightness_and_dotted_lines_skip_every_other_pair_of_columns(name: str, level: int) -> None:
+    images = digit_like(8)
+    out = corrupt(images, name, level, seed=[7 * i for i in range(len(images))])
+    assert (out >= images).all() and (out > images).any()
+    if name == "dotted_line":
+        off = (torch.arange(28) // 2) % 2 == 0
+        assert torch.equal(out[..., off], images[..., off])
+        assert all((o > i).any() for o, i in zip(out, images))  # a line across every image

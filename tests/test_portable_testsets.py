@@ -29,7 +29,7 @@ import dataclasses, hashlib, json, sys
 import torch
 from bench.api import CorruptionSuite
 from bench.corruptions import corrupt, seed_for
-from bench.corruptions.tables import MNIST_C_GEOMETRIC, TABLES
+from bench.corruptions.tables import MNIST_C_GEOMETRIC, MNIST_C_STROKES, TABLES
 from bench.data import ImageSet, load_digits
 from bench.registry import SUITE_GROUP, available, load_class
 from bench.suite import Suite
@@ -48,7 +48,7 @@ out = {}
 digits = load_digits(seed=0)
 test = ImageSet(digits.test.images[:24], digits.test.labels[:24])
 small = dataclasses.replace(digits, test=test)
-tables = {**TABLES, "mnist-c": MNIST_C_GEOMETRIC}
+tables = {**TABLES, "mnist-c": {**MNIST_C_GEOMETRIC, **MNIST_C_STROKES}}
 for name in available(SUITE_GROUP):
     suite = load_class(SUITE_GROUP, name, Suite)()
     if not isinstance(suite, CorruptionSuite):

@@ -23,6 +23,7 @@ Modules, by ImageNet-C's categories:
 * :mod:`~bench.corruptions.digital`: contrast, elastic_transform, pixelate, jpeg_compression,
   saturate;
 * :mod:`~bench.corruptions.geometric`: MNIST-C's shear, scale, rotate, translate;
+* :mod:`~bench.corruptions.overlay`: strokes after MNIST-C: stripe, dotted_line, zigzag;
 * :mod:`~bench.corruptions.tables`: the per-severity constants;
 * internals: ``_levels`` (constants), ``_random`` (generators, seeds), ``_operators`` (shared
   linear operators and sampling), ``_opencv`` (OpenCV routines re-implemented), ``_registry``
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         saturate,
     )
     from bench.corruptions.geometric import rotate, scale, shear, translate
+    from bench.corruptions.overlay import dotted_line, stripe, zigzag
     from bench.corruptions.noise import (
         gaussian_noise,
         impulse_noise,
@@ -82,6 +84,7 @@ __all__ = [
     "contrast",
     "corrupt",
     "defocus_blur",
+    "dotted_line",
     "elastic_transform",
     "fog",
     "frost",
@@ -102,13 +105,15 @@ __all__ = [
     "snow",
     "spatter",
     "speckle_noise",
+    "stripe",
     "translate",
     "uniform_noise",
+    "zigzag",
     "zoom_blur",
 ]
 
 # the submodules whose ``__all__`` hold the names above
-_SUBMODULES = ("_levels", "_random", "_registry", "noise", "blur", "weather", "digital", "geometric")
+_SUBMODULES = ("_levels", "_random", "_registry", "noise", "blur", "weather", "digital", "geometric", "overlay")
 
 
 def __getattr__(name: str) -> Any:

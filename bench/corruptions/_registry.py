@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from bench.corruptions import blur, digital, geometric, noise, weather
+from bench.corruptions import blur, digital, geometric, noise, overlay, weather
 from bench.corruptions._levels import Level, normalize_level
 from bench.corruptions._operators import to_uint8
 from bench.corruptions._random import Generators, generators_for_seed
@@ -41,10 +41,13 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "scale": geometric.scale,
     "rotate": geometric.rotate,
     "translate": geometric.translate,
+    "stripe": overlay.stripe,
+    "dotted_line": overlay.dotted_line,
+    "zigzag": overlay.zigzag,
 }
 
 # corruption -> family, as ImageNet-C groups them (the module that defines each: noise, blur,
-# weather, digital), plus MNIST-C's geometric ones; figures plot one panel per family
+# weather, digital), plus MNIST-C's geometric and overlay (strokes) ones; figures plot one panel per family
 FAMILIES: dict[str, str] = {name: fn.__module__.rsplit(".", 1)[-1] for name, fn in CORRUPTIONS.items()}
 
 # corruptions whose output depends on the seed (the others ignore the generator)
@@ -65,6 +68,9 @@ RANDOM_CORRUPTIONS = frozenset(
         "shear",
         "rotate",
         "translate",
+        "stripe",
+        "dotted_line",
+        "zigzag",
     }
 )
 

@@ -35,6 +35,7 @@ __all__ = [
     "MIX1",
     "MIX2",
     "MNIST_C_GEOMETRIC",
+    "MNIST_C_STROKES",
     "TABLES",
     "Constant",
     "Table",
@@ -178,6 +179,13 @@ MNIST_C_GEOMETRIC: dict[str, tuple[Constant, ...]] = {
     "scale": (1 / 0.9, 1 / 0.8, 1 / 0.7, 1 / 0.6, 1 / 0.5),  # source-to-output factor
     "rotate": (0.2, 0.4, 0.6, 0.8, 1.0),  # radians
     "translate": (1, 2, 3, 4, 5),  # pixels along each axis
+}
+# Ours, after MNIST-C's strokes (bench.corruptions.overlay): severity 1 draws what MNIST-C draws once
+# (one dotted line, one zigzag; one stripe 1 column wide where MNIST-C inverts two 7-column bands)
+MNIST_C_STROKES: dict[str, tuple[Constant, ...]] = {
+    "stripe": (1, 2, 3, 5, 7),  # band width, columns
+    "dotted_line": (1, 2, 3, 4, 5),  # lines per image
+    "zigzag": (1, 2, 3, 4, 5),  # zigzags per image
 }
 
 TABLES: dict[str, dict[str, tuple[Constant, ...]]] = {"cifar10-c": CIFAR10_C, "imagenet-c": IMAGENET_C}
