@@ -63,7 +63,6 @@ if TYPE_CHECKING:
         saturate,
     )
     from bench.corruptions.geometric import rotate, scale, shear, translate
-    from bench.corruptions.overlay import dotted_line, stripe, zigzag
     from bench.corruptions.noise import (
         gaussian_noise,
         impulse_noise,
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
         speckle_noise,
         uniform_noise,
     )
+    from bench.corruptions.overlay import dotted_line, stripe, zigzag
     from bench.corruptions.weather import brightness, fog, frost, snow, spatter
 
 __all__ = [
