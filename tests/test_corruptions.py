@@ -518,3 +518,14 @@ def test_strokes_only_add_brightness_and_dotted_lines_skip_every_other_pair_of_c
         off = (torch.arange(28) // 2) % 2 == 0
         assert torch.equal(out[..., off], images[..., off])
         assert all((o > i).any() for o, i in zip(out, images))  # a line across every image
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_canny_edges_are_binary_and_skimages(sigma: float) -> None:
+    feature = pytest.importorskip("skimage.feature")
+    images = torch.cat([natural_images(n=6, size=28, channels=1), digit_like(6)])
+    out = corrupt(images, "canny_edges", sigma, seed=0)
+    assert set(out.unique().tolist()) == {0, 255}  # binary
+    for image, edges in zip(images, out):
+        reference = feature.canny(image[0].double().numpy() / 255.0, sigma=sigma)
+        assert np.array_equal(edges[0].numpy() == 255, reference)

@@ -21,7 +21,7 @@ Modules, by ImageNet-C's categories:
 * :mod:`~bench.corruptions.blur`: gaussian_blur, defocus_blur, glass_blur, motion_blur, zoom_blur;
 * :mod:`~bench.corruptions.weather`: snow, frost, fog, brightness, spatter;
 * :mod:`~bench.corruptions.digital`: contrast, elastic_transform, pixelate, jpeg_compression,
-  saturate;
+  saturate, and MNIST-C's canny_edges;
 * :mod:`~bench.corruptions.geometric`: MNIST-C's shear, scale, rotate, translate;
 * :mod:`~bench.corruptions.overlay`: strokes after MNIST-C: stripe, dotted_line, zigzag;
 * :mod:`~bench.corruptions.tables`: the per-severity constants;
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         zoom_blur,
     )
     from bench.corruptions.digital import (
+        canny_edges,
         contrast,
         elastic_transform,
         jpeg_compression,
@@ -81,6 +82,7 @@ __all__ = [
     "Generators",
     "Level",
     "brightness",
+    "canny_edges",
     "contrast",
     "corrupt",
     "defocus_blur",

@@ -81,11 +81,18 @@ def fold_index(index: torch.Tensor, n: int, mode: str) -> torch.Tensor:
 
 
 def filter_operator(weights: torch.Tensor, offsets: torch.Tensor, n: int, mode: str) -> torch.Tensor:
-    """(n, n) float64 matrix M with ``(M @ v)[i] = sum_k weights[k] * v[fold(i + offsets[k])]``."""
+    """(n, n) float64 matrix M with ``(M @ v)[i] = sum_k weights[k] * v[fold(i + offsets[k])]``;
+    ``mode='constant'``: taps outside ``[0, n)`` read 0 (scipy's ``mode='constant'``, cval 0)."""
     rows = torch.arange(n).unsqueeze(1).expand(n, len(offsets))
-    cols = fold_index(rows + offsets.unsqueeze(0), n, mode)
+    positions = rows + offsets.unsqueeze(0)
+    taps = weights.to(torch.float64).expand(n, -1)
+    if mode == "constant":
+        taps = torch.where((positions >= 0) & (positions < n), taps, 0.0)
+        cols = positions.clamp(0, n - 1)
+    else:
+        cols = fold_index(positions, n, mode)
     operator = torch.zeros(n, n, dtype=torch.float64)
-    operator.index_put_((rows, cols), weights.to(torch.float64).expand(n, -1), accumulate=True)
+    operator.index_put_((rows, cols), taps, accumulate=True)
     return operator
 
 

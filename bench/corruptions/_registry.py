@@ -44,6 +44,7 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "stripe": overlay.stripe,
     "dotted_line": overlay.dotted_line,
     "zigzag": overlay.zigzag,
+    "canny_edges": digital.canny_edges,
 }
 
 # corruption -> family, as ImageNet-C groups them (the module that defines each: noise, blur,

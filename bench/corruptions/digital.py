@@ -1,4 +1,5 @@
-"""Digital corruptions: contrast, elastic_transform, pixelate, jpeg_compression, and the extra saturate.
+"""Digital corruptions: contrast, elastic_transform, pixelate, jpeg_compression, the extra saturate, and
+MNIST-C's canny_edges.
 
 Each is a :data:`~bench.corruptions.CorruptionFn` on float (N, C, H, W) batches in [0, 1],
 clamped to [0, 1].  elastic_transform is the only random one; ``_elastic`` takes its draws
@@ -16,16 +17,18 @@ from PIL import Image
 
 from bench.corruptions._exact import exact_mean
 from bench.corruptions._levels import Level, scalar_level, unpack_level
+from bench.corruptions._opencv import padded, window
 from bench.corruptions._operators import (
     apply_separable,
     bilinear_sample,
     divide_where_positive,
     gaussian_filter,
+    settled,
     to_uint8,
 )
 from bench.corruptions._random import Generators, uniform
 
-__all__ = ["contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
+__all__ = ["canny_edges", "contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
 
 
 def contrast(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
@@ -247,3 +250,81 @@ def elastic_transform(x: torch.Tensor, level: Level, generator: Generators) -> t
     noise_x = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
     noise_y = uniform(generator, n, (h, w), -1.0, 1.0, x.device)
     return _elastic(x, constant, jitter, noise_x, noise_y)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------- canny
+
+
+def _sobel(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``scipy.ndimage.sobel(x, axis)`` over the last two dims of (N, H, W): central difference along
+    ``axis`` (0: rows, 1: columns), [1, 2, 1] across it, scipy's default 'reflect' borders."""
+    h, w = x.shape[-2:]
+    p = padded(x, 1, "symmetric")
+
+    def at(dr: int, dc: int) -> torch.Tensor:
+        return window(p, 1, dr, dc, h, w)
+
+    if axis == 0:
+        return (at(1, -1) - at(-1, -1)) + 2.0 * (at(1, 0) - at(-1, 0)) + (at(1, 1) - at(-1, 1))
+    return (at(-1, 1) - at(-1, -1)) + 2.0 * (at(0, 1) - at(0, -1)) + (at(1, 1) - at(1, -1))
+
+
+def _canny(image: torch.Tensor, sigma: float, low: float = 0.1, high: float = 0.2) -> torch.Tensor:
+    """skimage 0.15's ``feature.canny(image, sigma)`` (the version MNIST-C used) on float64 (N, H, W) in
+    [0, 1]: bool edges.
+
+    Gaussian smoothing with 0 outside, divided by the smoothed all-ones mask; Sobel gradients; the
+    magnitude ``sqrt(i**2 + j**2)``; non-maximum suppression interpolating the two neighbours along
+    the gradient in four sectors (later sectors win on their shared diagonals, as there); a 1-pixel
+    border and zero magnitudes dropped; edges: 8-connected components of local maxima >= ``low``
+    holding one >= ``high``."""
+    ones = torch.ones_like(image[:1])
+    bleed = gaussian_filter(ones, sigma, mode="constant") + torch.finfo(torch.float64).eps
+    smoothed = gaussian_filter(image, sigma, mode="constant") / bleed
+    isobel, jsobel = _sobel(smoothed, 0), _sobel(smoothed, 1)
+    abs_i, abs_j = isobel.abs(), jsobel.abs()
+    magnitude = torch.sqrt(isobel * isobel + jsobel * jsobel)
+    h, w = image.shape[-2:]
+    inner = torch.zeros(h, w, dtype=torch.bool, device=image.device)
+    inner[1:-1, 1:-1] = True
+    candidates = inner & (magnitude > 0)
+    m = padded(magnitude, 1, "", fill=0.0)
+
+    def nb(dr: int, dc: int) -> torch.Tensor:
+        return window(m, 1, dr, dc, h, w)
+
+    same_sign = ((isobel >= 0) & (jsobel >= 0)) | ((isobel <= 0) & (jsobel <= 0))
+    other_sign = ((isobel <= 0) & (jsobel >= 0)) | ((isobel >= 0) & (jsobel <= 0))
+    steep, flat = abs_i >= abs_j, abs_i <= abs_j
+    w_steep, w_flat = divide_where_positive(abs_j, abs_i), divide_where_positive(abs_i, abs_j)
+    sectors = (  # (points, weight, (plus: straight, diagonal), (minus: straight, diagonal))
+        (same_sign & steep, w_steep, ((1, 0), (1, 1)), ((-1, 0), (-1, -1))),
+        (same_sign & flat, w_flat, ((0, 1), (1, 1)), ((0, -1), (-1, -1))),
+        (other_sign & flat, w_flat, ((0, 1), (-1, 1)), ((0, -1), (1, -1))),
+        (other_sign & steep, w_steep, ((-1, 0), (-1, 1)), ((1, 0), (1, -1))),
+    )
+    local_maxima = torch.zeros_like(candidates)
+    for points, weight, plus, minus in sectors:
+        keeps = [nb(*diagonal) * weight + nb(*straight) * (1 - weight) <= magnitude for straight, diagonal in (plus, minus)]
+        local_maxima = torch.where(candidates & points, keeps[0] & keeps[1], local_maxima)
+    weak = local_maxima & (magnitude >= low)
+    edges = local_maxima & (magnitude >= high)
+    while True:  # hysteresis: grow the strong edges through 8-connected weak ones
+        grown = torch.nn.functional.max_pool2d(edges.unsqueeze(1).float(), 3, 1, 1).squeeze(1).bool() & weak
+        if settled(edges, grown):
+            return edges
+        edges = grown
+
+
+def canny_edges(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
+    """The binary edge map of each channel (1 on edges, 0 elsewhere): MNIST-C's canny_edges, skimage
+    ``feature.canny`` with thresholds 0.1 / 0.2 and Gaussian ``sigma = level`` (MNIST-C: 1.0).
+
+    The input is snapped to the uint8 grid first (MNIST-C starts from uint8 / 255)."""
+    sigma = scalar_level(level, "canny_edges")
+    if sigma <= 0:
+        raise ValueError(f"canny_edges needs a positive sigma, got {sigma}")
+    n, c, h, w = x.shape
+    exact = torch.round(x.to(torch.float64) * 255.0) / 255.0
+    edges = _canny(exact.reshape(n * c, h, w), sigma)
+    return edges.reshape(n, c, h, w).to(x.dtype)

@@ -186,6 +186,7 @@ MNIST_C_STROKES: dict[str, tuple[Constant, ...]] = {
     "stripe": (1, 2, 3, 5, 7),  # band width, columns
     "dotted_line": (1, 2, 3, 4, 5),  # lines per image
     "zigzag": (1, 2, 3, 4, 5),  # zigzags per image
+    "canny_edges": (1.0, 1.5, 2.0, 2.5, 3.0),  # Gaussian sigma of the edge detector (MNIST-C: 1.0)
 }
 
 TABLES: dict[str, dict[str, tuple[Constant, ...]]] = {"cifar10-c": CIFAR10_C, "imagenet-c": IMAGENET_C}
