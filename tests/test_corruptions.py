@@ -529,3 +529,20 @@ def test_canny_edges_are_binary_and_skimages(sigma: float) -> None:
     for image, edges in zip(images, out):
         reference = feature.canny(image[0].double().numpy() / 255.0, sigma=sigma)
         assert np.array_equal(edges[0].numpy() == 255, reference)
+
+
+def test_optional_fields_mnist_c_glass_coin_and_fog_map_size() -> None:
+    images = digit_like(6)
+    seeds = [13 * i for i in range(len(images))]
+    full = corrupt(images, "glass_blur", (0.7, 1, 2), seeds)
+    assert torch.equal(full, corrupt(images, "glass_blur", (0.7, 1, 2, 1.0), seeds))  # the default: every visit
+    none = corrupt(images, "glass_blur", (0.7, 1, 2, 0.0), seeds)  # no copies: blur, truncate, blur
+    assert torch.equal(none, corrupt(images, "glass_blur", (0.7, 1, 0), seeds))
+    half = corrupt(images, "glass_blur", (0.7, 1, 2, 0.5), seeds)
+    assert mad(none, images) > 0 and 0 < mad(half, none) < mad(full, none)
+    assert torch.equal(corrupt(images, "fog", (1.5, 2), seeds), corrupt(images, "fog", (1.5, 2, 32), seeds))
+    assert not torch.equal(corrupt(images, "fog", (1.5, 2), seeds), corrupt(images, "fog", (1.5, 2, 256), seeds))
+    with pytest.raises(ValueError, match=r"fog takes a constant \(strength, decay, map_size\) \(the last 1 optional\)"):
+        corrupt(images, "fog", (1.5,), 0)
+    with pytest.raises(ValueError, match="map_size 16 is smaller"):
+        corrupt(images, "fog", (1.5, 2, 16), 0)

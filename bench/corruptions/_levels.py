@@ -29,11 +29,14 @@ def normalize_level(level: object) -> Level:
     raise TypeError(f"a corruption constant is a number or a tuple of numbers, got {level!r}")
 
 
-def unpack_level(level: Level, name: str, fields: tuple[str, ...]) -> tuple[float, ...]:
-    """Unpack a multi-parameter per-severity constant, naming the fields when it does not fit."""
-    if isinstance(level, (numbers.Real, float)) or len(level) != len(fields):
-        raise ValueError(f"{name} takes a constant ({', '.join(fields)}), got {level!r}")
-    return tuple(float(v) for v in level)
+def unpack_level(level: Level, name: str, fields: tuple[str, ...], defaults: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """Unpack a multi-parameter per-severity constant, naming the fields when it does not fit; the last
+    ``len(defaults)`` fields are optional and take those values when left out."""
+    if isinstance(level, (numbers.Real, float)) or not len(fields) - len(defaults) <= len(level) <= len(fields):
+        optional = f" (the last {len(defaults)} optional)" if defaults else ""
+        raise ValueError(f"{name} takes a constant ({', '.join(fields)}){optional}, got {level!r}")
+    given = tuple(float(v) for v in level)
+    return given + tuple(defaults[len(defaults) - (len(fields) - len(given)):])
 
 
 def scalar_level(level: Level, name: str) -> float:

@@ -128,7 +128,8 @@ def _glass_blur(x: torch.Tensor, sigma: float, delta: int, offsets: torch.Tensor
 def glass_blur(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     """Blur, locally scramble pixels ``iterations`` times within ``max_delta``, blur again.
 
-    ``level`` is ``(sigma, max_delta, iterations)``.  Gaussian blur (sigma), truncation to
+    ``level`` is ``(sigma, max_delta, iterations[, swap_probability])``; MNIST-C's variant visits
+    each pixel with probability 0.5 (``swap_probability``, default 1: every visit, as ImageNet-C).  Gaussian blur (sigma), truncation to
     uint8, then ``iterations`` sweeps over the pixels ``h = H - d ... d + 1``,
     ``w = W - d ... d + 1`` (descending, row-major) with ``(dx, dy)`` uniform in ``[-d, d - 1]``
     (numpy ``randint(-d, d)``), then the blur again.  The library's "swap"
@@ -140,13 +141,17 @@ def glass_blur(x: torch.Tensor, level: Level, generator: Generators) -> torch.Te
     truncation in between makes flat regions sensitive to the last bit; the input is snapped
     to the uint8 grid first (the library starts from uint8).
     """
-    sigma, delta_f, iterations_f = unpack_level(level, "glass_blur", ("sigma", "max_delta", "iterations"))
+    sigma, delta_f, iterations_f, probability = unpack_level(
+        level, "glass_blur", ("sigma", "max_delta", "iterations", "swap_probability"), (1.0,))
     delta, iterations = int(delta_f), int(iterations_f)
-    if delta < 1 or iterations < 0:
-        raise ValueError(f"glass_blur needs max_delta >= 1 and iterations >= 0, got {level!r}")
+    if delta < 1 or iterations < 0 or not 0 <= probability <= 1:
+        raise ValueError(f"glass_blur needs max_delta >= 1, iterations >= 0 and a probability in [0, 1], got {level!r}")
     n, _, h, w = x.shape
     visited = max(0, h - 2 * delta) * max(0, w - 2 * delta)
     offsets = integers(generator, n, (iterations, visited, 2), -delta, delta, x.device)
+    if probability < 1:  # MNIST-C: each visit copies only if a coin says so (a (0, 0) offset copies nothing)
+        copies = uniform(generator, n, (iterations, visited), 0.0, 1.0, x.device) < probability
+        offsets = offsets * copies.unsqueeze(-1)
     return _glass_blur(x, sigma, delta, offsets)
 
 

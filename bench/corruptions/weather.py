@@ -238,14 +238,17 @@ def _fog(x: torch.Tensor, strength: float, fractal: torch.Tensor) -> torch.Tenso
 def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     """Add a plasma fractal of ``strength`` (roughness ``decay``), then rescale to the image's maximum.
 
-    ``level`` is ``(strength, decay)``.  The fractal is the library's diamond-square
-    ``plasma_fractal`` (side: next power of two >= max(H, W), start ``wibble`` 100 divided by
+    ``level`` is ``(strength, decay[, map_size])``.  The fractal is the library's diamond-square
+    ``plasma_fractal`` (side ``map_size``, default 0: the next power of two >= max(H, W); MNIST-C
+    draws a 256 map for its 28 x 28 images and keeps the top-left corner), start ``wibble`` 100 divided by
     ``decay`` per level, noise ``wibble * U(-wibble, wibble)``), in float64, per image; the
     result is ``(x + strength * fractal) * max(x) / (max(x) + strength)``.
     """
-    strength, decay = unpack_level(level, "fog", ("strength", "decay"))
+    strength, decay, map_size = unpack_level(level, "fog", ("strength", "decay", "map_size"), (0.0,))
     n, _, h, w = x.shape
-    mapsize = 1 if max(h, w) == 0 else 2 ** (max(h, w) - 1).bit_length()
+    mapsize = int(map_size) or (1 if max(h, w) == 0 else 2 ** (max(h, w) - 1).bit_length())
+    if mapsize < max(h, w):
+        raise ValueError(f"fog's map_size {mapsize} is smaller than the image ({h} x {w})")
 
     def draw_uniform(low: float, high: float, shape: tuple[int, ...]) -> torch.Tensor:
         return uniform(generator, n, shape, low, high, torch.device("cpu"))  # the fractal depends on draws only: CPU
