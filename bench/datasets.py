@@ -285,7 +285,7 @@ VOC = DatasetSpec(
 )
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist", loader=load_fashion_mnist, default_model="digits_cnn",
-    default_suites=("noise",), train=FASHION_TRAIN, retrain=FASHION_RETRAIN,
+    default_suites=("noise", "fashion-mnist-c"), train=FASHION_TRAIN, retrain=FASHION_RETRAIN,
     max_test_examples=10_000, ratio_grid=("geom", 0.3, 0.97, 8),
 )
 SBD = DatasetSpec(

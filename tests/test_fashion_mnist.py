@@ -127,7 +127,8 @@ def test_bench_run_on_fashion_mnist_end_to_end(fashion_root: Path, tmp_path: Pat
     result = load_result(path)
     assert result.config.dataset == "fashion-mnist" and result.config.model == "digits_cnn"
     assert [d.n_examples for d in result.distributions] == [10 * TEST_PER_CLASS] * len(result.distributions)
-    assert any(d.name.startswith("noise/") for d in result.distributions)
+    suites = [d.name.split("/")[0] for d in result.distributions]
+    assert (suites.count("fashion-mnist"), suites.count("noise"), suites.count("fashion-mnist-c")) == (1, 8, 75)
     parent = read_state(path.with_suffix(".networks") / "parent-0.safetensors")
     first_conv = next(t for t in parent.values() if t.ndim == 4)
     assert first_conv.shape[1] == 1  # grayscale stays one channel: no fake RGB

@@ -1,0 +1,37 @@
+"""fashion-mnist-c: MNIST-C's 15 corruptions (Mu & Gilmer 2019) of Fashion-MNIST's 10,000 test images, 5 severities.
+
+MNIST-C's corruption set for 28x28 grayscale: shot and impulse noise, glass and motion blur, shear,
+scale, rotate, brightness, translate, stripe, fog, spatter, dotted line, zigzag, canny edges, from
+prunebench's own batched torch engine (bench.corruptions), seeded per (image, corruption, severity)
+through the run's seed. The constants start from MNIST-C's own per-severity lists
+(google-research/mnist-c corruptions.py: its glass blur visits each pixel with probability 0.5, its
+fog crops a 256 x 256 fractal, its spatter is always mud); where MNIST-C has one severity only
+(stripe, dotted line, zigzag, canny edges) the severity is how much is drawn (bench.corruptions.tables
+.MNIST_C_STROKES). benchmarks/calibrate_fashion_mnist_c.py prints the parent's error per corruption and
+severity for these constants (benchmarks/RESULTS.md holds the table).
+"""
+
+from __future__ import annotations
+
+from bench.api import CorruptionSuite
+from bench.corruptions.tables import MNIST_C_GEOMETRIC, MNIST_C_STROKES
+
+_MUD = 1  # spatter's last field: MNIST-C always spatters mud
+
+
+class FashionMnistC(CorruptionSuite):
+    name = "fashion-mnist-c"
+    description = "MNIST-C's 15 corruptions x 5 severities of the Fashion-MNIST test set"
+    datasets = ("fashion-mnist",)
+    table = {
+        "shot_noise": (60, 25, 12, 5, 3),
+        "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),
+        "glass_blur": ((0.7, 1, 2, 0.5), (0.9, 2, 1, 0.5), (1.0, 2, 3, 0.5), (1.1, 3, 2, 0.5), (1.5, 4, 2, 0.5)),
+        "motion_blur": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+        **MNIST_C_GEOMETRIC,
+        "brightness": (0.1, 0.2, 0.3, 0.4, 0.5),
+        "fog": ((1.5, 2, 256), (2.0, 2, 256), (2.5, 1.7, 256), (2.5, 1.5, 256), (3.0, 1.4, 256)),
+        "spatter": ((0.65, 0.3, 4, 0.69, 0.6, _MUD), (0.65, 0.3, 3, 0.68, 0.6, _MUD), (0.65, 0.3, 2, 0.68, 0.5, _MUD),
+                    (0.65, 0.3, 1, 0.65, 1.5, _MUD), (0.67, 0.4, 1, 0.65, 1.5, _MUD)),
+        **MNIST_C_STROKES,
+    }
