@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,7 +121,9 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--corruptions", type=names, default=None, help="comma-separated (default: all 19)")
     parser.add_argument("--severities", type=severity_list, default=make_c.SEVERITIES, help="comma-separated, default 1,2,3,4,5")
     parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
-    parser.add_argument("--table", choices=sorted(TABLES), default="cifar10-c", help="per-severity constants")
+    parser.add_argument("--table", default=None, help=f"per-severity constants: {', '.join(sorted(TABLES))} or a "
+                        "corruption suite (default: the dataset's own corruption suite where make-c writes exactly the sets a run of "
+                        "the same --seed evaluates, e.g. fashion-mnist-c for fashion-mnist; else cifar10-c)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
     parser.add_argument("--device", default="cpu", help=f"where the corruptions run: {DEVICE_HELP} "
                         "(bytes are reproducible per device type)")
@@ -132,10 +134,40 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def corruption_table(name: str) -> Mapping[str, Sequence[Any]]:
+    """The constants of a table of bench.corruptions.tables or of a registered corruption suite."""
+    from bench import registry
+    from bench.corruptions.tables import TABLES
+    from bench.suite import CorruptionSuite, Suite
+
+    if name in TABLES:
+        return TABLES[name]
+    if name in registry.available(registry.SUITE_GROUP):
+        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
+        if issubclass(suite, CorruptionSuite):
+            return suite.table
+    suites = [s for s in registry.available(registry.SUITE_GROUP)
+              if issubclass(registry.load_class(registry.SUITE_GROUP, s, Suite), CorruptionSuite)]
+    raise ValueError(f"unknown corruption table {name!r}; known: {', '.join(sorted([*TABLES, *suites]))}")
+
+
+def own_corruption_suite(dataset: str) -> str | None:
+    """The dataset's own corruption suite: a default suite of it, defined for it alone, whose sets
+    `bench data make-c` reproduces (``per_image_seeds``)."""
+    from bench import registry
+    from bench.data import dataset_spec
+    from bench.suite import CorruptionSuite, Suite
+
+    for name in dataset_spec(dataset).default_suites:
+        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
+        if issubclass(suite, CorruptionSuite) and suite.datasets == (dataset,) and suite.per_image_seeds:
+            return name
+    return None
+
+
 def command_make_c(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.corruptions.tables import table_named
     from bench.data import load_dataset
     from bench.devices import resolve_device
     from bench.files import data_environment
@@ -148,11 +180,13 @@ def command_make_c(args: argparse.Namespace) -> int:
     images = getattr(test, "images", None)
     if images is None:  # a lazily read test source
         images = torch.cat([batch for batch, _ in test.batches(256)])
+    table_name = args.table or own_corruption_suite(args.dataset) or "cifar10-c"
     written = make_c(
         images,
         test.labels,
         args.out,
-        table=table_named(args.table),
+        table=corruption_table(table_name),
+        table_name=table_name,
         corruptions=args.corruptions,
         severities=args.severities,
         seed=args.seed,

@@ -82,6 +82,7 @@ def make_c(
     progress: bool = True,
     chunk_size: int = 1000,
     device: str = "cpu",
+    table_name: str | None = None,
 ) -> dict[str, str]:
     """Write ``<corruption>.npy`` and ``labels.npy`` for uint8 NCHW ``images`` into ``out_dir``.
 
@@ -90,7 +91,8 @@ def make_c(
     the sorted requested ``severities`` (see the module notes).  Returns ``{file name: sha256}``
     of the files written (also merged into ``prunebench-manifest.json``).  ``device``: where the
     corruptions run (random draws stay on the CPU); the bytes are reproducible per device type, and
-    a device other than the CPU is recorded in ``prunebench-make-c.json``.
+    a device other than the CPU is recorded in ``prunebench-make-c.json``, with ``table_name``
+    (default: the name of a built-in table, else "custom").
     """
     import torch
     from tqdm import tqdm
@@ -137,7 +139,7 @@ def make_c(
         bar.close()
 
     update_manifest(out, written)
-    table_name = next((key for key, value in TABLES.items() if value is table), "custom")
+    table_name = table_name or next((key for key, value in TABLES.items() if value is table), "custom")
     parameters: dict[str, Any] = {
         "table": table_name,
         "seed": int(seed),

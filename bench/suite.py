@@ -78,9 +78,18 @@ class CorruptionSuite(Suite):
     """
 
     table: ClassVar[dict[str, tuple[Constant, ...]]]  # a constant is a number or a tuple of numbers
+    # True: image i of (corruption, severity) draws from its own seed, seed_for(seed, "make-c",
+    # corruption, severity, i), as `bench data make-c` draws, so `bench data make-c --table <suite>
+    # --seed S` writes exactly the sets a run of seed S evaluates; False: one seed per test set
+    per_image_seeds: ClassVar[bool] = False
 
     def distribution_name(self, corruption: str, severity: int, level: Constant) -> str:
         return f"{self.name}/{corruption}/{severity}"
+
+    def _seeds(self, seed: int, corruption: str, severity: int, images: int) -> int | list[int]:
+        if self.per_image_seeds:
+            return [seed_for(seed, "make-c", corruption, severity, i) for i in range(images)]
+        return seed_for(seed, self.name, corruption, severity)
 
     def distributions(self, data: DataBundle, seed: int, selection: Selection = EVERYTHING) -> list[TestDistribution]:
         self.check_dataset(data.name)
@@ -89,7 +98,7 @@ class CorruptionSuite(Suite):
             for severity, level in enumerate(levels, start=1):
                 if not selection.wants(corruption, severity):
                     continue
-                images = corrupt(data.test.images, corruption, level, seed_for(seed, self.name, corruption, severity))
+                images = corrupt(data.test.images, corruption, level, self._seeds(seed, corruption, severity, len(data.test)))
                 out.append(
                     TestDistribution(
                         name=self.distribution_name(corruption, severity, level),

@@ -23,6 +23,7 @@ class FashionMnistC(CorruptionSuite):
     name = "fashion-mnist-c"
     description = "MNIST-C's 15 corruptions x 5 severities of the Fashion-MNIST test set"
     datasets = ("fashion-mnist",)
+    per_image_seeds = True  # `bench data make-c --dataset fashion-mnist --seed S` writes these exact sets
     table = {
         "shot_noise": (60, 25, 12, 5, 3),
         "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from bench import datasets
 from bench.checkpoints import read_state
 from bench.cli import main
-from bench.data import dataset_spec
+from bench.data import dataset_spec, load_dataset
 from bench.files import DATA_ENV, DataInvalid, DataMissing
 from bench.results import load_result
 
@@ -132,3 +133,23 @@ def test_bench_run_on_fashion_mnist_end_to_end(fashion_root: Path, tmp_path: Pat
     parent = read_state(path.with_suffix(".networks") / "parent-0.safetensors")
     first_conv = next(t for t in parent.values() if t.ndim == 4)
     assert first_conv.shape[1] == 1  # grayscale stays one channel: no fake RGB
+
+
+def test_make_c_writes_exactly_the_sets_a_run_of_the_same_seed_evaluates(fashion_root: Path, tmp_path: Path) -> None:
+    from bench.registry import SUITE_GROUP, load_class
+    from bench.suite import Suite
+
+    out = tmp_path / "Fashion-MNIST-C"
+    assert main(["data", "make-c", "--dataset", "fashion-mnist", "--out", str(out), "--seed", "2", "--quiet",
+                 "--corruptions", "shot_noise,rotate,zigzag,canny_edges"]) == 0
+    parameters = json.loads((out / "prunebench-make-c.json").read_text())
+    assert parameters["table"] == "fashion-mnist-c" and parameters["image_shape"] == [28, 28, 1]
+    data = load_dataset("fashion-mnist", 2)
+    suite = load_class(SUITE_GROUP, "fashion-mnist-c", Suite)()
+    for dist in suite.distributions(data, seed=2):
+        if dist.corruption in parameters["corruptions"]:
+            rows = np.load(out / f"{dist.corruption}.npy", mmap_mode="r")
+            block = rows[(dist.severity - 1) * len(data.test): dist.severity * len(data.test)]
+            assert np.array_equal(block, dist.images.images.permute(0, 2, 3, 1).numpy()), dist.name
+    labels = np.load(out / "labels.npy")
+    assert np.array_equal(labels, np.tile(data.test.labels.numpy(), 5))
