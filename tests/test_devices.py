@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 from bench.cli import main
 from bench.config import default_config
 from bench.corruptions import CORRUPTIONS, corrupt
-from bench.corruptions.tables import CIFAR10_C
+from bench.corruptions.tables import CIFAR10_C, MNIST_C_GEOMETRIC, MNIST_C_STROKES
 from bench.devices import device_description, module_device, resolve_device
 from bench.jobs import eval_spec, new_model, parent_spec, prune_context, spec_key, step_spec
 from bench.models import create_model
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 META = torch.device("meta")
 CPU = torch.device("cpu")
 HOST_ONLY = {"shot_noise", "jpeg_compression"}  # read the image values on the host: not on meta
-LEVELS = {name: levels[2] for name, levels in CIFAR10_C.items()} | {"uniform_noise": 0.1}
+LEVELS = {name: levels[2] for name, levels in {**CIFAR10_C, **MNIST_C_GEOMETRIC, **MNIST_C_STROKES}.items()} | {"uniform_noise": 0.1}
 RUN = ["run", "--pruner", "wt", "--suite", "noise", "--corruptions", "gaussian_noise", "--ratios", "0.5",
        "--epochs", "1", "--retrain-epochs", "1", "--threads", "1", "--quiet"]
 _COPIES = {"_to_copy", "copy_", "lift_fresh", "lift_fresh_copy", "detach", "alias"}
