@@ -8,12 +8,13 @@ builds them (seed 0), and prints the error table (%): the clean error, then one 
 
 Needs the real data (apt-get install dataset-fashion-mnist, or --download once).
 
-Run: .venv/bin/python benchmarks/calibrate_fashion_mnist_c.py [--parent digits_cnn-12.pt]
+Run: .venv/bin/python benchmarks/calibrate_fashion_mnist_c.py [--parent digits_cnn-12.pt] [--images 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from itertools import pairwise
 from pathlib import Path
 
@@ -32,10 +33,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--parent", type=Path, default=None, help="a trained parent's state dict (default: train one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=None, help="only the first N test images (a quicker table)")
     args = parser.parse_args()
     open_benchmark(threads=1)
     config = default_config(dataset="fashion-mnist", seed=args.seed)
     data = load_dataset("fashion-mnist", args.seed)
+    if args.images is not None:
+        data = dataclasses.replace(data, test=data.test.subset(torch.arange(min(args.images, len(data.test)))))
     torch.manual_seed(args.seed)
     model = create_model(config.model, num_classes=10, in_chans=1)
     if args.parent is not None:
@@ -51,7 +55,7 @@ def main() -> None:
     clean = 100 * (1 - float(evaluate(model, data, data.test)["accuracy"]))  # type: ignore[arg-type]
     rows = [[name, *(f"{e:.1f}" for e in row), "yes" if all(b > a for a, b in pairwise(row)) else "NO"]
             for name, row in errors.items()]
-    print(f"\nclean test error: {clean:.2f} %\n")
+    print(f"\nclean test error: {clean:.2f} % ({len(data.test)} test images)\n")
     print(markdown_table(["corruption", *(f"severity {s}" for s in range(1, 6)), "steady"], rows))
 
 

@@ -35,10 +35,12 @@ def line_from_points(segments: torch.Tensor, height: int, width: int) -> torch.T
     rows = torch.arange(height, dtype=torch.float64)[:, None]
     vertical = c1 == c0
     slope = (r1 - r0) / torch.where(vertical, 1.0, c1 - c0)
-    distance = (rows - (slope * (cols - c0) + r0)).abs().clamp(0.0, _LINE_WIDTH - 1e-10)
-    brightness = (log_unit(1.0 - distance / _LINE_WIDTH) + 1.0).clamp(0.0, 1.0)
-    inside = (cols >= torch.floor(c0)) & (cols < torch.ceil(c1)) & ~vertical
-    return torch.where(inside, brightness, 0.0)
+    distance = (rows - (slope * (cols - c0) + r0)).abs()
+    # beyond 2.3 - 1e-10 the brightness is log(4e-11) + 1 < 0, clipped to 0: the log is needed only near the line
+    near = (cols >= torch.floor(c0)) & (cols < torch.ceil(c1)) & ~vertical & (distance < _LINE_WIDTH - 1e-10)
+    brightness = torch.zeros_like(distance)
+    brightness[near] = (log_unit(1.0 - distance[near] / _LINE_WIDTH) + 1.0).clamp(0.0, 1.0)
+    return brightness
 
 
 def _count(level: Level, name: str) -> int:
@@ -48,9 +50,20 @@ def _count(level: Level, name: str) -> int:
     return int(count)
 
 
-def _draw(x: torch.Tensor, strokes: torch.Tensor) -> torch.Tensor:
-    """x plus the sum of (N, K, H, W) strokes on every channel, clipped (MNIST-C adds and clips)."""
-    return (x.to(torch.float64) + strokes.sum(1, keepdim=True).to(x.device)).clamp(0.0, 1.0).to(x.dtype)
+_CHUNK = 256  # images whose strokes are drawn at once: (chunk, K, H, W) float64 temporaries stay small
+
+
+def _draw(x: torch.Tensor, segments: torch.Tensor, keep_columns: torch.Tensor | None = None) -> torch.Tensor:
+    """x plus the lines of (N, K, 4) ``segments`` (only ``keep_columns`` of them, if given) on every
+    channel, clipped (MNIST-C adds and clips); drawn a chunk of images at a time."""
+    h, w = x.shape[-2:]
+    strokes = torch.zeros(x.shape[0], 1, h, w, dtype=torch.float64)
+    for start in range(0, x.shape[0], _CHUNK):
+        lines = line_from_points(segments[start : start + _CHUNK], h, w)
+        if keep_columns is not None:
+            lines = torch.where(keep_columns, lines, 0.0)
+        strokes[start : start + _CHUNK, 0] = lines.sum(1)
+    return (x.to(torch.float64) + strokes.to(x.device)).clamp(0.0, 1.0).to(x.dtype)
 
 
 def stripe(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
@@ -74,9 +87,7 @@ def dotted_line(x: torch.Tensor, level: Level, generator: Generators) -> torch.T
     rows = integers(generator, n, (count, 2), 0, h - 1, torch.device("cpu")).to(torch.float64)
     ends = torch.tensor([0.0, w - 1.0], dtype=torch.float64).expand(n, count, 2)
     segments = torch.stack([ends[..., 0], rows[..., 0], ends[..., 1], rows[..., 1]], -1)
-    lines = line_from_points(segments, h, w)
-    on = (torch.arange(w) // 2) % 2 == 1
-    return _draw(x, torch.where(on, lines, 0.0))
+    return _draw(x, segments, keep_columns=(torch.arange(w) // 2) % 2 == 1)
 
 
 def _zigzag_points(c0: float, c1: float, r0: float, r1: float, a: float = 2.0, b: float = 2.0) -> list[tuple[float, float]]:
@@ -110,4 +121,4 @@ def zigzag(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor
     most = max((len(s) for s in segments), default=0)
     padded = [s + [[0.0, 0.0, 0.0, 0.0]] * (most - len(s)) for s in segments]  # c0 == c1: draws nothing
     table = torch.tensor(padded, dtype=torch.float64).reshape(n, count * most, 4) if n else torch.zeros(0, 0, 4)
-    return _draw(x, line_from_points(table, h, w))
+    return _draw(x, table)
