@@ -656,9 +656,9 @@ def command_verify(args: argparse.Namespace) -> int:
             print(f"{path.name}: {line}")
         for line in check.reproduced:
             print(f"{path.name}: reproduced {line}")
-        verdict = ("FAILED" if not check.passed else "verified" if check.sample is None
+        verdict = (f"FAILED ({len(check.disagreements)} disagreements)" if not check.passed
+                   else "verified" if check.sample is None
                    else f"verified on a sample of {check.sample} (network, test set) pairs")
-        verdict += f" ({len(check.disagreements)} disagreements)" if not check.passed else ""
         print(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} per-example hits "
               f"compared in {check.seconds:.1f} s")
         failed += not check.passed

@@ -19,6 +19,7 @@ __all__ = [
     "chamfer_distance",
     "correlate3x3",
     "equalize_hist",
+    "hysteresis",
     "padded",
     "resize_operator",
     "resize_uint8",
@@ -102,9 +103,14 @@ def canny(image: torch.Tensor, low: int, high: int) -> torch.Tensor:
         ),
     )
     candidate = local_max & (magnitude > low)
-    edges = candidate & (magnitude > high)
+    return hysteresis(candidate & (magnitude > high), candidate)
+
+
+def hysteresis(strong: torch.Tensor, weak: torch.Tensor) -> torch.Tensor:
+    """The (N, H, W) ``weak`` pixels 8-connected to a ``strong`` one (edge tracing of Canny detectors)."""
+    edges = strong
     while True:
-        grown = torch.nn.functional.max_pool2d(edges.unsqueeze(1).float(), 3, 1, 1).squeeze(1).bool() & candidate
+        grown = torch.nn.functional.max_pool2d(edges.unsqueeze(1).float(), 3, 1, 1).squeeze(1).bool() & weak
         if settled(edges, grown):
             return edges
         edges = grown

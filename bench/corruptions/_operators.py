@@ -132,7 +132,6 @@ def apply_separable(x: torch.Tensor, terms: Sequence[SeparableTerm], bound: floa
     pixels = height * width
     signal = on_grid(x.clamp(-bound, bound))
     grid_terms = [(on_grid(a), on_grid(b)) for a, b in terms]
-    norms = [(_l1_rows(a), _l1_rows(b)) for a, b in grid_terms]
     square = all(a.shape == (height, height) and b.shape == (width, width) for a, b in terms)
     if square and pixels <= DENSE_MAX_PIXELS and len(terms) * (height + width) >= pixels:
         check_exact(sum(float(a.abs().amax()) * float(b.abs().amax()) for a, b in grid_terms), "dense operator")
@@ -142,7 +141,7 @@ def apply_separable(x: torch.Tensor, terms: Sequence[SeparableTerm], bound: floa
         check_exact(_l1_rows(dense) * bound, "dense operator applied")
         applied = torch.matmul(signal.reshape(*x.shape[:-2], pixels), dense.T.to(x.device))
         return applied.reshape(x.shape).to(x.dtype)
-    check_exact(sum(a_norm * b_norm for a_norm, b_norm in norms) * bound, "separable operator")
+    check_exact(sum(_l1_rows(a) * _l1_rows(b) for a, b in grid_terms) * bound, "separable operator")
     out: torch.Tensor | None = None
     for rows_op, cols_op in grid_terms:
         inner = on_grid(torch.matmul(signal, cols_op.T.to(x.device)))

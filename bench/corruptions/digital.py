@@ -17,13 +17,12 @@ from PIL import Image
 
 from bench.corruptions._exact import exact_mean
 from bench.corruptions._levels import Level, scalar_level, unpack_level
-from bench.corruptions._opencv import padded, window
+from bench.corruptions._opencv import hysteresis, padded, window
 from bench.corruptions._operators import (
     apply_separable,
     bilinear_sample,
     divide_where_positive,
     gaussian_filter,
-    settled,
     to_uint8,
 )
 from bench.corruptions._random import Generators, uniform
@@ -307,13 +306,7 @@ def _canny(image: torch.Tensor, sigma: float, low: float = 0.1, high: float = 0.
     for points, weight, plus, minus in sectors:
         keeps = [nb(*diagonal) * weight + nb(*straight) * (1 - weight) <= magnitude for straight, diagonal in (plus, minus)]
         local_maxima = torch.where(candidates & points, keeps[0] & keeps[1], local_maxima)
-    weak = local_maxima & (magnitude >= low)
-    edges = local_maxima & (magnitude >= high)
-    while True:  # hysteresis: grow the strong edges through 8-connected weak ones
-        grown = torch.nn.functional.max_pool2d(edges.unsqueeze(1).float(), 3, 1, 1).squeeze(1).bool() & weak
-        if settled(edges, grown):
-            return edges
-        edges = grown
+    return hysteresis(local_maxima & (magnitude >= high), local_maxima & (magnitude >= low))
 
 
 def canny_edges(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:

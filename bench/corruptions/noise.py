@@ -12,10 +12,9 @@ from bench.corruptions._exact import poisson
 from bench.corruptions._levels import Level, scalar_level
 from bench.corruptions._random import (
     Generators,
-    draw,
-    generator_device,
     rand_like,
     randn_like,
+    uniform,
 )
 
 __all__ = ["gaussian_noise", "impulse_noise", "shot_noise", "speckle_noise", "uniform_noise"]
@@ -40,9 +39,8 @@ def shot_noise(x: torch.Tensor, level: Level, generator: Generators) -> torch.Te
     if photons <= 0:
         raise ValueError(f"shot_noise needs a positive photon count, got {photons}")
     rate = x.to(torch.float64) * photons
-    uniforms = draw(generator, x.shape[0], x.shape[1:],
-                    lambda g, s: torch.rand(s, generator=g, device=generator_device(g), dtype=torch.float64))
-    counts = poisson(rate.cpu(), uniforms.cpu()).to(x.device)
+    uniforms = uniform(generator, x.shape[0], x.shape[1:], 0.0, 1.0, torch.device("cpu"))
+    counts = poisson(rate.cpu(), uniforms).to(x.device)
     return (counts / photons).to(x.dtype).clamp_(0.0, 1.0)
 
 
