@@ -702,7 +702,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    from bench._allocator import tune_allocator
     from bench.models import set_hub_policy
+
+    tune_allocator()
 
     set_hub_policy(getattr(args, "pretrained", False))
     try:

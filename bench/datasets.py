@@ -284,7 +284,7 @@ VOC = DatasetSpec(
     train=DEEPLAB_VOC, retrain=DEEPLAB_VOC, mix_table="imagenet-c", max_test_examples=1_449,  # VOC 2012 val
 )
 FASHION_MNIST = DatasetSpec(
-    name="fashion-mnist", loader=load_fashion_mnist, default_model="digits_cnn",
+    name="fashion-mnist", loader=load_fashion_mnist, default_model="fashion_cnn",
     default_suites=("noise", "fashion-mnist-c"), train=FASHION_TRAIN, retrain=FASHION_RETRAIN,
     max_test_examples=10_000, ratio_grid=("geom", 0.3, 0.97, 8),
 )

@@ -31,6 +31,7 @@ __all__ = [
     "BENCH_MODELS",
     "CifarResNet",
     "DigitsCNN",
+    "FashionCNN",
     "VGG16BN",
     "WideResNet",
     "create_model",
@@ -45,14 +46,14 @@ _VGG16_CFG: tuple[int | str, ...] = (
 )
 
 
-def _conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=bias)
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False, kernel_size: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Sequential:
-    """3x3 conv -> BatchNorm -> ReLU."""
+def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False, kernel_size: int = 3) -> nn.Sequential:
+    """conv (3x3 unless told) -> BatchNorm -> ReLU."""
     # ReLU is not in-place: pruners record BN outputs through forward hooks.
-    return nn.Sequential(_conv3x3(in_ch, out_ch, stride, bias), nn.BatchNorm2d(out_ch), nn.ReLU())
+    return nn.Sequential(_conv3x3(in_ch, out_ch, stride, bias, kernel_size), nn.BatchNorm2d(out_ch), nn.ReLU())
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -311,6 +312,23 @@ class DigitsCNN(_Classifier):
         super().__init__(features, 64, num_classes)
 
 
+class FashionCNN(_Classifier):
+    """Three-conv network for 28x28 grayscale (Fashion-MNIST): a 5x5 stride-2 stem to 14x14, a
+    stride-2 conv to 7x7, one more conv there; 0.98 M MACs per image (digits_cnn: 3.7 M).
+
+    Chosen by measurement to fit the Fashion-MNIST protocol on 2 CPU cores (README, benchmarks/
+    fashion_mnist_model.py): halving the resolution first makes both training and evaluation ~4x
+    cheaper than digits_cnn at >= 90 % test accuracy with 24 epochs."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        features = nn.Sequential(
+            _conv_bn_relu(in_chans, 16, stride=2, kernel_size=5),
+            _conv_bn_relu(16, 32, stride=2),
+            _conv_bn_relu(32, 48),
+        )
+        super().__init__(features, 48, num_classes)
+
+
 _registered: list[str] = []
 
 
@@ -344,6 +362,7 @@ resnet110_cifar_a = _register("resnet110_cifar_a", partial(CifarResNet, 110, sho
 vgg16_bn_cifar = _register("vgg16_bn_cifar", VGG16BN)
 wrn16_8_cifar = _register("wrn16_8_cifar", partial(WideResNet, 16, 8))
 digits_cnn = _register("digits_cnn", DigitsCNN)
+fashion_cnn = _register("fashion_cnn", FashionCNN)
 
 BENCH_MODELS: tuple[str, ...] = tuple(_registered)
 

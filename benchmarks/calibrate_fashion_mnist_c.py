@@ -8,7 +8,7 @@ builds them (seed 0), and prints the error table (%): the clean error, then one 
 
 Needs the real data (apt-get install dataset-fashion-mnist, or --download once).
 
-Run: .venv/bin/python benchmarks/calibrate_fashion_mnist_c.py [--parent digits_cnn-12.pt] [--images 2000]
+Run: .venv/bin/python benchmarks/calibrate_fashion_mnist_c.py [--parent fashion_cnn-24.pt] [--images 2000]
 """
 
 from __future__ import annotations

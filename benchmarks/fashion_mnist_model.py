@@ -10,7 +10,7 @@ set (the clean one, 8 noise sets and 75 fashion-mnist-c sets) spread over both c
 
 Needs the real data (apt-get install dataset-fashion-mnist, or --download once).
 
-Run: .venv/bin/python benchmarks/fashion_mnist_model.py [--models digits_cnn,resnet20_cifar] [--epochs 12,8]
+Run: .venv/bin/python benchmarks/fashion_mnist_model.py [--models fashion_cnn,digits_cnn] [--epochs 24,12]
      [--save DIR]  (keeps each trained parent as DIR/<model>-<epochs>.pt, e.g. for calibrating a suite)
 """
 
@@ -58,8 +58,8 @@ def measure(model_name: str, epochs: int, save: Path | None) -> list[object]:
 
 def main() -> str:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--models", default="digits_cnn")
-    parser.add_argument("--epochs", default="12")
+    parser.add_argument("--models", default="fashion_cnn")
+    parser.add_argument("--epochs", default="24")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args()
     open_benchmark(threads=1)

@@ -126,7 +126,7 @@ def test_bench_run_on_fashion_mnist_end_to_end(fashion_root: Path, tmp_path: Pat
     assert main(args) == 0
     (path,) = out.glob("*.json")
     result = load_result(path)
-    assert result.config.dataset == "fashion-mnist" and result.config.model == "digits_cnn"
+    assert result.config.dataset == "fashion-mnist" and result.config.model == "fashion_cnn"
     assert [d.n_examples for d in result.distributions] == [10 * TEST_PER_CLASS] * len(result.distributions)
     suites = [d.name.split("/")[0] for d in result.distributions]
     assert (suites.count("fashion-mnist"), suites.count("noise"), suites.count("fashion-mnist-c")) == (1, 8, 75)

@@ -20,6 +20,7 @@ EXPECTED_NAMES = (
     "vgg16_bn_cifar",
     "wrn16_8_cifar",
     "digits_cnn",
+    "fashion_cnn",
 )
 
 
@@ -37,6 +38,7 @@ EXPECTED_COUNTS = {
     # Zagoruyko & Komodakis (2016), Table 4: 11.0M parameters
     "wrn16_8_cifar": (10_961_370, 17),
     "digits_cnn": (61_338, 5),
+    "fashion_cnn": (20_314, 4),
 }
 
 
@@ -222,6 +224,24 @@ def test_digits_cnn_layout(built: dict[str, nn.Module]) -> None:
         (64, 64, 1),
     ]
     assert all(c.bias is None for c in convs)
+
+
+def test_fashion_cnn_halves_the_resolution_first_and_costs_a_quarter_of_digits_cnn() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def macs(name: str) -> float:
+        model = bench_models.create_model(name, num_classes=10, in_chans=1).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+        return counter.get_total_flops() / 2
+
+    model = bench_models.create_model("fashion_cnn", num_classes=10, in_chans=1)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (1, 16, 5, 2), (16, 32, 3, 2), (32, 48, 3, 1),
+    ]
+    assert macs("fashion_cnn") == 16 * 25 * 14 * 14 + 32 * 16 * 9 * 7 * 7 + 48 * 32 * 9 * 7 * 7 + 48 * 10
+    assert macs("fashion_cnn") < macs("digits_cnn") / 3.5
 
 
 def test_num_classes_and_in_chans_are_forwarded() -> None:
