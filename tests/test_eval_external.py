@@ -132,3 +132,15 @@ def test_a_network_of_another_model_is_a_one_line_error(brought, tmp_path, capsy
     assert len(err) == 1 and "wrong.pt: does not fit the model" in err[0]
     assert main(["eval", "--parent", str(files["parent"]), "--network", "no-equals-sign", "--quiet"]) == 2
     assert "use METHOD=PATH" in capsys.readouterr().err
+
+
+def test_eval_refuses_an_archive_that_brings_code_and_runs_none(brought, tmp_path, monkeypatch, capsys):
+    _, _, files = brought
+    hostile = Path(__file__).parent / "fixtures" / "hostile" / "archives" / "pickled-weight.pt2"
+    monkeypatch.chdir(tmp_path)
+    code = main(["eval", "--dataset", "digits", "--model", "digits_cnn", "--parent", str(files["parent"]),
+                 "--network", f"ft={hostile}", "--suite", "noise", "--workers", "1", "--quiet",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "is stored pickled" in err, err
+    assert not list(tmp_path.glob("PWNED-*"))
