@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--reproduce", type=int, default=0, metavar="K",
                         help="also re-run K random cascade steps from their saved predecessor and compare")
     verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce and --sample draws")
+    verify.add_argument("--plugins", action="store_true",
+                        help="import the datasets and suites of plugin packages that results need (each file is then "
+                        "verified in a fresh process); without it no plugin code is imported, except by --reproduce, "
+                        "whose steps run in a process of their own")
     verify.add_argument("--sample", type=at_least(1), default=None, metavar="K",
                         help="re-evaluate only K (network, test set) pairs drawn with --seed, comparing every hit of "
                         "each (test sets and sizes are still all checked); its report does not mark the file verified")
@@ -650,7 +654,8 @@ def command_verify(args: argparse.Namespace) -> int:
     failed = 0
     paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])]
     checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
-                            progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample)
+                            progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample,
+                            plugins=args.plugins)
     for path, check in zip(paths, checks):
         for line in check.disagreements:
             print(f"{path.name}: {line}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
@@ -20,6 +21,22 @@ T = TypeVar("T")
 PRUNER_GROUP = "prunebench.pruners"
 SUITE_GROUP = "prunebench.suites"
 DATASET_GROUP = "prunebench.datasets"  # entry points name DatasetSpec instances, not classes
+
+
+BUILTIN_PACKAGE = "prunebench"
+_plugins_allowed = True
+
+
+@contextmanager
+def builtins_only() -> Iterator[None]:
+    """Within: `load` refuses every entry point of a package other than prunebench itself, so no
+    plugin code is imported (`bench verify` without --plugins)."""
+    global _plugins_allowed
+    before, _plugins_allowed = _plugins_allowed, False
+    try:
+        yield
+    finally:
+        _plugins_allowed = before
 
 
 class RegistryError(LookupError):
@@ -73,6 +90,11 @@ def load(group: str, name: str) -> Any:
                             f"packages: {owners}. Uninstall all but one: names must be unique")
     if name not in eps:
         raise RegistryError(f"no {group.split('.')[-1][:-1]} named {name!r} is installed.{alternatives(group, name)}")
+    dist = eps[name].dist
+    package = dist.name if dist is not None else None
+    if not _plugins_allowed and package != BUILTIN_PACKAGE:
+        raise RegistryError(f"{group.split('.')[-1][:-1]} {name!r} comes from the plugin package {_owner(eps[name])}, "
+                            "and bench verify imports no plugin unless asked: rerun with --plugins")
     try:
         return eps[name].load()
     except Exception as exc:  # a broken plugin must say which package is at fault

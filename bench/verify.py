@@ -49,6 +49,7 @@ from bench.jobs import (
     pruner_identity,
 )
 from bench.pruning import count_nonzero
+from bench.registry import builtins_only
 from bench.results import load_result, networks_folder, report_path
 from bench.runner import test_distributions
 from bench.schema import EXTERNAL, PARENT, NetworkResult, RunResult, VerifyReport, unpack_hits
@@ -213,7 +214,7 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
 
 def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce: int = 0, seed: int = 0,
                   progress: bool = True, write_report: bool = True, device: str = "cpu",
-                  sample: int | None = None) -> Verification:
+                  sample: int | None = None, plugins: bool = False) -> Verification:
     """Check one result file against its saved networks (see the module docstring).
 
     `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
@@ -222,7 +223,17 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
     each compared (every test set is still rebuilt and checked, every network's size too); None: all.
     `device`: a `--device` value; networks are evaluated (and steps re-run) there. Hits are
     compared exactly, so verify on the device type the result records (`provenance.device`).
+    `plugins`: whether datasets and suites of plugin packages may be imported (else a result that
+    needs one fails with a RegistryError); reproduced steps always run in a separate process.
     """
+    if plugins:
+        return _verify_result(result_path, networks_dir, reproduce, seed, progress, write_report, device, sample)
+    with builtins_only():
+        return _verify_result(result_path, networks_dir, reproduce, seed, progress, write_report, device, sample)
+
+
+def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int, seed: int, progress: bool,
+                   write_report: bool, device: str, sample: int | None) -> Verification:
     device = str(resolve_device(device))
     started = time.perf_counter()
     result_path = Path(result_path)
@@ -256,11 +267,36 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
                     check.fail(f"{label(net)} on {dist.name}", problem + hint)
         # `bench eval`'s networks were pruned elsewhere: there is no step to re-run
         steps = [n for n in result.networks if n.pruner != PARENT and config.protocol != EXTERNAL]
-        nominal = next((d for d in distributions if d.name == result.nominal.name), None)
-        if reproduce and parent_nonzero is not None and nominal is not None:
-            for net in random.Random(seed).sample(steps, min(reproduce, len(steps))):
-                _reproduce_step(check, net, folder, data, nominal, parent_nonzero, device)
+        nominal_checked = any(d.name == result.nominal.name for d in distributions)
+        if reproduce and parent_nonzero is not None and nominal_checked:
+            chosen_steps = [(n.pruner, n.step) for n in random.Random(seed).sample(steps, min(reproduce, len(steps)))]
+            failures, reproduced = _reproduce_elsewhere(result_path, folder, chosen_steps, parent_nonzero, device)
+            check.disagreements.extend(failures)
+            check.reproduced.extend(reproduced)
     return _finish(check, started, write_report)
+
+
+def _reproduce_elsewhere(result_path: Path, folder: Path, steps: list[tuple[str, int]], parent_nonzero: int,
+                         device: str) -> tuple[list[str], list[str]]:
+    """Re-run `steps` in a fresh spawned process: it imports the pruners (plugins too), so nothing
+    their code does can reach this process's checks. Returns (disagreements, reproduced lines)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_reproduce_steps, result_path, folder, steps, parent_nonzero, device).result()
+
+
+def _reproduce_steps(result_path: Path, folder: Path, steps: list[tuple[str, int]], parent_nonzero: int,
+                     device: str) -> tuple[list[str], list[str]]:
+    """The child's side of `_reproduce_elsewhere`: each step from its saved predecessor."""
+    result = load_result(result_path)
+    check = Verification(result_path, result)
+    with job_environment(result.config):
+        data = load_dataset(result.config.dataset, result.config.seed, result.config.per_class, result.config.image_size)
+        nominal = TestDistribution(name=result.nominal.name, suite=result.nominal.suite, images=data.test)
+        for pruner, step in steps:
+            net = next(n for n in result.networks if n.pruner == pruner and n.step == step)
+            _reproduce_step(check, net, folder, data, nominal, parent_nonzero, device)
+    return check.disagreements, check.reproduced
 
 
 def _sampled_pairs(result: RunResult, distributions: Sequence[TestDistribution], sample: int | None,
@@ -312,10 +348,14 @@ def _finish(check: Verification, started: float, write_report: bool) -> Verifica
 def verify_results(paths: Sequence[Path], workers: int = 1, **options: Any) -> Iterator[Verification]:
     """`verify_result(path, **options)` for every path, in order; with `workers` > 1 the files are
     verified side by side in that many spawned processes (one file per process at a time, no
-    progress bars: verifying re-runs one-thread evaluations, so a file per core uses every core)."""
-    if workers <= 1 or len(paths) <= 1:
+    progress bars: verifying re-runs one-thread evaluations, so a file per core uses every core).
+    With `plugins=True` every file gets a fresh process, so a plugin one file imports cannot change
+    another file's verdict."""
+    isolate = bool(options.get("plugins"))
+    if (workers <= 1 or len(paths) <= 1) and not isolate:
         yield from (verify_result(path, **options) for path in paths)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(paths)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(paths))), mp_context=context,
+                             max_tasks_per_child=1 if isolate else None) as pool:
         yield from pool.map(partial(verify_result, **{**options, "progress": False}), paths)
