@@ -138,9 +138,17 @@ def _check_distributions(check: Verification, rebuilt: list[TestDistribution]) -
             check.fail(described.name, "rebuilt test set has another checksum than the recorded one")
         elif len(dist.images) != described.n_examples:
             check.fail(described.name, f"{len(dist.images)} examples rebuilt, {described.n_examples} recorded")
+        elif (claimed := _description(described.suite, described.corruption, described.severity, described.level)) != (
+                rebuilt := _description(dist.suite, dist.corruption, dist.severity, dist.level)):
+            check.fail(described.name, f"recorded as {claimed}, rebuilt as {rebuilt}")
         else:
             usable.append(dist)
     return usable
+
+
+def _description(suite: str, corruption: str | None, severity: int | None, level: float | None) -> str:
+    """A test set's claimed identity, in words: what the board groups and labels it by."""
+    return f"suite {suite!r}, corruption {corruption!r}, severity {severity!r}, level {level!r}"
 
 
 def _load_network(check: Verification, net: NetworkResult, folder: Path, model: nn.Module) -> bool:

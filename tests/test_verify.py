@@ -203,3 +203,20 @@ def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(
     missed = [seed for seed in range(20) if verify_result(result_copy, progress=False, write_report=False,
                                                           sample=1, seed=seed).passed]
     assert missed  # a sample of one pair rarely holds it: sampling trades coverage for time
+
+
+def test_relabelled_test_sets_fail_verify_naming_the_claim(result_copy, capsys):
+    """The red team's relabelling: severities reversed and gaussian renamed uniform, hits untouched
+    (so every hit still agrees); the labels themselves are rebuilt from the suite and compared."""
+    def relabel(raw: dict) -> None:
+        shifted = [d for d in raw["distributions"] if d["corruption"] is not None]
+        severities = [d["severity"] for d in shifted]
+        for dist, severity in zip(shifted, reversed(severities)):
+            dist["severity"] = severity
+            dist["corruption"] = "uniform_noise"
+
+    rewrite(result_copy, relabel)
+    assert main(["verify", str(result_copy), "--no-report", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "recorded as suite 'noise', corruption 'uniform_noise'" in out
+    assert "rebuilt as suite 'noise', corruption 'gaussian_noise'" in out
