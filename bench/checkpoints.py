@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from bench.io import atomic_path, canonical_sha256
+from bench.io import UnreadableFile, atomic_path, canonical_sha256, read_capped
 
 __all__ = ["FORMAT", "NetworkFileError", "SavedFile", "decode_checkpoint", "fit_state", "load_state", "read_state", "save_state",
            "shape_signature"]
 
 FORMAT = "prunebench-sparse-1"
+MAX_NETWORK_BYTES = 4 << 30  # the largest network file read (a DeepLabV3-ResNet50 is ~170 MB)
 _MASK, _VALUES = "::mask", "::values"
 _HEADER_KEY = "prunebench"
 _SAME_SIZE_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -104,12 +106,19 @@ def _decode(payload: bytes, source: str) -> dict[str, torch.Tensor]:
 def _dense_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, dict], source: str) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for name, entry in layout.items():
-        shape, dtype = tuple(entry["shape"]), getattr(torch, entry["dtype"])
+        shape, dtype = tuple(entry["shape"]), getattr(torch, str(entry["dtype"]), None)
+        if not isinstance(dtype, torch.dtype) or not all(isinstance(d, int) and 0 <= d < 2**40 for d in shape):
+            raise NetworkFileError(f"{source}: tensor {name!r} has a malformed shape or dtype in the header")
         if not entry["sparse"]:
             state[name] = tensors[name]
             continue
-        numel = int(np.prod(shape, dtype=np.int64))
-        kept = torch.from_numpy(np.unpackbits(tensors[name + _MASK].numpy(), count=numel).astype(bool))
+        numel = math.prod(shape)
+        mask = tensors[name + _MASK]
+        # the header's shape is bounded by the mask the file really holds before anything is allocated
+        if mask.dtype != torch.uint8 or mask.numel() != (numel + 7) // 8:
+            raise NetworkFileError(f"{source}: tensor {name!r}: its mask of {mask.numel()} bytes does not fit "
+                                   f"the shape {list(shape)} of its header")
+        kept = torch.from_numpy(np.unpackbits(mask.numpy(), count=numel).astype(bool))
         values = tensors[name + _VALUES]
         if int(kept.sum()) != values.numel() or values.dtype != dtype:
             raise NetworkFileError(f"{source}: tensor {name!r} has a mask of {int(kept.sum())} entries "
@@ -161,9 +170,9 @@ def stored_entries(state: Mapping[str, torch.Tensor]) -> int:
 def checked_bytes(path: Path, sha256: str | None = None) -> bytes:
     """The bytes of the network file `path`; with `sha256`, checked against it (NetworkFileError)."""
     try:
-        payload = Path(path).read_bytes()
-    except OSError as exc:
-        raise NetworkFileError(f"{path}: cannot read ({exc.strerror})") from exc
+        payload = read_capped(Path(path), MAX_NETWORK_BYTES, "network file")
+    except UnreadableFile as exc:
+        raise NetworkFileError(str(exc)) from exc
     if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
         raise NetworkFileError(f"{path}: sha256 differs from the recorded one (file replaced or corrupted)")
     return payload

@@ -14,6 +14,7 @@ import hashlib
 import json
 import numbers
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +80,38 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+
+
+class UnreadableFile(ValueError):
+    """A file that is not a regular file, is larger than its cap, or cannot be read (one line)."""
+
+
+def _kind(mode: int) -> str:
+    return "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+
+
+def read_capped(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of a regular file (or a link to one) of at most `max_bytes`; `what` names the kind
+    of file in errors ("result file", "network file", ...). Anything else (a FIFO, /dev/zero, a
+    directory, a sparse 20 GB file) is refused before it is read; the type is checked again on the
+    opened descriptor (a file swapped in between is caught), which is opened non-blocking so that
+    even then a FIFO never hangs. Raises UnreadableFile."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnreadableFile(f"{path}: {_kind(mode)} (only regular files are read as {what}s)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise UnreadableFile(f"{path}: {_kind(mode)} (only regular files are read as {what}s)")
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot read ({exc.strerror})") from exc
+    if len(data) > max_bytes:
+        limit = f"{max_bytes // 2**20} MiB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"
+        raise UnreadableFile(f"{path}: larger than the {limit} a {what} may hold")
+    return data
 
 
 def atomic_write_text(path: Path, text: str) -> None:

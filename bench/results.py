@@ -7,9 +7,8 @@ derived metrics are recomputed by the reader, and the integrity digest covers th
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.io import atomic_write_text, canonical_sha256
+from bench.io import UnreadableFile, atomic_write_text, canonical_sha256, read_capped
 from bench.schema import EXTERNAL, PARENT, SCHEMA_VERSION, RunResult, VerifyReport
 from bench.uncertainty import ReplicateKey, replicate_key
 
 RESULT_SUFFIX = ".json"
+MAX_REPORT_BYTES = 16 * 2**20  # a `bench verify` report: a few kB, more with many disagreements
 MAX_RESULT_BYTES = 64 * 2**20  # the largest result file read (a digits run is ~0.3 MB, an ImageNet one ~30 MB)
 # How far a step's measured prune ratio may lie from its target ratio. The size search
 # (bench.pruning.prune_to_ratio) stops within 0.1 % of the parent's nonzero count where the
@@ -231,30 +231,12 @@ def _check_external_networks(result: RunResult) -> str | None:
     return f"network {unknown[0]!r} is not one of the config's methods" if unknown else None
 
 
-def _not_regular(path: Path, mode: int) -> str:
-    kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-    return f"{path}: {kind} (only regular files are read as result files)"
-
-
 def _read_capped(path: Path) -> bytes:
-    """The bytes of a regular file (or a link to one) of at most MAX_RESULT_BYTES. Anything else is
-    refused before it is opened; the type is checked again on the opened descriptor (a file swapped
-    in between is caught), which is opened non-blocking so that even then a FIFO never hangs."""
+    """The bytes of a result file: a regular file of at most MAX_RESULT_BYTES (bench.io.read_capped)."""
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise ResultFileError(_not_regular(path, mode))
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise ResultFileError(_not_regular(path, mode))
-            data = handle.read(MAX_RESULT_BYTES + 1)
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    if len(data) > MAX_RESULT_BYTES:
-        raise ResultFileError(f"{path}: larger than the {MAX_RESULT_BYTES // 2**20} MiB a result file may hold")
-    return data
+        return read_capped(path, MAX_RESULT_BYTES, "result file")
+    except UnreadableFile as exc:
+        raise ResultFileError(str(exc)) from exc
 
 
 def load_result(path: Path, test_set_sizes: Mapping[str, int] | None = None) -> RunResult:
@@ -387,9 +369,38 @@ def report_path(result_path: Path) -> Path:
     return path.with_name(path.name.removesuffix(RESULT_SUFFIX) + VERIFY_REPORT_SUFFIX)
 
 
+MAX_NETWORK_FILE_BYTES = 4 << 30  # as bench.checkpoints.MAX_NETWORK_BYTES (results sit below checkpoints)
+
+
+def report_vouches_for(result_path: Path, result: RunResult, report: VerifyReport | None) -> bool:
+    """Whether `report` is a passing, complete `bench verify` report for exactly this file and its
+    networks: the result's integrity digest, every network checked and every hit compared (not a
+    sample), no disagreement, and every network file the result names present beside it with its
+    recorded sha256 (hashed here). A report written by hand for a file without its networks, or
+    kept after the networks changed, does not count."""
+    if report is None or not report.passed or report.disagreements or report.sample is not None:
+        return False
+    every_hit = len(result.networks) * sum(d.n_examples for d in result.distributions)
+    if (report.integrity != result.integrity or report.networks_checked != len(result.networks)
+            or report.hits_compared != every_hit):
+        return False
+    folder = networks_folder(result_path)
+    for net in result.networks:
+        if net.file is None:
+            return False
+        try:
+            payload = read_capped(folder / net.file.name, MAX_NETWORK_FILE_BYTES, "network file")
+        except UnreadableFile:
+            return False
+        if hashlib.sha256(payload).hexdigest() != net.file.sha256:
+            return False
+    return True
+
+
 def read_report(result_path: Path) -> VerifyReport | None:
-    """The verification report beside a result file, or None if there is none or it is invalid."""
+    """The verification report beside a result file, or None if there is none or it is invalid (also
+    when it is not a regular file of at most MAX_REPORT_BYTES)."""
     try:
-        return VerifyReport.model_validate_json(report_path(result_path).read_bytes())
-    except (OSError, ValidationError):
+        return VerifyReport.model_validate_json(read_capped(report_path(result_path), MAX_REPORT_BYTES, "report"))
+    except (UnreadableFile, ValidationError):
         return None

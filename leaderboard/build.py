@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.markdown import escape, table
-from bench.results import find_result_files, load_results, read_report
+from bench.results import find_result_files, load_results, read_report, report_vouches_for
 from bench.schema import RunResult
 from leaderboard.rows import (
     BOOTSTRAP_SAMPLES,
@@ -153,13 +153,9 @@ def validate_files(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | No
 
 def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set[str]:
     """Integrity digests of the results whose `bench verify` report beside them passed for exactly
-    their content (bench.verify.report_path)."""
-    verified = set()
-    for path, result in zip(paths, results):
-        report = read_report(path)
-        if report is not None and report.passed and report.sample is None and report.integrity == result.integrity:
-            verified.add(result.integrity)
-    return verified
+    their content and networks (bench.results.report_vouches_for)."""
+    return {result.integrity for path, result in zip(paths, results)
+            if report_vouches_for(path, result, read_report(path))}
 
 
 @dataclass(frozen=True)

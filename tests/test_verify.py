@@ -220,3 +220,29 @@ def test_relabelled_test_sets_fail_verify_naming_the_claim(result_copy, capsys):
     out = capsys.readouterr().out
     assert "recorded as suite 'noise', corruption 'uniform_noise'" in out
     assert "rebuilt as suite 'noise', corruption 'gaussian_noise'" in out
+
+
+def test_a_report_counts_only_for_the_file_and_the_networks_it_was_written_for(result_copy):
+    """The red team's hand-written `.verify.json`: a passing report copied beside a file whose
+    networks are gone (or replaced) does not make the board mark it verified."""
+    assert verify_result(result_copy, progress=False, write_report=True).passed
+    assert "1/1" in build_leaderboard(result_copy.parent, breakdown=False)
+    report = report_path(result_copy).read_text()
+
+    folder = networks_folder(result_copy)
+    moved = folder.with_name("elsewhere")
+    folder.rename(moved)
+    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)  # the same report, no networks
+    moved.rename(folder)
+    assert "1/1" in build_leaderboard(result_copy.parent, breakdown=False)
+
+    original = (folder / "wt-1.safetensors").read_bytes()
+    (folder / "wt-1.safetensors").write_bytes((folder / "wt-2.safetensors").read_bytes())
+    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)  # a network swapped after verify
+    (folder / "wt-1.safetensors").write_bytes(original)
+    assert "1/1" in build_leaderboard(result_copy.parent, breakdown=False)
+
+    forged = json.loads(report)
+    forged["hits_compared"] = 1
+    report_path(result_copy).write_text(json.dumps(forged))
+    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)
