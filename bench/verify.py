@@ -139,8 +139,8 @@ def _check_distributions(check: Verification, rebuilt: list[TestDistribution]) -
         elif len(dist.images) != described.n_examples:
             check.fail(described.name, f"{len(dist.images)} examples rebuilt, {described.n_examples} recorded")
         elif (claimed := _description(described.suite, described.corruption, described.severity, described.level)) != (
-                rebuilt := _description(dist.suite, dist.corruption, dist.severity, dist.level)):
-            check.fail(described.name, f"recorded as {claimed}, rebuilt as {rebuilt}")
+                actual := _description(dist.suite, dist.corruption, dist.severity, dist.level)):
+            check.fail(described.name, f"recorded as {claimed}, rebuilt as {actual}")
         else:
             usable.append(dist)
     return usable
