@@ -278,32 +278,49 @@ def load_results(
     return [pair for pair in loaded if pair[0] not in rejected], errors
 
 
-def check_test_sets(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]]) -> dict[Path, str]:
+def check_test_sets(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]],
+                    vouched: Callable[[Path, RunResult], bool] | None = None) -> dict[Path, str]:
     """Path -> why, for the files of one replicate group whose test sets disagree with the majority:
     every file must have the same (name, n_examples) list, and files of one seed (same data split,
-    same corruption draws) the same checksums too. A tie goes to the lexicographically first file;
-    `members` come sorted by path."""
+    same corruption draws) the same checksums too. Ties are decided by content (`_outvoted`), never
+    by file names; `vouched` says whether a file's verify report vouches for it."""
+    vouched = vouched or _vouched
     rejected = _outvoted(members, lambda r: {d.name: d.n_examples for d in r.distributions}, "size",
-                         f"files of protocol {key.protocol}")
+                         f"files of protocol {key.protocol}", vouched)
     seeds: dict[int, list[tuple[Path, RunResult]]] = defaultdict(list)
     for path, result in members:
         if path not in rejected:
             seeds[result.config.seed].append((path, result))
     for seed, same in sorted(seeds.items()):
         rejected |= _outvoted(same, lambda r: dict(r.provenance.distribution_checksums), "checksum",
-                              f"seed-{seed} files of protocol {key.protocol}")
+                              f"seed-{seed} files of protocol {key.protocol}", vouched)
     return rejected
 
 
+def _vouched(path: Path, result: RunResult) -> bool:
+    return report_vouches_for(path, result, read_report(path))
+
+
 def _outvoted(
-    members: Sequence[tuple[Path, RunResult]], describe: Callable[[RunResult], dict[str, Any]], what: str, among: str
+    members: Sequence[tuple[Path, RunResult]], describe: Callable[[RunResult], dict[str, Any]], what: str, among: str,
+    vouched: Callable[[Path, RunResult], bool],
 ) -> dict[Path, str]:
     """Path -> why, for members whose test-set description (name -> size or checksum) differs from
-    the most common one (ties: the first member's)."""
+    the most common one. Decided by content: where several descriptions are equally common, the one
+    a verified file holds wins if exactly one does; else no file of the tie is ranked."""
     found = [describe(result) for _, result in members]
     keys = [tuple(sorted(sets.items())) for sets in found]
     counts = Counter(keys)
-    majority = max(counts, key=lambda k: (counts[k], -keys.index(k)))
+    top = max(counts.values())
+    tied = [k for k in dict.fromkeys(keys) if counts[k] == top]
+    if len(tied) > 1:
+        backed = [k for k in tied if any(vouched(path, result) for (path, result), own in zip(members, keys) if own == k)]
+        if len(backed) != 1:
+            return {path: (f"its {len(found[i])} test sets differ from those of other {among}, and as many files "
+                           "hold each version with none verified alone: none of them is ranked")
+                    for i, (path, _) in enumerate(members) if keys[i] in tied}
+        tied = backed
+    majority = tied[0]
     wanted, example = found[keys.index(majority)], members[keys.index(majority)][0]
     rejected = {}
     for (path, _), own, sets in zip(members, found, keys):
@@ -318,20 +335,43 @@ def _outvoted(
     return rejected
 
 
-def check_duplicates(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]]) -> dict[Path, str]:
-    """Path -> why, for files of one replicate group that repeat a (pruner, seed) of an earlier file
-    (`members` sorted by path: the lexicographically first file is kept)."""
-    seen: dict[tuple[str, int], Path] = {}
-    rejected = {}
+def _pruner_content(result: RunResult, pruner: str) -> str:
+    """A digest of what a file says about one pruner: its networks and the parent they start from."""
+    nets = [n.model_dump(mode="json") for n in result.networks if n.pruner in (pruner, PARENT)]
+    return canonical_sha256(nets)
+
+
+def check_duplicates(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]],
+                     vouched: Callable[[Path, RunResult], bool] | None = None) -> dict[Path, str]:
+    """Path -> why, for files of one replicate group that hold a (pruner, seed) another file holds too.
+    Decided by content, never by file names: files that say the same about the pruner are one
+    result (the file with the most networks stays, then the smallest integrity digest); files that
+    disagree are all left out, unless exactly one of them is verified (`vouched`: its `bench verify`
+    report vouches for it), which then stays."""
+    vouched = vouched or _vouched
+    holders: dict[tuple[str, int], list[tuple[Path, RunResult]]] = defaultdict(list)
     for path, result in members:
-        pruners = sorted({n.pruner for n in result.networks if n.pruner != PARENT})
-        clash = [(p, seen[(p, result.config.seed)]) for p in pruners if (p, result.config.seed) in seen]
-        if clash:
-            pruner, first = clash[0]
-            rejected[path] = (f"pruner {pruner!r} with seed {result.config.seed} of protocol {key.protocol} is also "
-                              f"in {first}: one file per pruner, seed and protocol")
+        for pruner in sorted({n.pruner for n in result.networks if n.pruner != PARENT}):
+            holders[(pruner, result.config.seed)].append((path, result))
+    rejected: dict[Path, str] = {}
+    for (pruner, seed), files in sorted(holders.items()):
+        if len(files) < 2:
             continue
-        seen |= {(p, result.config.seed): path for p in pruners}
+        where = f"pruner {pruner!r} with seed {seed} of protocol {key.protocol}"
+        contents = {path: _pruner_content(result, pruner) for path, result in files}
+        if len(set(contents.values())) == 1:
+            keep = min(files, key=lambda pair: (-len(pair[1].networks), pair[1].integrity))[0]
+            rejected |= {path: f"{where} is also in {keep}, with the same results (one file per pruner, seed and "
+                               "protocol; that one is ranked)" for path, _ in files if path != keep}
+            continue
+        verified = [path for path, result in files if vouched(path, result)]
+        names = ", ".join(str(path) for path, _ in files)
+        for path, _ in files:
+            if len(verified) == 1 and path == verified[0]:
+                continue
+            rejected[path] = (f"{where} is also in another file with other results ({names}); "
+                              + (f"the verified {verified[0]} is ranked" if len(verified) == 1
+                                 else "none is verified alone, so none is ranked"))
     return rejected
 
 

@@ -15,10 +15,13 @@ from bench.cli import main
 from bench.results import (
     MAX_RESULT_BYTES,
     TARGET_RATIO_TOLERANCE,
+    check_duplicates,
+    check_test_sets,
     content_digest,
     find_result_files,
     load_result,
     load_results,
+    replicate_key,
     save_result,
 )
 from bench.schema import RunResult
@@ -91,18 +94,26 @@ def test_a_file_whose_test_sets_differ_from_its_group_is_skipped(tmp_path):
     assert "sipp" not in board and "| wt " in board
 
 
-def test_checksums_must_agree_within_a_seed_and_a_tie_goes_to_the_first_file(tmp_path):
+def test_checksums_must_agree_within_a_seed_and_a_tie_is_decided_by_content(tmp_path):
     first = save_result(make_run({"wt": GAP["wt"]}), tmp_path / "a.json")
     other = save_result(make_run({"ft": GAP["wt"]}), tmp_path / "b.json")  # same seed, other test images
     forge(other, lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "f" * 64}))
+    third = save_result(make_run({"sipp": GAP["wt"]}), tmp_path / "c.json")
 
-    _, errors = load_results([other, first])
+    _, errors = load_results([other, first, third])  # two files against one: the majority stays
     line = the_line(errors, other)
-    assert "1 of 2 seed-0 files" in line and f"(e.g. {first})" in line and "another checksum of 'digits/clean'" in line
+    assert "the 2 of 3 seed-0 files" in line and f"(e.g. {first})" in line and "another checksum of 'digits/clean'" in line
+
+    # one against one: no file name decides; a verified file does, else neither is ranked
+    _, errors = load_results([other, first])
+    assert len(errors) == 2 and all("none of them is ranked" in e for e in errors)
+    loaded = [(first, load_result(first)), (other, load_result(other))]
+    rejected = check_test_sets(replicate_key(loaded[0][1]), loaded, vouched=lambda path, _: path == other)
+    assert set(rejected) == {first}
     # seeds draw their own test images: other checksums on another seed are fine
-    save_result(make_run({"ft": GAP["wt"]}, seed=1), tmp_path / "c.json")
-    forge(tmp_path / "c.json", lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "e"}))
-    assert load_results([first, tmp_path / "c.json"])[1] == []
+    save_result(make_run({"ft": GAP["wt"]}, seed=1), tmp_path / "d.json")
+    forge(tmp_path / "d.json", lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "e"}))
+    assert load_results([first, tmp_path / "d.json"])[1] == []
 
 
 # 3. n_examples is bounded by the dataset's test set; the bootstrap's memory regardless
@@ -158,14 +169,37 @@ def test_the_bootstraps_memory_does_not_grow_with_the_resamples(monkeypatch):
 # 4. one file per (pruner, seed, protocol)
 
 
-def test_duplicate_pruner_and_seed_is_an_error_naming_both_files(tmp_path):
-    first = save_result(make_run(PRUNERS), tmp_path / "a.json")
-    newer = save_result(make_run({"wt": GAP["wt"]}, created=5), tmp_path / "b.json")  # replaced `a`'s wt before
+def test_conflicting_files_for_a_pruner_and_seed_are_decided_by_content_not_by_name(tmp_path):
+    """The red team's sabotage: a file with the same pruner and seed but other results, named to sort
+    first. Neither verified: neither is ranked, both named; the verified one stays whatever the names."""
+    real = save_result(make_run(PRUNERS), tmp_path / "b-real.json")
+    sabotage = save_result(make_run({"wt": GAP["wt"]}, created=5), tmp_path / "a-sabotage.json")
+    protocol = make_run(PRUNERS).config.protocol_hash()
 
+    _, errors = load_results([real, sabotage])
+    assert len(errors) == 2
+    for path in (real, sabotage):
+        line = the_line([e for e in errors if e.startswith(f"{path}:")], path)
+        assert f"pruner 'wt' with seed 0 of protocol {protocol} is also in another file with other results" in line
+        assert str(real) in line and str(sabotage) in line and "none is ranked" in line
+
+    loaded = [(real, load_result(real)), (sabotage, load_result(sabotage))]
+    for verified in (real, sabotage):  # the verified one stays, whichever name sorts first
+        rejected = check_duplicates(replicate_key(loaded[0][1]), loaded, vouched=lambda path, _, v=verified: path == v)
+        assert set(rejected) == {real, sabotage} - {verified}
+        assert f"the verified {verified} is ranked" in next(iter(rejected.values()))
+
+
+def test_files_with_the_same_results_for_a_pruner_are_one_result_whatever_their_names(tmp_path):
+    whole = save_result(make_run(PRUNERS), tmp_path / "z-whole.json")
+    again = forge(save_result(make_run(PRUNERS), tmp_path / "a-again.json"),
+                  lambda raw: raw["provenance"].update({"wall_time_s": 2.0}))  # other bytes, same results
     board, errors = skipped(tmp_path)
-    line = the_line(errors, newer)
-    assert f"pruner 'wt' with seed 0 of protocol {make_run(PRUNERS).config.protocol_hash()} is also in {first}" in line
-    assert board == render_leaderboard([load_result(first)], breakdown=True, verified=set(), skipped=1)
+    kept = min((whole, again), key=lambda path: load_result(path).integrity)
+    other = again if kept == whole else whole
+    assert "with the same results (one file per pruner, seed and protocol; that one is ranked)" in the_line(errors, other)
+    assert f"is also in {kept}" in the_line(errors, other)
+    assert board == render_leaderboard([load_result(kept)], breakdown=True, verified=set(), skipped=1)
 
 
 # 5. a file without per-example hits costs only its own rows their intervals
