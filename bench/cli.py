@@ -646,7 +646,7 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from bench.results import find_result_files
+    from bench.results import find_result_files, one_line
     from bench.verify import verify_results
 
     if args.reproduce < 0:
@@ -657,15 +657,16 @@ def command_verify(args: argparse.Namespace) -> int:
                             progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample,
                             plugins=args.plugins)
     for path, check in zip(paths, checks):
+        # names come from the files: escaped, so that no control sequence can fake a verdict line
         for line in check.disagreements:
-            print(f"{path.name}: {line}")
+            print(one_line(f"{path.name}: {line}"))
         for line in check.reproduced:
-            print(f"{path.name}: reproduced {line}")
+            print(one_line(f"{path.name}: reproduced {line}"))
         verdict = (f"FAILED ({len(check.disagreements)} disagreements)" if not check.passed
                    else "verified" if check.sample is None
                    else f"verified on a sample of {check.sample} (network, test set) pairs")
-        print(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} per-example hits "
-              f"compared in {check.seconds:.1f} s")
+        print(one_line(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} "
+                       f"per-example hits compared in {check.seconds:.1f} s"))
         failed += not check.passed
     return 1 if failed else 0
 

@@ -7,9 +7,11 @@ row to its result files. Every string from a result file goes through Jinja's au
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
@@ -33,11 +35,20 @@ def sort_value(column: Column, row: Row) -> str:
     return "" if value is None else str(value)
 
 
+def visible(value: object) -> object:
+    """Every value the template prints, with control and format characters (ESC, BEL, the bidi
+    override U+202E) shown as code points: HTML escaping leaves them, and they can disguise a name."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return "".join(c if c in "\n\t" or not unicodedata.category(c).startswith("C") else f"\\u{ord(c):04x}"
+                       for c in value)
+    return value
+
+
 def render_html(board: Board, results_href: str = "") -> str:
     """The page. `results_href`: the results folder as a URL relative to where the page is saved
     (ending in "/", or "" when the page sits in that folder), prefixed to every row's file links."""
     environment = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(["html"]),
-                              keep_trailing_newline=True)
+                              keep_trailing_newline=True, finalize=visible)
     environment.filters["zip"] = zip
     suites = sorted({suite for section in board.protocols for suite in section.suites})
     return environment.get_template("board.html").render(
