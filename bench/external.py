@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 import torch
 
-from bench.checkpoints import NetworkFileError, decode_checkpoint, fit_state, shape_signature, stored_entries
+from bench.checkpoints import (
+    NetworkFileError,
+    checked_bytes,
+    decode_checkpoint,
+    fit_state,
+    shape_signature,
+    stored_entries,
+)
 from bench.config import default_config, file_sha256
 from bench.data import DataBundle
 from bench.executors import Executor
@@ -41,6 +48,7 @@ from bench.jobs import (
     new_model,
     run_parent_job,
 )
+from bench.pruning import check_finite
 from bench.results import networks_folder
 from bench.runner import network_results, prepare, result_path, save_networks, write_result
 from bench.schema import EXTERNAL, PARENT, ExternalNetwork, NetworkFile, RunConfig
@@ -95,12 +103,13 @@ def import_network(store: Store, config: RunConfig, data: DataBundle, network: E
     """Check one network file (its sha256 against the config; its fit to the model, or its output
     shape) and keep it in `store` (bench.jobs.external_location) with its measured prune ratio.
     A one-line error naming the file otherwise."""
-    payload = path.read_bytes()
+    payload = checked_bytes(path)
     if hashlib.sha256(payload).hexdigest() != network.sha256:
         raise ValueError(f"network {network.method}={path}: changed since its sha256 was taken")
     kind, key = external_location(config, network, parent_key)
     if network.format == "exported":
         exported = read_exported(payload, str(path))
+        check_finite(exported.graph_module, f"network {network.method}={path}")
         with torch.inference_mode():
             logits = exported(data.normalize(next(iter(data.test.batches(1)))[0]))
         if tuple(logits.shape) != (1, data.num_classes):
@@ -110,6 +119,7 @@ def import_network(store: Store, config: RunConfig, data: DataBundle, network: E
         store.write_json(kind, key, _measured(network.method, network_size(exported), parent_nonzero, True, path))
         return
     model = fit_state(new_model(config, data), decode_checkpoint(payload, str(path)), path)
+    check_finite(model, f"network {network.method}={path}")
     store.save_network(kind, key, model, _measured(network.method, network_size(model), parent_nonzero, False, path))
 
 

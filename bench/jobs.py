@@ -400,7 +400,8 @@ def check_parent_checkpoint(config: RunConfig, data: DataBundle, path: Path) -> 
         raise ValueError(f"parent checkpoint {path}: sha256 {sha256[:12]} differs from the config's "
                          f"parent_checkpoint_sha256 {expected[:12] if expected else None} (build the config "
                          "with default_config(parent_checkpoint=...))")
-    fit_state(new_model(config, data), decode_checkpoint(payload, str(path)), Path(path))
+    check_finite(fit_state(new_model(config, data), decode_checkpoint(payload, str(path)), Path(path)),
+                 f"parent checkpoint {path}")
     return payload
 
 

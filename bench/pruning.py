@@ -603,8 +603,10 @@ class NonFiniteWeights(RuntimeError):
 
 
 def check_finite(model: nn.Module, where: str) -> None:
-    """Raise NonFiniteWeights naming `where` and the first parameters that are not finite."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    """Raise NonFiniteWeights naming `where` and the first parameters or floating buffers (BatchNorm
+    statistics) that are not finite."""
+    bad = [name for name, t in _state(model).items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise NonFiniteWeights(f"{where}: non-finite weights (NaN or inf) in {', '.join(bad[:3])}"
                                f"{' ...' if len(bad) > 3 else ''}")

@@ -144,3 +144,19 @@ def test_eval_refuses_an_archive_that_brings_code_and_runs_none(brought, tmp_pat
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "is stored pickled" in err, err
     assert not list(tmp_path.glob("PWNED-*"))
+
+
+def test_eval_refuses_a_network_with_non_finite_weights_or_statistics(brought, tmp_path, capsys):
+    _, _, files = brought
+    for name in ("fc.weight", "features.0.1.running_var"):  # a weight, and a BatchNorm statistic
+        state = torch.load(files["wt"])
+        state[name] = state[name].clone()
+        state[name].view(-1)[0] = float("nan")
+        broken = tmp_path / f"broken-{name}.pt"
+        torch.save(state, broken)
+        code = main(["eval", "--dataset", "digits", "--model", "digits_cnn", "--parent", str(files["parent"]),
+                     "--network", f"wt={broken}", "--suite", "noise", "--workers", "1", "--quiet",
+                     "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert "non-finite weights (NaN or inf) in " + name in err
