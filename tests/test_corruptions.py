@@ -330,6 +330,26 @@ def test_per_image_seeds_do_not_depend_on_the_batch(images: torch.Tensor, name: 
     assert not torch.equal(whole, corrupt(images, name, level, [s + 1 for s in seeds]))
 
 
+def test_per_image_seeded_batches_are_corrupted_in_chunks_with_the_same_bytes(monkeypatch) -> None:
+    """Large per-image-seeded batches run PER_IMAGE_CHUNK images at a time (fog at MNIST-C's 256 map
+    took 20 GB for 10,000 images at once): the bytes are those of one call per image."""
+    from bench.corruptions import _registry
+
+    rng = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 1, 28, 28), dtype=torch.uint8, generator=rng)
+    seeds = [seed_for(9, "fog", i) for i in range(len(images))]
+    whole = corrupt(images, "fog", (0.5, 2, 256), seeds)
+    calls = []
+    real_apply = _registry._apply
+    monkeypatch.setattr(_registry, "PER_IMAGE_CHUNK", 3)
+    monkeypatch.setattr(_registry, "_apply", lambda fn, x, *rest: calls.append(len(x)) or real_apply(fn, x, *rest))
+    assert torch.equal(corrupt(images, "fog", (0.5, 2, 256), seeds), whole)
+    assert calls == [3, 3, 1]
+    calls.clear()
+    corrupt(images, "fog", (0.5, 2, 256), 4)  # one seed for the batch: its draws are sequential, never chunked
+    assert calls == [7]
+
+
 def test_seed_and_level_validation(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="seeds"):
         corrupt(images, "gaussian_noise", 0.1, [1, 2])

@@ -96,6 +96,18 @@ def corrupt(images: torch.Tensor, name: str, level: Level, seed: int | Sequence[
         raise ValueError(f"corrupt expects an (N, C, H, W) batch, got shape {tuple(images.shape)}")
     constant = normalize_level(level)
     generator = generators_for_seed(seed, images.shape[0])
+    if isinstance(generator, list) and len(generator) > PER_IMAGE_CHUNK:
+        # each image draws from its own generator, so chunks give the same bytes as one batch, and
+        # bound the memory: fog's 256 x 256 float64 fractals alone take 5 GB for 10,000 images at once
+        return torch.cat([_apply(fn, images[i:i + PER_IMAGE_CHUNK], constant, generator[i:i + PER_IMAGE_CHUNK])
+                          for i in range(0, len(generator), PER_IMAGE_CHUNK)])
+    return _apply(fn, images, constant, generator)
+
+
+PER_IMAGE_CHUNK = 256  # images per call when every image has its own seed
+
+
+def _apply(fn: CorruptionFn, images: torch.Tensor, constant: Level, generator: Generators) -> torch.Tensor:
     engine = float64_device(images.device)
     with torch.no_grad():
         out = fn(images.to(engine, torch.float32) / 255.0, constant, generator)
