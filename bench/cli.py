@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "whose steps run in a process of their own")
     verify.add_argument("--sample", type=at_least(1), default=None, metavar="K",
                         help="re-evaluate only K (network, test set) pairs drawn with --seed, comparing every hit of "
-                        "each (test sets and sizes are still all checked); its report does not mark the file verified")
+                        "each (only the drawn test sets and the clean one are rebuilt and checked; every network's size is); its "
+                        "report does not mark the file verified")
     verify.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write <result>.verify.json beside each result file")
     verify.add_argument("--device", default="cpu", help=f"where to re-evaluate: {DEVICE_HELP}; hits are compared "

@@ -73,9 +73,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def selected(config: RunConfig, distributions: list[TestDistribution]) -> list[TestDistribution]:
-    """Apply `--corruptions` / `--severities`; names that match nothing are an error."""
-    for option, wanted, present in (
+def selected(config: RunConfig, distributions: list[TestDistribution], complete: bool = True) -> list[TestDistribution]:
+    """Apply `--corruptions` / `--severities`; names that match nothing are an error (when the
+    suites built every test set: `complete`)."""
+    for option, wanted, present in () if not complete else (
         ("--corruptions", config.corruptions, {d.corruption for d in distributions}),
         ("--severities", config.severities, {d.severity for d in distributions}),
     ):
@@ -86,12 +87,16 @@ def selected(config: RunConfig, distributions: list[TestDistribution]) -> list[T
     return [d for d in distributions if in_selection(d.corruption, d.severity, config.corruptions, config.severities)]
 
 
-def test_distributions(config: RunConfig, data: DataBundle) -> list[TestDistribution]:
+def test_distributions(config: RunConfig, data: DataBundle, selection: Selection | None = None) -> list[TestDistribution]:
+    """The clean test set and every suite's test sets the config selects (`selection`: the config's
+    own, Selection.of(config), unless given)."""
     suites = [load_suite(name) for name in config.suites]
     for suite in suites:
         suite.check_dataset(data.name)
     clean = TestDistribution(name=f"{data.name}/clean", suite=NOMINAL, images=data.test)
-    return [clean] + selected(config, [d for suite in suites for d in suite.distributions(data, config.seed, Selection.of(config))])
+    chosen = selection or Selection.of(config)
+    built = [d for suite in suites for d in suite.distributions(data, config.seed, chosen)]
+    return [clean] + selected(config, built, complete=selection is None)
 
 
 def result_path(config: RunConfig, out_dir: Path) -> Path:

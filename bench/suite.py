@@ -44,13 +44,15 @@ class Selection:
     corruptions: tuple[str, ...] | None = None  # --corruptions (None: all)
     severities: tuple[int, ...] | None = None  # --severities (None: all)
     per_class: int | None = None  # --per-class (folder-based suites: a class-balanced subset)
+    pairs: frozenset[tuple[str, int]] | None = None  # only these (corruption, severity) (bench verify --sample)
 
     @classmethod
     def of(cls, config: RunConfig) -> Selection:
         return cls(config.corruptions, config.severities, config.per_class)
 
     def wants(self, corruption: str, severity: int) -> bool:
-        return in_selection(corruption, severity, self.corruptions, self.severities)
+        return in_selection(corruption, severity, self.corruptions, self.severities) and (
+            self.pairs is None or (corruption, severity) in self.pairs)
 
 
 EVERYTHING = Selection()

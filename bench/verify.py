@@ -16,6 +16,7 @@ written beside the result file for the leaderboard's "verified" column.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import platform
@@ -52,8 +53,8 @@ from bench.pruning import count_nonzero
 from bench.registry import builtins_only
 from bench.results import load_result, networks_folder, report_path
 from bench.runner import test_distributions
-from bench.schema import EXTERNAL, PARENT, NetworkResult, RunResult, VerifyReport, unpack_hits
-from bench.suite import TestDistribution
+from bench.schema import EXTERNAL, PARENT, Distribution, NetworkResult, RunResult, VerifyReport, unpack_hits
+from bench.suite import Selection, TestDistribution
 from bench.training import evaluate
 
 __all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
@@ -125,12 +126,14 @@ def _hit_differences(net: NetworkResult, dist: TestDistribution, outcome: dict[s
     return None
 
 
-def _check_distributions(check: Verification, rebuilt: list[TestDistribution]) -> list[TestDistribution]:
-    """The rebuilt test sets that match the recorded ones (name, size, checksum); others are failures."""
-    result, recorded = check.result, check.result.provenance.distribution_checksums
+def _check_distributions(check: Verification, described_sets: Sequence[Distribution],
+                         rebuilt: list[TestDistribution]) -> list[TestDistribution]:
+    """The rebuilt test sets that match the `described_sets` of the file (name, size, checksum,
+    labels); others are failures."""
+    recorded = check.result.provenance.distribution_checksums
     by_name = {d.name: d for d in rebuilt}
     usable = []
-    for described in result.distributions:
+    for described in described_sets:
         dist = by_name.get(described.name)
         if dist is None:
             check.fail(described.name, "the recorded suites no longer produce this test set")
@@ -228,7 +231,8 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
     `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
     randomly chosen cascade steps (drawn with `seed`) to re-run from their saved predecessor.
     `sample`: re-evaluate only that many (network, test set) pairs, drawn with `seed`, every hit of
-    each compared (every test set is still rebuilt and checked, every network's size too); None: all.
+    each compared (the drawn test sets and the clean one are rebuilt and checked, every network's
+    size too); None: all.
     `device`: a `--device` value; networks are evaluated (and steps re-run) there. Hits are
     compared exactly, so verify on the device type the result records (`provenance.device`).
     `plugins`: whether datasets and suites of plugin packages may be imported (else a result that
@@ -254,8 +258,13 @@ def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int,
         if data.checksum != result.provenance.data_checksum:
             check.fail("data", f"dataset {config.dataset!r} here differs from the recorded one (checksum)")
             return _finish(check, started, write_report)
-        distributions = _check_distributions(check, test_distributions(config, data))
-        chosen = _sampled_pairs(result, distributions, sample, seed)
+        chosen = _sampled_pairs(result, sample, seed)
+        described = result.distributions if chosen is None else [
+            d for d in result.distributions if d.nominal or any(name == d.name for _, name in chosen)]
+        selection = None if chosen is None else dataclasses.replace(
+            Selection.of(config), pairs=frozenset((d.corruption, d.severity) for d in described
+                                                  if d.corruption is not None and d.severity is not None))
+        distributions = _check_distributions(check, described, test_distributions(config, data, selection))
         check.sample = sample
         parent_nonzero = None
         recorded = result.provenance.device
@@ -307,12 +316,12 @@ def _reproduce_steps(result_path: Path, folder: Path, steps: list[tuple[str, int
     return check.disagreements, check.reproduced
 
 
-def _sampled_pairs(result: RunResult, distributions: Sequence[TestDistribution], sample: int | None,
-                   seed: int) -> set[tuple[str, str]] | None:
-    """`sample` (network label, test set name) pairs drawn with `seed` from all of them; None: all."""
+def _sampled_pairs(result: RunResult, sample: int | None, seed: int) -> set[tuple[str, str]] | None:
+    """`sample` (network label, test set name) pairs drawn with `seed` from all the file records;
+    None: all. Only the drawn test sets (and the clean one) are rebuilt."""
     if sample is None:
         return None
-    pairs = [(label(net), dist.name) for net in result.networks for dist in distributions]
+    pairs = [(label(net), dist.name) for net in result.networks for dist in result.distributions]
     return set(random.Random(seed).sample(pairs, min(sample, len(pairs))))
 
 

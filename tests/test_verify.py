@@ -246,3 +246,17 @@ def test_a_report_counts_only_for_the_file_and_the_networks_it_was_written_for(r
     forged["hits_compared"] = 1
     report_path(result_copy).write_text(json.dumps(forged))
     assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)
+
+
+def test_a_sample_rebuilds_only_the_test_sets_it_draws(result_copy, monkeypatch):
+    import bench.suite
+
+    built = []
+    real = bench.suite.corrupt
+    monkeypatch.setattr(bench.suite, "corrupt", lambda images, name, level, seed: built.append((name, level))
+                        or real(images, name, level, seed))
+    check = verify_result(result_copy, progress=False, write_report=False, sample=2, seed=3)
+    assert check.passed and 1 <= len(built) <= 2  # of the 8 noise sets: at most the two drawn pairs' sets
+    built.clear()
+    assert verify_result(result_copy, progress=False, write_report=False).passed
+    assert len(built) == len(load_result(result_copy).distributions) - 1  # all, the clean one aside
