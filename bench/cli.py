@@ -663,9 +663,12 @@ def command_verify(args: argparse.Namespace) -> int:
             print(one_line(f"{path.name}: {line}"))
         for line in check.reproduced:
             print(one_line(f"{path.name}: reproduced {line}"))
+        for line in check.ties:
+            print(one_line(f"{path.name}: tie (not a disagreement): {line}"))
         verdict = (f"FAILED ({len(check.disagreements)} disagreements)" if not check.passed
                    else "verified" if check.sample is None
                    else f"verified on a sample of {check.sample} (network, test set) pairs")
+        verdict += f" ({len(check.ties)} cells with ties within float noise)" if check.ties else ""
         print(one_line(f"{path.name}: {verdict}: {check.networks_checked} networks, {check.hits_compared} "
                        f"per-example hits compared in {check.seconds:.1f} s"))
         failed += not check.passed

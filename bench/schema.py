@@ -317,6 +317,9 @@ class VerifyReport(Strict):
     sample: int | None = Field(default=None, ge=1)
     reproduced: list[str] = []
     disagreements: list[str] = []
+    # examples whose hit differs here only because the network's top two logits are within float
+    # noise (bench.verify.TIE_MARGIN): honest hardware differences, reported apart from disagreements
+    ties: list[str] = []
     prunebench: str
     platform: str
     verified_at: datetime

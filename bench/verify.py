@@ -16,6 +16,7 @@ written beside the result file for the leaderboard's "verified" column.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import multiprocessing
@@ -63,6 +64,11 @@ __all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
 # so the weights are not compared there, only what the step claims
 REPRODUCE_TOLERANCE = {"prune_ratio": 0.01, "clean_accuracy": 0.02}
 RATIO_TOLERANCE = 1e-9
+# the tie rule: a recorded hit that differs here counts as a tie (not a disagreement) when the
+# network's two largest logits for that example, recomputed in float64, are closer than this: float32
+# rounding differences between CPUs, instruction sets and GPUs (~1e-6 of the logits) can then flip
+# the prediction honestly. A forged hit on a confident example is still a disagreement.
+TIE_MARGIN = 1e-3
 
 
 def label(net: NetworkResult) -> str:
@@ -79,6 +85,7 @@ class Verification:
     networks_checked: int = 0
     hits_compared: int = 0
     reproduced: list[str] = field(default_factory=list)
+    ties: list[str] = field(default_factory=list)
     seconds: float = 0.0
     sample: int | None = None  # --sample K: the (network, test set) pairs compared; None: all
 
@@ -99,6 +106,7 @@ class Verification:
             sample=self.sample,
             reproduced=self.reproduced,
             disagreements=self.disagreements,
+            ties=self.ties,
             prunebench=version("prunebench"),
             platform=current_platform(self.result),
             verified_at=datetime.now(timezone.utc),
@@ -111,19 +119,45 @@ def current_platform(result: RunResult) -> str:
     return f"{platform.platform()} ({result.config.threads} threads per job"
 
 
-def _hit_differences(net: NetworkResult, dist: TestDistribution, outcome: dict[str, object]) -> str | None:
-    """What differs between a recorded cell and a fresh evaluation, or None."""
+def _hit_differences(check: Verification, net: NetworkResult, dist: TestDistribution, outcome: dict[str, object],
+                     model: nn.Module, data: DataBundle) -> str | None:
+    """What differs between a recorded cell and a fresh evaluation, or None. Differing hits on
+    examples whose top-two logits are within TIE_MARGIN (float64) are ties: recorded in `check.ties`."""
     if dist.name in net.hits:
         recorded = unpack_hits(net.hits[dist.name], len(dist.images))
         fresh = unpack_hits(str(outcome["hits"]), len(dist.images))
         differ = np.flatnonzero(recorded != fresh)
+        tied = _ties(model, data, dist, differ)
+        if tied.size:
+            check.ties.append(f"{label(net)} on {dist.name}: {tied.size} hits differ on examples whose top two logits "
+                              f"are within {TIE_MARGIN:g} (examples {', '.join(map(str, tied[:5]))}"
+                              f"{', ...' if tied.size > 5 else ''})")
+        differ = np.setdiff1d(differ, tied)
         if differ.size:
             first = ", ".join(str(i) for i in differ[:5])
             return f"{differ.size} of {recorded.size} per-example hits differ (examples {first}{', ...' if differ.size > 5 else ''})"
+        return None  # the recorded accuracy is the mean of the recorded hits (checked when the file is read)
     fresh_accuracy = float(outcome["accuracy"])  # type: ignore[arg-type]
     if not math.isclose(fresh_accuracy, net.accuracy[dist.name], rel_tol=0, abs_tol=1e-12):
         return f"accuracy {net.accuracy[dist.name]:.6f} recorded, {fresh_accuracy:.6f} re-evaluated"
     return None
+
+
+def _ties(model: nn.Module, data: DataBundle, dist: TestDistribution, indices: np.ndarray) -> np.ndarray:
+    """The `indices` of classification examples whose two largest logits, computed in float64 on the
+    CPU, differ by less than TIE_MARGIN; none where that cannot be computed (an exported graph,
+    segmentation, a test set that is not held in memory)."""
+    images = getattr(dist.images, "images", None)
+    if not indices.size or images is None or data.task != "classification":
+        return indices[:0]
+    try:
+        exact = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+        with torch.no_grad():
+            logits = exact(data.normalize(images[torch.from_numpy(indices)]).to(torch.float64))
+    except (RuntimeError, TypeError, AttributeError):
+        return indices[:0]
+    top = logits.topk(2, dim=1).values
+    return indices[(top[:, 0] - top[:, 1]).numpy() < TIE_MARGIN]
 
 
 def _check_distributions(check: Verification, described_sets: Sequence[Distribution],
@@ -279,7 +313,7 @@ def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int,
                     continue
                 outcome = evaluate(model, data, dist.images, precision=config.precision)
                 check.hits_compared += len(dist.images)
-                problem = _hit_differences(net, dist, outcome)
+                problem = _hit_differences(check, net, dist, outcome, model, data)
                 if problem:
                     check.fail(f"{label(net)} on {dist.name}", problem + hint)
         # `bench eval`'s networks were pruned elsewhere: there is no step to re-run

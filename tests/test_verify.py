@@ -260,3 +260,36 @@ def test_a_sample_rebuilds_only_the_test_sets_it_draws(result_copy, monkeypatch)
     built.clear()
     assert verify_result(result_copy, progress=False, write_report=False).passed
     assert len(built) == len(load_result(result_copy).distributions) - 1  # all, the clean one aside
+
+
+def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypatch, capsys):
+    """A hit that differs on an example whose top two logits are within TIE_MARGIN (float64) is a
+    tie, reported apart; a differing hit on a confident example stays a disagreement."""
+    import torch
+
+    import bench.verify
+    from bench.checkpoints import load_state
+    from bench.data import load_digits
+    from bench.jobs import job_environment, new_model
+
+    result = load_result(result_copy)
+    data = load_digits(0)
+    with job_environment(result.config):
+        model = load_state(new_model(result.config, data), networks_folder(result_copy) / "parent-0.safetensors")
+        with torch.no_grad():
+            logits = model.eval().double()(data.normalize(data.test.images).double())
+    top = logits.topk(2, dim=1).values
+    margins = (top[:, 0] - top[:, 1]).numpy()
+    close, confident = int(margins.argmin()), int(margins.argmax())
+    monkeypatch.setattr(bench.verify, "TIE_MARGIN", float(margins[close]) * 1.01)  # only `close` is within it
+
+    def flip_two(raw: dict) -> None:
+        net = next(n for n in raw["networks"] if n["pruner"] == "parent")
+        hits = unpack_hits(net["hits"]["digits/clean"], 539)
+        hits[[close, confident]] = ~hits[[close, confident]]
+        net["hits"]["digits/clean"], net["accuracy"]["digits/clean"] = pack_hits(hits), float(hits.mean())
+
+    rewrite(result_copy, flip_two)
+    check = verify_result(result_copy, progress=False, write_report=False)
+    assert check.disagreements == [f"parent on digits/clean: 1 of 539 per-example hits differ (examples {confident})"]
+    assert len(check.ties) == 1 and f"(examples {close})" in check.ties[0]
