@@ -597,14 +597,19 @@ def print_pruner_options() -> None:
             print(f"  {name}: {option_help(pruner)}")
 
 
-def command_leaderboard(args: argparse.Namespace) -> int:
+def test_set_sizes() -> dict[str, int]:
+    """Each dataset's largest test set: the data layer knows it, the results layer takes it as an
+    argument (the same bounds for `bench leaderboard` and `bench validate`)."""
     from bench.data import DATASETS
+
+    return {name: spec.max_test_examples for name, spec in DATASETS.items()}
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import compile_leaderboard
 
-    # the data layer knows each dataset's test-set size; the results layer takes it as an argument
-    sizes = {name: spec.max_test_examples for name, spec in DATASETS.items()}
     board = compile_leaderboard(args.folder, breakdown=args.breakdown, verified_only=args.verified_only,
-                                test_set_sizes=sizes)
+                                test_set_sizes=test_set_sizes())
     for line in board.skipped:
         print(line, file=sys.stderr)
     if args.strict and board.skipped:
@@ -639,7 +644,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 def command_validate(args: argparse.Namespace) -> int:
     from leaderboard.build import validate_files
 
-    errors = validate_files(args.files)
+    errors = validate_files(args.files, test_set_sizes())
     for error in errors:
         print(error, file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")

@@ -21,6 +21,9 @@ from bench.schema import EXTERNAL, PARENT, SCHEMA_VERSION, RunResult, VerifyRepo
 from bench.uncertainty import ReplicateKey, replicate_key
 
 RESULT_SUFFIX = ".json"
+# the most (network, test set) cells one file may hold: the board's work per file is bounded by it (a
+# Fashion-MNIST seed has 33 x 84 = 2,772; a 62 MiB file of 34,001 networks kept the board busy 692 s)
+MAX_CELLS_PER_FILE = 50_000
 MAX_REPORT_BYTES = 16 * 2**20  # a `bench verify` report: a few kB, more with many disagreements
 MAX_RESULT_BYTES = 64 * 2**20  # the largest result file read (a digits run is ~0.3 MB, an ImageNet one ~30 MB)
 # How far a step's measured prune ratio may lie from its target ratio. The size search
@@ -161,6 +164,10 @@ def check_consistency(
     if canonical_sha256(stored_config) != result.provenance.config_hash:
         return (f"provenance.config_hash {result.provenance.config_hash[:12]!r} does not match the config "
                 f"(whose canonical sha256 is {canonical_sha256(stored_config)[:12]})")
+    cells = len(result.networks) * len(result.distributions)
+    if cells > MAX_CELLS_PER_FILE:
+        return (f"{len(result.networks)} networks x {len(result.distributions)} test sets = {cells:,} cells, more "
+                f"than the {MAX_CELLS_PER_FILE:,} the board evaluates per file")
     names = {d.name for d in result.distributions}
     if set(result.provenance.distribution_checksums) != names:
         odd = sorted(names ^ set(result.provenance.distribution_checksums))

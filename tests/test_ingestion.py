@@ -328,3 +328,19 @@ def test_deep_nesting_and_hostile_names_stay_one_line(tmp_path):
                  lambda raw: raw["networks"][1].update({"target_ratio": 0.8}))
     line = the_line(load_results([path])[1], path)
     assert "network 'evil\\n# x\\x1b[31m' step 1" in line
+
+
+def test_validate_applies_the_leaderboards_bounds(tmp_path, capsys):
+    big = save_result(make_run({"sipp": GAP["wt"]}, n=1000, parent_correct=900), tmp_path / "big.json")
+    assert main(["validate", str(big)]) == 1
+    assert "claims 1000 examples, more than the 539 of any digits test set" in capsys.readouterr().err
+
+
+def test_the_work_per_file_is_bounded_before_the_board_computes_anything(tmp_path, monkeypatch):
+    import bench.results
+
+    run = save_result(make_run(PRUNERS), tmp_path / "run.json")
+    cells = len(load_result(run).networks) * len(load_result(run).distributions)
+    monkeypatch.setattr(bench.results, "MAX_CELLS_PER_FILE", cells - 1)
+    board, errors = skipped(tmp_path)
+    assert f"= {cells:,} cells, more than the {cells - 1:,} the board evaluates per file" in the_line(errors, run)
