@@ -743,6 +743,7 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     from bench.files import DataMissing
     from bench.pruning import NonFiniteWeights
     from bench.registry import PluginError
+    from bench.results import RejectedResult
     from bench.store import CacheCorrupted
 
     if isinstance(exc, ValidationError):
@@ -751,7 +752,7 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
         return 2, f"{where}: {first['msg']} (got {first.get('input')!r})"
     if isinstance(exc, (ValueError, LookupError, DataMissing)):
         return 2, str(exc)
-    if isinstance(exc, (PluginError, NonFiniteWeights, CacheCorrupted)):
+    if isinstance(exc, (PluginError, NonFiniteWeights, CacheCorrupted, RejectedResult)):
         return 1, str(exc)
     if isinstance(exc, OSError):
         return 1, f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)

@@ -40,6 +40,10 @@ class ResultFileError(ValueError):
     """A result file that is not valid JSON, does not match the schema, or was edited."""
 
 
+class RejectedResult(RuntimeError):
+    """A run's own result that the readers' checks reject: `bench run` stops (exit 1) instead of writing it."""
+
+
 def content_digest(raw: Mapping[str, Any]) -> str:
     """The integrity digest of a result document: sha256 of its canonical JSON without `integrity`.
 

@@ -228,3 +228,20 @@ def test_masks_are_checked_before_they_touch_the_weights(digits_cnn):
     assert checked_masks(WeightThresholding(), good, layers).keys() == good.keys()
     with pytest.raises(PluginError, match="'nonexistent', which is not a compressible layer"):
         checked_masks(WeightThresholding(), {"nonexistent": torch.ones(1, dtype=torch.bool)}, layers)
+
+
+def test_bench_run_writes_no_result_that_its_readers_would_reject(tmp_path, monkeypatch, capsys):
+    """A run whose steps miss their targets by more than the readers allow (here: a negative
+    tolerance, which every step misses) fails in one line and writes no result file."""
+    import bench.results
+    from bench.cli import main
+
+    monkeypatch.setattr(bench.results, "TARGET_RATIO_TOLERANCE", -1.0)
+    out = tmp_path / "out"
+    code = main(["run", "--pruner", "wt", "--suite", "noise", "--ratios", "0.5", "--epochs", "1", "--retrain-epochs",
+                 "1", "--calibration-size", "16", "--workers", "1", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "the run's own result fails the checks every reader applies, so it was not written" in err
+    assert "away from its target" in err
+    assert not list(out.glob("*.json"))
