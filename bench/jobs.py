@@ -190,8 +190,13 @@ class NetworkRef:
 
     @property
     def file_name(self) -> str:
-        """Its file name in a result's networks folder, e.g. `wt-3.safetensors`."""
-        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.pruner)}-{self.step}{NETWORK_SUFFIX}"
+        """Its file name in a result's networks folder, e.g. `wt-3.safetensors`. A label with other
+        characters than letters, digits, `_.-` (options: `pfp:failure_probability=1e-5`) has them
+        replaced and a digest of the label appended, so distinct labels never share a file."""
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", self.pruner)
+        if stem != self.pruner:
+            stem += "_" + hashlib.sha256(self.pruner.encode()).hexdigest()[:10]
+        return f"{stem}-{self.step}{NETWORK_SUFFIX}"
 
 
 def run_networks(config: RunConfig, data_checksum: str,

@@ -115,3 +115,15 @@ def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits
     config = small_config()
     bf16_config = config.model_copy(update={"precision": "bf16"})
     assert spec_key(eval_spec("net", "set", config)) != spec_key(eval_spec("net", "set", bf16_config))
+
+
+def test_distinct_labels_never_share_a_network_file_name():
+    from bench.jobs import NetworkRef
+
+    labels = ["pfp:failure_probability=1e-5", "pfp_failure_probability_1e-5", "pfp:failure_probability_1e-5",
+              "pfp;failure_probability=1e-5", "wt"]
+    names = {NetworkRef(kind="steps", key="k", pruner=label, step=2).file_name for label in labels}
+    assert len(names) == len(labels)
+    assert NetworkRef(kind="steps", key="k", pruner="wt", step=3).file_name == "wt-3.safetensors"
+    assert NetworkRef(kind="steps", key="k", pruner="pfp_failure_probability_1e-5", step=1).file_name == (
+        "pfp_failure_probability_1e-5-1.safetensors")
