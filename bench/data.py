@@ -166,6 +166,9 @@ def folder_images(folder: Path, per_class: int | None = None, classes: list[str]
     return paths, targets, classes
 
 
+SEGMENTATION_IGNORE = 255  # the label of unlabelled pixels (bench.segmentation.data.IGNORE_INDEX)
+
+
 @dataclass(frozen=True)
 class DataSplits:
     """What a dataset's loader returns: the three splits and the number of classes."""
@@ -230,9 +233,40 @@ class DatasetSpec:
         if len(splits.test) > self.max_test_examples:
             raise ValueError(f"dataset {self.name!r}: its test split holds {len(splits.test)} examples, more than "
                              f"its spec's max_test_examples ({self.max_test_examples})")
+        self._check_splits(splits)
         mean, std = self.normalization or channel_stats(splits.train.images)
         return DataBundle(name=self.name, train=splits.train, val=splits.val, test=splits.test,
                           num_classes=splits.num_classes, mean=mean, std=std, task=self.task)
+
+
+    def _check_splits(self, splits: DataSplits) -> None:
+        """What every loader must return, built-in or plugin: the same uint8 (C, H, W) in every split,
+        the normalisation's channel count, integer labels in range. One-line ValueError naming it."""
+        where = f"dataset {self.name!r} (its loader)"
+        if not isinstance(splits.num_classes, int) or isinstance(splits.num_classes, bool) or splits.num_classes < 2:
+            raise ValueError(f"{where}: num_classes must be an integer >= 2, got {splits.num_classes!r}")
+        shape = None
+        for split_name in ("train", "val", "test"):
+            split = getattr(splits, split_name)
+            images, labels = getattr(split, "images", None), getattr(split, "labels", None)
+            if images is None or labels is None:
+                continue  # a file-backed test source: checked as it streams
+            if images.dtype != torch.uint8 or images.ndim != 4 or not len(images):
+                raise ValueError(f"{where}: the {split_name} split must hold uint8 (N, C, H, W) images, got "
+                                 f"{images.dtype} {tuple(images.shape)}")
+            shape = shape or tuple(images.shape[1:])
+            if tuple(images.shape[1:]) != shape:
+                raise ValueError(f"{where}: the {split_name} split's images are {tuple(images.shape[1:])}, the train "
+                                 f"split's {shape}")
+            if self.normalization is not None and images.shape[1] != len(self.normalization[0]):
+                raise ValueError(f"{where}: {images.shape[1]} channels, but its normalization has "
+                                 f"{len(self.normalization[0])}")
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                raise ValueError(f"{where}: the {split_name} split's labels are {labels.dtype}, not integers")
+            valid = labels[labels != SEGMENTATION_IGNORE] if self.task == "segmentation" else labels
+            if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= splits.num_classes):
+                raise ValueError(f"{where}: the {split_name} split has labels in [{int(valid.min())}, "
+                                 f"{int(valid.max())}], outside [0, {splits.num_classes - 1}]")
 
 
 def dataset_spec(name: str) -> DatasetSpec:

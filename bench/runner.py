@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from bench import registry
 from bench.data import DataBundle, dataset_spec, load_dataset
 from bench.devices import device_description, resolve_device
@@ -96,8 +98,29 @@ def test_distributions(config: RunConfig, data: DataBundle, selection: Selection
         suite.check_dataset(data.name)
     clean = TestDistribution(name=f"{data.name}/clean", suite=NOMINAL, images=data.test)
     chosen = selection or Selection.of(config)
-    built = [d for suite in suites for d in suite.distributions(data, config.seed, chosen)]
+    built = [d for suite in suites for d in checked_sets(suite, suite.distributions(data, config.seed, chosen), data)]
     return [clean] + selected(config, built, complete=selection is None)
+
+
+def checked_sets(suite: Suite, distributions: list[TestDistribution], data: DataBundle) -> list[TestDistribution]:
+    """A suite's test sets, checked like the built-ins' (a plugin's too): uint8 images of the clean
+    test set's (C, H, W), one label per image in the dataset's range, no more images than the
+    dataset's largest test set. One-line ValueError naming the suite and the set otherwise."""
+    shape = tuple(data.test.images.shape[1:]) if hasattr(data.test, "images") else None
+    most = dataset_spec(data.name).max_test_examples if data.name in registry.available(registry.DATASET_GROUP) else None
+    for dist in distributions:
+        where = f"suite {suite.name!r}, test set {dist.name!r}"
+        images, labels = getattr(dist.images, "images", None), getattr(dist.images, "labels", None)
+        if most is not None and len(dist.images) > most:
+            raise ValueError(f"{where}: {len(dist.images)} examples, more than the {most} of any {data.name} test set")
+        if images is None or labels is None:
+            continue  # file-backed: checked against the clean test set as it is read (bench.files)
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != shape:
+            raise ValueError(f"{where}: {images.dtype} images of {tuple(images.shape[1:])}, expected uint8 of {shape}")
+        if data.task == "classification" and labels.numel() and (
+                labels.dtype.is_floating_point or int(labels.min()) < 0 or int(labels.max()) >= data.num_classes):
+            raise ValueError(f"{where}: labels outside the dataset's {data.num_classes} classes")
+    return distributions
 
 
 def result_path(config: RunConfig, out_dir: Path) -> Path:

@@ -116,6 +116,48 @@ def test_a_spec_checks_its_fields_and_its_loader_output():
         DatasetSpec(**{**fields, "mix_table": "mnist-c"})
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s.update(test=ImageSet(s["test"].images[:, :1].contiguous(), s["test"].labels)),
+     "the test split's images are (1, 4, 4), the train split's (3, 4, 4)"),
+    (lambda s: s.update(val=ImageSet(s["val"].images, torch.tensor([0, 1, 0, 1, 0, 7]))),
+     "the val split has labels in [0, 7], outside [0, 1]"),
+    (lambda s: s.update(num_classes=1), "num_classes must be an integer >= 2, got 1"),
+    (lambda s: s.update(train=ImageSet(s["train"].images, torch.tensor([0.0, 1, 0, 1, 0, 1]))),
+     "the train split's labels are torch.float32, not integers"),
+])
+def test_a_plugins_splits_are_checked_like_the_built_ins(change, message):
+    def loader(seed: int, per_class: int | None, image_size: int | None) -> DataSplits:
+        images = torch.arange(6 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(6, 3, 4, 4)
+        split = ImageSet(images, torch.tensor([0, 1, 0, 1, 0, 1]))
+        splits = {"train": split, "val": split, "test": split, "num_classes": 2}
+        change(splits)
+        return DataSplits(**splits)
+
+    spec = DatasetSpec(name="six", loader=loader, default_model="digits_cnn", default_suites=("noise",),
+                       train=DIGITS_TRAIN, retrain=DIGITS_TRAIN, max_test_examples=6)
+    with pytest.raises(ValueError) as raised:
+        spec.load(0)
+    assert str(raised.value) == f"dataset 'six' (its loader): {message}"
+
+
+def test_a_suites_test_sets_are_checked_like_the_built_ins(digits):
+    from bench.runner import checked_sets
+    from bench.suite import TestDistribution
+
+    class Crooked:
+        name = "crooked"
+
+    wrong = TestDistribution(name="crooked/half", suite="crooked",
+                             images=ImageSet(digits.test.images[:, :, :16].contiguous(), digits.test.labels))
+    with pytest.raises(ValueError, match=r"suite 'crooked', test set 'crooked/half': torch.uint8 images of \(3, 16, 32\)"):
+        checked_sets(Crooked(), [wrong], digits)  # type: ignore[arg-type]
+    labels = digits.test.labels.clone()
+    labels[0] = 10
+    bad = TestDistribution(name="crooked/labels", suite="crooked", images=ImageSet(digits.test.images, labels))
+    with pytest.raises(ValueError, match="labels outside the dataset's 10 classes"):
+        checked_sets(Crooked(), [bad], digits)  # type: ignore[arg-type]
+
+
 def test_cifar100_reads_fine_labels_with_a_saved_seeded_split(cifar100_root):
     data = load_dataset("cifar100", 0)
     assert (data.num_classes, len(data.train), len(data.val), len(data.test)) == (100, 500, 100, 100)
