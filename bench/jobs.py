@@ -419,6 +419,10 @@ def control_config(config: RunConfig) -> RunConfig:
     update: dict[str, object] = {"seed": config.seed + CONTROL_SEED_OFFSET}
     if config.parent_checkpoint_sha256 is not None:
         update |= {"parent_checkpoint_sha256": None, "train": dataset_spec(config.dataset).train}
+    if config.protocol == EXTERNAL:
+        # `bench eval`: the control is a plain parent job; a cascade config needs a grid and a pruner,
+        # which no parent job reads (parent_spec keys the recipe, seed, data and model only)
+        update |= {"protocol": None, "external_networks": None, "target_ratios": (0.5,), "pruners": ("wt",)}
     return config.model_copy(update=update)
 
 

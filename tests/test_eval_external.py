@@ -160,3 +160,19 @@ def test_eval_refuses_a_network_with_non_finite_weights_or_statistics(brought, t
         err = capsys.readouterr().err.strip()
         assert code == 1 and len(err.splitlines()) == 1, err
         assert "non-finite weights (NaN or inf) in " + name in err
+
+
+def test_analyze_works_on_an_eval_result_and_says_in_one_line_when_its_cache_is_gone(evaluated, tmp_path, capsys):
+    path, result = evaluated
+    assert main(["analyze", "similarity", str(path), "--images", "8", "--draws", "2",
+                 "--json", str(tmp_path / "similarity.json")]) == 0
+    report = json.loads((tmp_path / "similarity.json").read_text())
+    assert any(name.startswith("ft") for name in report["networks"]) and any(
+        name.startswith("wt") for name in report["networks"]), report["networks"]
+    capsys.readouterr()
+    moved = tmp_path / "elsewhere.json"
+    moved.write_bytes(path.read_bytes())  # a copy without the job cache its networks live in
+    code = main(["analyze", "similarity", str(moved), "--images", "8", "--draws", "2",
+                 "--json", str(tmp_path / "none.json")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
