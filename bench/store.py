@@ -32,14 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.checkpoints import NetworkFileError, SavedFile, load_state, save_state
+from bench.checkpoints import MAX_NETWORK_BYTES, NetworkFileError, SavedFile, load_state, save_state
 from bench.data import ImageSet, TestSource
 from bench.files import source_from_reference
-from bench.io import atomic_path, atomic_write_text, canonical_sha256
+from bench.io import UnreadableFile, atomic_path, atomic_write_text, canonical_sha256, read_capped
 
 __all__ = ["NETWORK_SUFFIX", "CacheCorrupted", "Store"]
 
 NETWORK_SUFFIX = ".safetensors"
+MAX_MARKER_BYTES = 64 * 2**20  # a job record: a few kB (an evaluation's hits: ~1 bit per image)
 CHECKPOINT_SUFFIX = ".checkpoint"  # a user's parent, as given (torch.save or safetensors)
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ class Store:
         """A marker's payload, checked against its digest (CacheCorrupted if it is not intact)."""
         path = self.path(kind, key, ".json")
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CacheCorrupted(f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from exc
+            document = json.loads(read_capped(path, MAX_MARKER_BYTES, "job record").decode("utf-8"))
+        except UnreadableFile as exc:
+            raise CacheCorrupted(str(exc)) from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CacheCorrupted(f"{path}: unreadable ({exc})") from exc
         if not isinstance(document, dict) or document.get("sha256") != canonical_sha256(document.get("payload")):
             raise CacheCorrupted(f"{path}: content differs from its recorded sha256")
         payload = document["payload"]
@@ -111,9 +114,9 @@ class Store:
     def _check_network_file(self, kind: str, key: str, sha256: str) -> bytes:
         path = self.network_path(kind, key)
         try:
-            payload = path.read_bytes()
-        except OSError as exc:
-            raise CacheCorrupted(f"{path}: unreadable ({exc.strerror})") from exc
+            payload = read_capped(path, MAX_NETWORK_BYTES, "network file")
+        except UnreadableFile as exc:
+            raise CacheCorrupted(str(exc)) from exc
         if hashlib.sha256(payload).hexdigest() != sha256:
             raise CacheCorrupted(f"{path}: content differs from its recorded sha256")
         return payload
@@ -140,7 +143,11 @@ class Store:
         parent job on any worker reads it from the store; returns the sha256."""
         sha256 = hashlib.sha256(payload).hexdigest()
         path = self.path("checkpoints", sha256, CHECKPOINT_SUFFIX)
-        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        try:
+            intact = hashlib.sha256(read_capped(path, MAX_NETWORK_BYTES, "checkpoint")).hexdigest() == sha256
+        except UnreadableFile:
+            intact = False
+        if not intact:
             with atomic_path(path) as temporary:
                 temporary.write_bytes(payload)
         return sha256
@@ -148,13 +155,13 @@ class Store:
     def checkpoint_bytes(self, sha256: str) -> bytes:
         """The bytes of a checkpoint saved with `save_checkpoint`, checked against its sha256."""
         path = self.path("checkpoints", sha256, CHECKPOINT_SUFFIX)
-        try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
+        if not path.exists() and not path.is_symlink():
             raise LookupError(f"parent checkpoint {sha256[:12]} is not in {self.root}; "
-                              "pass its file again (--parent-checkpoint)") from None
-        except OSError as exc:
-            raise CacheCorrupted(f"{path}: unreadable ({exc.strerror})") from exc
+                              "pass its file again (--parent-checkpoint)")
+        try:
+            payload = read_capped(path, MAX_NETWORK_BYTES, "checkpoint")
+        except UnreadableFile as exc:
+            raise CacheCorrupted(str(exc)) from exc
         if hashlib.sha256(payload).hexdigest() != sha256:
             path.unlink(missing_ok=True)
             raise CacheCorrupted(f"{path}: content differs from its sha256; deleted, pass the checkpoint again")
