@@ -251,7 +251,7 @@ class DatasetSpec:
             images, labels = getattr(split, "images", None), getattr(split, "labels", None)
             if images is None or labels is None:
                 continue  # a file-backed test source: checked as it streams
-            if images.dtype != torch.uint8 or images.ndim != 4 or not len(images):
+            if images.dtype != torch.uint8 or images.ndim != 4:
                 raise ValueError(f"{where}: the {split_name} split must hold uint8 (N, C, H, W) images, got "
                                  f"{images.dtype} {tuple(images.shape)}")
             shape = shape or tuple(images.shape[1:])
