@@ -24,15 +24,21 @@ bench.verify.Verification.fail = lambda self, where, what: None  # and nothing i
 '''
 
 
-def test_a_plugin_imported_by_reproduce_cannot_change_another_files_verdict(tmp_path):
-    _, env = install_package(tmp_path, PYPROJECT, {"layerwise_demo": HOSTILE_SOURCE})
-    env["PWNED_DIR"] = str(tmp_path)
-    out = tmp_path / "results"
-    run = subprocess.run([bench_executable(), "run", "--pruner", "layerwise", "--suite", "noise", "--ratios", "0.5",
+def tiny_run(env: dict[str, str], out, pruner: str, suite: str):
+    """`bench run` of one pruner at one ratio on digits, in a process that sees the installed plugin;
+    returns its result file."""
+    run = subprocess.run([bench_executable(), "run", "--pruner", pruner, "--suite", suite, "--ratios", "0.5",
                           "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--workers", "1",
                           "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    (plugin_run,) = out.glob("*.json")
+    (result,) = out.glob("*.json")
+    return result
+
+
+def test_a_plugin_imported_by_reproduce_cannot_change_another_files_verdict(tmp_path):
+    _, env = install_package(tmp_path, PYPROJECT, {"layerwise_demo": HOSTILE_SOURCE})
+    env["PWNED_DIR"] = str(tmp_path)
+    plugin_run = tiny_run(env, tmp_path / "results", "layerwise", "noise")
     marker = tmp_path / "PWNED-plugin"
     marker.unlink()  # `bench run` imported the pruner it ran; from here on only verify runs
 
@@ -73,12 +79,7 @@ class Mirror(Suite):
     pyproject = PYPROJECT.replace('[project.entry-points."prunebench.pruners"]\nlayerwise = "layerwise_demo:LayerwiseMagnitude"',
                                   '[project.entry-points."prunebench.suites"]\nmirror = "layerwise_demo:Mirror"')
     _, env = install_package(tmp_path, pyproject, {"layerwise_demo": suite_source})
-    out = tmp_path / "results"
-    run = subprocess.run([bench_executable(), "run", "--pruner", "wt", "--suite", "mirror", "--ratios", "0.5",
-                          "--epochs", "1", "--retrain-epochs", "1", "--threads", "1", "--workers", "1",
-                          "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    (result,) = out.glob("*.json")
+    result = tiny_run(env, tmp_path / "results", "wt", "mirror")
     assert json.loads(result.read_text())["config"]["suites"] == ["mirror"]
     refused = subprocess.run([bench_executable(), "verify", str(result), "--quiet"], env=env, capture_output=True,
                              text=True, timeout=600)
