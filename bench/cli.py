@@ -597,7 +597,7 @@ def print_pruner_options() -> None:
             print(f"  {name}: {option_help(pruner)}")
 
 
-def test_set_sizes() -> dict[str, int]:
+def dataset_test_sizes() -> dict[str, int]:
     """Each dataset's largest test set: the data layer knows it, the results layer takes it as an
     argument (the same bounds for `bench leaderboard` and `bench validate`)."""
     from bench.data import DATASETS
@@ -609,7 +609,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import compile_leaderboard
 
     board = compile_leaderboard(args.folder, breakdown=args.breakdown, verified_only=args.verified_only,
-                                test_set_sizes=test_set_sizes())
+                                test_set_sizes=dataset_test_sizes())
     for line in board.skipped:
         print(line, file=sys.stderr)
     if args.strict and board.skipped:
@@ -644,7 +644,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 def command_validate(args: argparse.Namespace) -> int:
     from leaderboard.build import validate_files
 
-    errors = validate_files(args.files, test_set_sizes())
+    errors = validate_files(args.files, dataset_test_sizes())
     for error in errors:
         print(error, file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
