@@ -652,13 +652,15 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from bench.results import find_result_files, one_line
+    from bench.results import REPORT_SUFFIXES, find_result_files, one_line
     from bench.verify import verify_results
 
     if args.reproduce < 0:
         raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
     failed = 0
-    paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])]
+    # a shell glob such as results/digits-*.json also matches the reports beside the results: skipped
+    paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])
+             if not found.name.endswith(REPORT_SUFFIXES)]
     checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
                             progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample,
                             plugins=args.plugins)

@@ -293,3 +293,10 @@ def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypat
     check = verify_result(result_copy, progress=False, write_report=False)
     assert check.disagreements == [f"parent on digits/clean: 1 of 539 per-example hits differ (examples {confident})"]
     assert len(check.ties) == 1 and f"(examples {close})" in check.ties[0]
+
+
+def test_reports_named_beside_the_results_are_skipped_as_a_glob_names_them(result_copy, capsys):
+    assert verify_result(result_copy, progress=False, write_report=True).passed
+    assert main(["verify", str(result_copy), str(report_path(result_copy)), "--no-report", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{result_copy.name}: verified" in out and ".verify.json" not in out
