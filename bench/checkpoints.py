@@ -26,13 +26,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from bench.io import UnreadableFile, atomic_path, canonical_sha256, read_capped
+from bench.io import MAX_NETWORK_BYTES, UnreadableFile, atomic_path, canonical_sha256, read_capped
 
 __all__ = ["FORMAT", "NetworkFileError", "SavedFile", "decode_checkpoint", "fit_state", "load_state", "read_state", "save_state",
            "shape_signature"]
 
 FORMAT = "prunebench-sparse-1"
-MAX_NETWORK_BYTES = 4 << 30  # the largest network file read (a DeepLabV3-ResNet50 is ~170 MB)
 _MASK, _VALUES = "::mask", "::values"
 _HEADER_KEY = "prunebench"
 _SAME_SIZE_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}

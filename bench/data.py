@@ -238,7 +238,6 @@ class DatasetSpec:
         return DataBundle(name=self.name, train=splits.train, val=splits.val, test=splits.test,
                           num_classes=splits.num_classes, mean=mean, std=std, task=self.task)
 
-
     def _check_splits(self, splits: DataSplits) -> None:
         """What every loader must return, built-in or plugin: the same uint8 (C, H, W) in every split,
         the normalisation's channel count, integer labels in range. One-line ValueError naming it."""

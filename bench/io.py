@@ -82,6 +82,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
             temporary.unlink(missing_ok=True)
 
 
+MAX_NETWORK_BYTES = 4 << 30  # the largest network file read (a DeepLabV3-ResNet50 is ~170 MB)
+
+
 class UnreadableFile(ValueError):
     """A file that is not a regular file, is larger than its cap, or cannot be read (one line)."""
 

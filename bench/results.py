@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.io import UnreadableFile, atomic_write_text, canonical_sha256, read_capped
+from bench.io import MAX_NETWORK_BYTES, UnreadableFile, atomic_write_text, canonical_sha256, read_capped
 from bench.schema import EXTERNAL, PARENT, SCHEMA_VERSION, RunResult, VerifyReport
 from bench.uncertainty import ReplicateKey, replicate_key
 
@@ -64,8 +64,18 @@ def seal(result: RunResult) -> RunResult:
     return result.model_copy(update={"integrity": result_document(result)["integrity"]})
 
 
-def save_result(result: RunResult, path: Path) -> Path:
-    atomic_write_text(path, json.dumps(result_document(result), indent=1) + "\n")
+def save_result(result: RunResult, path: Path, test_set_sizes: Mapping[str, int] | None = None) -> Path:
+    """Write `result` to `path` (atomically). With `test_set_sizes`, the text is first read back with
+    the checks every reader applies (parse_result): a result they would reject raises RejectedResult
+    and nothing is written."""
+    text = json.dumps(result_document(result), indent=1) + "\n"
+    if test_set_sizes is not None:
+        try:
+            parse_result(text, str(path), test_set_sizes)
+        except ResultFileError as exc:
+            raise RejectedResult(f"the run's own result fails the checks every reader applies, so it was not "
+                                 f"written: {exc}") from exc
+    atomic_write_text(path, text)
     return path
 
 
@@ -420,9 +430,6 @@ def report_path(result_path: Path) -> Path:
     return path.with_name(path.name.removesuffix(RESULT_SUFFIX) + VERIFY_REPORT_SUFFIX)
 
 
-MAX_NETWORK_FILE_BYTES = 4 << 30  # as bench.checkpoints.MAX_NETWORK_BYTES (results sit below checkpoints)
-
-
 def report_vouches_for(result_path: Path, result: RunResult, report: VerifyReport | None) -> bool:
     """Whether `report` is a passing, complete `bench verify` report for exactly this file and its
     networks: the result's integrity digest, every network checked and every hit compared (not a
@@ -440,7 +447,7 @@ def report_vouches_for(result_path: Path, result: RunResult, report: VerifyRepor
         if net.file is None:
             return False
         try:
-            payload = read_capped(folder / net.file.name, MAX_NETWORK_FILE_BYTES, "network file")
+            payload = read_capped(folder / net.file.name, MAX_NETWORK_BYTES, "network file")
         except UnreadableFile:
             return False
         if hashlib.sha256(payload).hexdigest() != net.file.sha256:

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.checkpoints import MAX_NETWORK_BYTES, NetworkFileError, SavedFile, load_state, save_state
+from bench.checkpoints import NetworkFileError, SavedFile, load_state, save_state
 from bench.data import ImageSet, TestSource
 from bench.files import source_from_reference
-from bench.io import UnreadableFile, atomic_path, atomic_write_text, canonical_sha256, read_capped
+from bench.io import MAX_NETWORK_BYTES, UnreadableFile, atomic_path, atomic_write_text, canonical_sha256, read_capped
 
 __all__ = ["NETWORK_SUFFIX", "CacheCorrupted", "Store"]
 

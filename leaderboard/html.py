@@ -7,7 +7,6 @@ row to its result files. Every string from a result file goes through Jinja's au
 
 from __future__ import annotations
 
-import unicodedata
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -15,6 +14,7 @@ from markupsafe import Markup
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
+from bench.markdown import show_control_characters
 from leaderboard.rows import Board, Row, http_url
 from leaderboard.text import Column, columns, definitions, interval_note, pct, severity_label
 
@@ -39,8 +39,7 @@ def visible(value: object) -> object:
     """Every value the template prints, with control and format characters (ESC, BEL, the bidi
     override U+202E) shown as code points: HTML escaping leaves them, and they can disguise a name."""
     if isinstance(value, str) and not isinstance(value, Markup):
-        return "".join(c if c in "\n\t" or not unicodedata.category(c).startswith("C") else f"\\u{ord(c):04x}"
-                       for c in value)
+        return show_control_characters(value, keep="\n\t")
     return value
 
 
