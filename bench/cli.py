@@ -720,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     from bench._allocator import tune_allocator
-    from bench.models import set_hub_policy
+    from bench.config import set_hub_policy
 
     tune_allocator()
 
@@ -742,19 +742,21 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     2 = bad input or missing data, 1 = a failure during the run; (None, "") = a bug, re-raised."""
     from pydantic import ValidationError
 
-    from bench.files import DataMissing
-    from bench.pruning import NonFiniteWeights
-    from bench.registry import PluginError
-    from bench.results import RejectedResult
-    from bench.store import CacheCorrupted
+    # Only the modules the command loaded can have raised their errors: looking them up in
+    # sys.modules keeps torch out of the torch-free commands' error path (leaderboard, validate).
+    def loaded(module: str, name: str) -> tuple[type, ...]:
+        return (getattr(sys.modules[module], name),) if module in sys.modules else ()
 
+    bad_input = (ValueError, LookupError, *loaded("bench.files", "DataMissing"))
+    run_failure = (*loaded("bench.registry", "PluginError"), *loaded("bench.pruning", "NonFiniteWeights"),
+                   *loaded("bench.store", "CacheCorrupted"), *loaded("bench.results", "RejectedResult"))
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "value"
         return 2, f"{where}: {first['msg']} (got {first.get('input')!r})"
-    if isinstance(exc, (ValueError, LookupError, DataMissing)):
+    if isinstance(exc, bad_input):
         return 2, str(exc)
-    if isinstance(exc, (PluginError, NonFiniteWeights, CacheCorrupted, RejectedResult)):
+    if isinstance(exc, run_failure):
         return 1, str(exc)
     if isinstance(exc, OSError):
         return 1, f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)

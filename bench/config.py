@@ -18,7 +18,8 @@ import numpy as np
 if TYPE_CHECKING:  # torch-free at import: `bench --help` imports this module
     from bench.schema import RunConfig
 
-__all__ = ["DEFAULT_GRID", "DEFAULT_PRUNERS", "choose_dataset", "default_config", "file_sha256", "ratio_grid"]
+__all__ = ["DEFAULT_GRID", "DEFAULT_PRUNERS", "choose_dataset", "default_config", "file_sha256", "ratio_grid",
+           "set_hub_policy"]
 
 DEFAULT_PRUNERS = ("wt", "ft", "sipp", "pfp")
 DEFAULT_GRID: tuple[Literal["geom", "lin"], float, float, int] = ("geom", 0.3, 0.95, 6)
@@ -113,3 +114,12 @@ def default_config(
         seed=seed,
         **settings,
     )
+
+
+def set_hub_policy(pretrained: bool) -> None:
+    """The one offline policy: the Hugging Face hub is offline (HF_HUB_OFFLINE=1, unless the user set
+    it) except for runs that ask for pretrained weights, so nothing hangs on hub retries without
+    network. Called by the CLI (before any command, torch-free) and by every job (workers inherit or
+    receive the variable)."""
+    if not pretrained:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")

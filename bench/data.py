@@ -14,16 +14,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
-import torch
 
 from bench import registry
 from bench.corruptions.tables import TABLES
 from bench.files import DataInvalid, DataMissing, data_root, load_json
 from bench.normalization import standardize
 from bench.schema import Recipe
+
+if TYPE_CHECKING:  # torch is imported where it is used: the specs and board stay torch-free
+    import torch
 
 
 class TestSource(Protocol):
@@ -52,6 +54,7 @@ class ImageSet:
     labels: torch.Tensor  # int64 (N,) class per image, or (N, H, W) class per pixel (segmentation)
 
     def __post_init__(self) -> None:
+        import torch
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         n, _, h, w = self.images.shape
@@ -72,6 +75,7 @@ class ImageSet:
 
     @cached_property
     def checksum(self) -> str:
+        import torch
         digest = hashlib.sha256()
         digest.update(str(tuple(self.images.shape)).encode())
         digest.update(self.images.contiguous().numpy().tobytes())
@@ -241,6 +245,8 @@ class DatasetSpec:
     def _check_splits(self, splits: DataSplits) -> None:
         """What every loader must return, built-in or plugin: the same uint8 (C, H, W) in every split,
         the normalisation's channel count, integer labels in range. One-line ValueError naming it."""
+        import torch
+
         where = f"dataset {self.name!r} (its loader)"
         if not isinstance(splits.num_classes, int) or isinstance(splits.num_classes, bool) or splits.num_classes < 2:
             raise ValueError(f"{where}: num_classes must be an integer >= 2, got {splits.num_classes!r}")

@@ -11,10 +11,9 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bench.data import DatasetSpec, DataSplits, ImageSet, folder_images, saved_split, stratified_split
 from bench.files import DataInvalid, DataMissing, data_root, decode_image, download_allowed, file_digest
@@ -29,6 +28,9 @@ from bench.recipes import (
     IMAGENET_RESNET,
 )
 
+if TYPE_CHECKING:  # torch is imported where it is used: the specs and board stay torch-free
+    import torch
+
 # CIFAR-100's train-set channel statistics (the values in common use)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -40,6 +42,8 @@ def split_off_validation(train_full: ImageSet, test: ImageSet, num_classes: int,
                          seed: int) -> DataSplits:
     """10 % of the train images, stratified and seeded, held out as the validation split (saved in
     `split_file` on first use), and the official test set."""
+    import torch
+
     train_idx, val_idx = saved_split(split_file, train_full.labels.numpy(), 0.1, seed)
     return DataSplits(train=train_full.subset(torch.from_numpy(train_idx)),
                       val=train_full.subset(torch.from_numpy(val_idx)), test=test, num_classes=num_classes)
@@ -47,6 +51,9 @@ def split_off_validation(train_full: ImageSet, test: ImageSet, num_classes: int,
 
 def upsample_digits(raw: np.ndarray, size: int = 32, channels: int = 3) -> torch.Tensor:
     """sklearn digits (N, 64) with values 0..16 -> uint8 (N, channels, size, size), bilinear."""
+    import torch
+    import torch.nn.functional as F
+
     small = torch.from_numpy(raw.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
     large = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
     return large.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
@@ -57,6 +64,7 @@ def load_digits(seed: int, per_class: int | None = None, image_size: int | None 
 
     Stratified split: 30 % test, 10 % validation (calibration), 60 % train, seeded.
     """
+    import torch
     from sklearn.datasets import load_digits as sklearn_digits
 
     raw = sklearn_digits()
@@ -80,6 +88,7 @@ class TorchvisionCifar:
     num_classes: int
 
     def __call__(self, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+        import torch
         import torchvision.datasets
 
         source = getattr(torchvision.datasets, self.dataset_class)
@@ -168,6 +177,8 @@ def load_fashion_mnist(seed: int, per_class: int | None = None, image_size: int 
     28x28 grayscale, one channel (models are built with ``in_chans=1``); the published 60k/10k
     split, the 60k divided 55k/5k into train and validation (stratified, seeded, saved under
     ``<root>/splits/``)."""
+    import torch
+
     folder = _fashion_mnist_folder()
 
     def checked(split: str, kind: str, dims: int) -> np.ndarray:
@@ -207,6 +218,8 @@ def load_imagenet(seed: int, per_class: int | None = None, image_size: int | Non
     view, also the ImageNet-C view), so the full training set needs ~180 GB: use `--per-class K`
     for a class-balanced subset. 10 % of the train images form the validation (calibration) split.
     """
+    import torch
+
     folder = data_root() / "imagenet"
     if not folder.is_dir():
         raise DataMissing.not_found(
@@ -241,6 +254,8 @@ class SegmentationFolder:
     subfolder: str  # under the data root ("" for the root itself)
 
     def __call__(self, seed: int, per_class: int | None = None, image_size: int | None = None) -> DataSplits:
+        import torch
+
         from bench.segmentation import data as segmentation
 
         root, size = data_root() / self.subfolder, image_size or VOC_SIZE

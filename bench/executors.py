@@ -16,7 +16,7 @@ import multiprocessing
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -27,11 +27,28 @@ CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 class Executor(ABC):
+    """Runs jobs: `submit` one (a future of its result), or `run` a batch and wait for all of them.
+    `slots` jobs run at once; a scheduler (bench.scheduler) keeps at most that many submitted."""
+
     name: str
 
     @abstractmethod
-    def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
+        """Start one job; its future holds the result or the exception it raised."""
+
+    @property
+    @abstractmethod
+    def slots(self) -> int:
+        """How many jobs run at the same time."""
+
+    def run(self, jobs: Sequence[Job], desc: str, progress: bool = True) -> list[Any]:
         """Run every job; return their results in submission order. Any failure raises."""
+        futures = [self.submit(fn, args) for fn, args in jobs]
+        show = progress and getattr(self, "progress", True) and len(jobs) > 1
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="job", disable=not show,
+                      dynamic_ncols=True):
+            pass
+        return [future.result() for future in futures]
 
     def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release the executor's workers; nothing to release by default."""
@@ -46,6 +63,16 @@ class Executor(ABC):
     def pins_gpus(self) -> bool:
         """Whether every job runs in a worker that sees only the GPU it was given."""
         return False
+
+
+def run_here(fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
+    """Run a job in this process now; a finished future of its result (or its exception)."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def is_cuda(device_type: str) -> bool:
@@ -96,6 +123,9 @@ class LocalExecutor(Executor):
     CUDA (`gpus`: indices of the visible GPUs to use): a pool of len(gpus) x jobs_per_gpu spawned
     workers (`workers` does not apply), each pinned to one GPU (gpu_slots, worker_environment). Jobs
     never run in this process, so it holds no CUDA context of its own.
+
+    The pool lives until `close()`: its workers import torch and load the dataset once for the
+    whole run, not once per stage (each spawn costs seconds of CPU and ~1 GB).
     """
 
     name = "local"
@@ -105,39 +135,51 @@ class LocalExecutor(Executor):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.gpus = list(gpus) if gpus is not None else None
-        self.slots: list[int] = []
+        self.gpu_slots: list[int] = []
         if self.gpus is not None:
             if not self.gpus:
                 raise ValueError("a CUDA run needs at least one GPU")
-            self.slots = [self.gpus[index] for index in gpu_slots(len(self.gpus), jobs_per_gpu)]
-            workers = len(self.slots)
+            self.gpu_slots = [self.gpus[index] for index in gpu_slots(len(self.gpus), jobs_per_gpu)]
+            workers = len(self.gpu_slots)
         self.workers = workers
         self.progress = progress
+        self._pool: ProcessPoolExecutor | None = None
 
     @property
     def pins_gpus(self) -> bool:
-        return bool(self.slots)
+        return bool(self.gpu_slots)
 
-    def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
-        if not self.slots and (self.workers == 1 or len(jobs) <= 1):
-            bar = tqdm(jobs, desc=desc, unit="job", disable=not self.progress or len(jobs) <= 1, dynamic_ncols=True)
-            return [fn(*args) for fn, args in bar]
-        if not jobs:
-            return []
-        results: list[Any] = [None] * len(jobs)
-        context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
-        pinning: dict[str, Any] = {}
-        if self.slots:
-            environments = context.SimpleQueue()
-            visible = os.environ.get(CUDA_VISIBLE_DEVICES)
-            for gpu in self.slots:
-                environments.put(worker_environment(gpu, visible))
-            pinning = {"initializer": _pin_worker, "initargs": (environments,)}
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context, **pinning) as pool:
-            futures = {pool.submit(fn, *args): index for index, (fn, args) in enumerate(jobs)}
-            for future in tqdm(as_completed(futures), total=len(jobs), desc=desc, disable=not self.progress):
-                results[futures[future]] = future.result()
-        return results
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    @property
+    def in_process(self) -> bool:
+        """Whether jobs run in this process (one CPU worker), one after another."""
+        return not self.gpu_slots and self.workers == 1
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
+        if self.in_process:
+            return run_here(fn, args)
+        return self._worker_pool().submit(fn, *args)
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
+            pinning: dict[str, Any] = {}
+            if self.gpu_slots:
+                environments = context.SimpleQueue()
+                visible = os.environ.get(CUDA_VISIBLE_DEVICES)
+                for gpu in self.gpu_slots:
+                    environments.put(worker_environment(gpu, visible))
+                pinning = {"initializer": _pin_worker, "initargs": (environments,)}
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, **pinning)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def ray_task_options(device_type: str = "cpu", jobs_per_gpu: int = 1, cpus_per_job: float = 1) -> dict[str, float]:
@@ -187,14 +229,16 @@ class RayExecutor(Executor):
             self._remote[fn] = self.ray.remote(**options)(fn)
         return self._remote[fn]
 
-    def run(self, jobs: Sequence[Job], desc: str) -> list[Any]:
-        refs = [self._as_remote(fn).remote(*args) for fn, args in jobs]
-        pending = list(refs)
-        with tqdm(total=len(refs), desc=desc, disable=not self.progress) as bar:
-            while pending:
-                done, pending = self.ray.wait(pending, num_returns=1)
-                bar.update(len(done))
-        return self.ray.get(refs)
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
+        return self._as_remote(fn).remote(*args).future()
+
+    @property
+    def slots(self) -> int:
+        """The jobs the cluster's resources hold at once (its CPUs, or GPU shares for CUDA tasks)."""
+        resources = self.ray.cluster_resources()
+        if self.gpu_tasks:
+            return max(1, int(resources.get("GPU", 0) / self.options["num_gpus"]))
+        return max(1, int(resources.get("CPU", 1) // self.cpus_per_job))
 
     def close(self) -> None:
         self.ray.shutdown()

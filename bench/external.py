@@ -150,11 +150,11 @@ def evaluate_networks(config: RunConfig, parent: Path, networks: Sequence[tuple[
     for network, (_, path) in zip(config.external_networks or (), networks):
         import_network(store, config, data, network, Path(path), parent_key, parent_nonzero)
     refs = [NetworkRef("parents", parent_key, PARENT, 0), *external_refs(config, store, parent_key)]
-    setup.evaluate(refs)
+    testsets = setup.run_jobs(refs)
     path = result_path(config, Path(out_dir))
     folder = networks_folder(path)
     files = save_networks(store, [ref for ref in refs if ref.kind != EXPORTED_KIND], folder)
     files |= {ref: save_exported(store, ref, folder) for ref in refs if ref.kind == EXPORTED_KIND}
-    cells = network_results(config, store, refs, setup.testsets, files, setup.job_device)
-    return write_result(config, data, setup.distributions, cells, path, setup.executor.name,
+    cells = network_results(config, store, refs, testsets.checksums, files, setup.job_device)
+    return write_result(config, data, testsets.distributions, cells, path, setup.executor.name,
                         time.perf_counter() - started, device)

@@ -29,11 +29,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:  # torch is imported where it is used: the dataset specs stay torch-free
+    import torch
 
 DATA_ENV = "PRUNEBENCH_DATA"
 DOWNLOAD_ENV = "PRUNEBENCH_DOWNLOAD"
@@ -389,6 +390,7 @@ class NpyRows:
 
     @cached_property
     def labels(self) -> torch.Tensor:
+        import torch
         labels = open_npy(self.labels_path)[self.start : self.stop]
         return torch.from_numpy(np.array(labels, dtype=np.int64))
 
@@ -407,6 +409,7 @@ class NpyRows:
         return self._batch(self._images(), index, batch_size)
 
     def _batch(self, images: np.ndarray, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
         begin = self.start + index * batch_size
         end = min(begin + batch_size, self.stop)
         chunk = torch.from_numpy(np.array(images[begin:end]))  # copies only this batch from the map
@@ -419,6 +422,7 @@ class NpyRows:
 
 def decode_image(path: str) -> torch.Tensor:
     """An image file as uint8 (3, H, W) RGB; DataInvalid names a file that cannot be decoded."""
+    import torch
     from PIL import Image
 
     try:
@@ -453,6 +457,7 @@ class ImageFiles:
 
     @cached_property
     def labels(self) -> torch.Tensor:
+        import torch
         return torch.tensor(self.targets, dtype=torch.int64)
 
     @cached_property
@@ -489,6 +494,8 @@ class ImageFiles:
 
     def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch `index` of `batches(batch_size)` alone, decoded and checked (what a DataLoader worker reads)."""
+        import torch
+
         begin = index * batch_size
         paths = self.paths[begin : begin + batch_size]
         images = [decode_image(p) for p in paths]
@@ -515,8 +522,10 @@ def batch_count(source: FileSource, batch_size: int) -> int:
     return -(-len(source) // batch_size)
 
 
-class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """A file-backed source as a map-style data set of whole batches: item i = `source.batch(i)`."""
+class _Batches:
+    """A file-backed source as a map-style data set of whole batches: item i = `source.batch(i)`
+    (DataLoader needs only `__len__` and `__getitem__`; a module-level class, so spawned loader
+    workers can unpickle it)."""
 
     def __init__(self, source: FileSource, batch_size: int) -> None:
         self.source, self.batch_size = source, batch_size
@@ -533,8 +542,11 @@ def loader_batches(source: FileSource, batch_size: int, workers: int,
     """The batches of `source.batches(batch_size)`, in order, read and decoded by `workers` DataLoader
     worker processes (0: in this process) ahead of their use, in pinned host memory on request (for
     asynchronous copies to a GPU)."""
-    loader = DataLoader(_Batches(source, batch_size), batch_size=None, num_workers=workers,
-                                         pin_memory=pin_memory, persistent_workers=False)
+    from torch.utils.data import DataLoader, Dataset
+
+    batches = cast("Dataset[tuple[torch.Tensor, torch.Tensor]]", _Batches(source, batch_size))
+    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] = DataLoader(
+        batches, batch_size=None, num_workers=workers, pin_memory=pin_memory, persistent_workers=False)
     yield from loader
 
 

@@ -25,11 +25,12 @@ from torch import nn
 
 from bench import registry
 from bench.checkpoints import decode_checkpoint, fit_state
+from bench.config import set_hub_policy
 from bench.data import DataBundle, dataset_spec, load_dataset
 from bench.devices import device_environment, module_device
 from bench.exported import read_exported
 from bench.io import canonical_sha256
-from bench.models import create_model, set_hub_policy
+from bench.models import create_model
 from bench.pruning import (
     FAILURE_PROBABILITY,
     Loss,
@@ -435,33 +436,34 @@ def run_control_job(config_json: str, store_root: str, data_checksum: str, progr
                           data_seed=config.seed, device=device)
 
 
-def run_chain_job(config_json: str, store_root: str, data_checksum: str, pruner_name: str, parent_key: str,
-                  progress: bool = False, device: str = "cpu") -> list[str]:
-    """Cascade prune -> retrain over the ratio grid on `device`, resuming after the last finished step."""
+def run_step_job(config_json: str, store_root: str, data_checksum: str, pruner_name: str, parent_key: str,
+                 step: int, progress: bool = False, device: str = "cpu") -> str:
+    """Cascade step `step` (1-based) of `pruner_name` on `device`: the previous step's network (the
+    parent's for step 1) pruned to the step's target ratio and retrained; returns the step's key.
+    A stored step is not run again. Steps of one chain run in order (bench.scheduler), each in
+    whichever worker is free: everything a step needs is in the store."""
     config = RunConfig.model_validate_json(config_json)
     store = Store(Path(store_root))
     keys = chain_keys(config, pruner_name, parent_key, device=device)
-    todo = [step for step, key in enumerate(keys, start=1) if not store.done("steps", key)]
-    if not todo:
-        return keys
+    key = keys[step - 1]
+    if store.done("steps", key):
+        return key
+    previous = ("parents", parent_key) if step == 1 else ("steps", keys[step - 2])
+    if not store.done(*previous):
+        raise RuntimeError(f"{pruner_name} step {step}: the network it prunes ({previous[0]} {previous[1][:12]}) "
+                           "is not in the job store yet")
     with job_environment(config, device):
         data = load_checked_dataset(config, data_checksum)
         pruner = load_pruner(pruner_name)
-        first = todo[0]
-        model = new_model(config, data, device=device)
-        if first == 1:
-            store.load_weights("parents", parent_key, model)
-        else:
-            store.load_weights("steps", keys[first - 2], model)
+        model = store.load_weights(*previous, new_model(config, data, device=device))
         parent_nonzero = store.read_json("parents", parent_key)["nonzero_params"]
         ctx = prune_context(config, data, model)
         try:
-            for step in range(first, len(keys) + 1):
-                run_step(store, keys[step - 1], model, pruner, step, config, data, ctx, parent_nonzero, progress)
+            run_step(store, key, model, pruner, step, config, data, ctx, parent_nonzero, progress)
         except PluginError as exc:
             distribution, dist_version = registry.distribution_of(registry.PRUNER_GROUP, pruner.name)
             raise PluginError(f"{exc} (package {distribution} {dist_version})") from exc
-    return keys
+    return key
 
 
 def prune_and_retrain(model: nn.Module, pruner: Pruner, step: int, config: RunConfig, data: DataBundle,

@@ -15,7 +15,6 @@ same order. ``resnet{20,56,110}_cifar_a`` are He et al.'s option-A BasicBlock Re
 from __future__ import annotations
 
 import difflib
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -365,14 +364,6 @@ digits_cnn = _register("digits_cnn", DigitsCNN)
 fashion_cnn = _register("fashion_cnn", FashionCNN)
 
 BENCH_MODELS: tuple[str, ...] = tuple(_registered)
-
-
-def set_hub_policy(pretrained: bool) -> None:
-    """The one offline policy: the Hugging Face hub is offline (HF_HUB_OFFLINE=1, unless the user set
-    it) except for runs that ask for pretrained weights, so nothing hangs on hub retries without
-    network. Called by the CLI and by every job (workers inherit or receive the variable)."""
-    if not pretrained:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False) -> nn.Module:

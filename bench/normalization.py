@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # torch is imported where it is used: the dataset specs stay torch-free
+    import torch
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "standardize"]
 
 # The paper's CIFAR normalisation (torchprune training/cifar/common.yaml)
@@ -16,6 +18,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def standardize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel, on the images' device."""
+    import torch
+
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255.0) - mean_t) / std_t

@@ -12,6 +12,7 @@ costs its test images. Loading the data and building the test sets is measured a
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class Stage:
     jobs: int
     cached: int
     seconds: float  # estimated wall time of the jobs that are not cached
+    parallel: int = 1  # how many of them run at once
 
     @property
     def todo(self) -> int:
@@ -88,17 +90,60 @@ class Plan:
     test_sets: int
     test_images: int  # summed over the test sets: what one network's evaluation reads
     calibration: Calibration
-    setup_s: float  # measured: loading the data and building the test sets (every run does it again)
+    load_s: float  # measured: loading the data (every run does it again)
+    testsets_s: float  # measured: building the test sets (every run does it again, beside the first jobs)
+    workers: int
+    critical_s: float  # the longest chain of dependent jobs left: parent, the longest cascade, one evaluation
+    busy_cores: float | None = None  # measured: cores other processes kept busy (None: not measurable here)
+
+    @property
+    def setup_s(self) -> float:
+        return self.load_s + self.testsets_s
+
+    @property
+    def work_s(self) -> float:
+        """Core-seconds of the jobs not cached (each stage's time times the jobs it runs at once)."""
+        return sum(stage.seconds * stage.parallel for stage in self.stages)
 
     @property
     def remaining_s(self) -> float:
-        """Estimated wall time of the jobs that are not cached (0 when everything is)."""
-        return sum(stage.seconds for stage in self.stages)
+        """Estimated wall time of the jobs that are not cached (0 when everything is): one worker
+        runs them in turn; more, as bench.scheduler does, as long as the longest dependent chain or
+        the work spread over the workers, whichever is longer."""
+        if self.workers == 1:
+            return self.work_s
+        return max(self.critical_s, self.work_s / self.workers)
 
     @property
     def total_s(self) -> float:
-        """What `bench run` should take: the data set-up plus the remaining jobs."""
-        return self.setup_s + self.remaining_s
+        """What `bench run` should take: loading the data, then the jobs, with the test sets built
+        in the main process beside them (one worker: before them)."""
+        if self.workers == 1:
+            return self.load_s + self.testsets_s + self.work_s
+        return self.load_s + max(self.testsets_s, self.critical_s, (self.work_s + self.testsets_s) / self.workers)
+
+    @property
+    def free_cores(self) -> float | None:
+        return None if self.busy_cores is None else max(0.0, (os.cpu_count() or 1) - self.busy_cores)
+
+
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """Cores other processes keep busy, from /proc/stat over `seconds` (None off Linux)."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    if first is None or second is None or second[0] == first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
 
 
 def _median_time(step: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
@@ -171,7 +216,7 @@ def training_seconds(recipe: Recipe, train_images: int, calibration: Calibration
 
 
 def _steps_left(store: Store, keys: list[str]) -> int:
-    """Steps a chain job would run: from its first missing step to the end (bench.jobs.run_chain_job)."""
+    """Steps of a chain still to run: from its first missing step to the end (bench.jobs.run_step_job)."""
     missing = [index for index, key in enumerate(keys) if not store.done("steps", key)]
     return len(keys) - missing[0] if missing else 0
 
@@ -184,7 +229,9 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
 
     Trains nothing and writes nothing. The estimate is for `workers` jobs at a time (`--workers`), each
     as fast as the calibration's single process (one job per core): the parent alone, the pruners'
-    cascades side by side, the evaluations spread over every worker.
+    cascades side by side, the evaluations spread over every worker, all beside the test sets that the
+    main process builds (bench.scheduler). It also measures how many cores other processes keep busy
+    and says so when the estimate counts on cores that are not free.
     `parent_checkpoint`: checked as `run` checks it.
     """
     started = time.perf_counter()
@@ -195,8 +242,10 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     if parent_checkpoint is not None:
         check_parent_checkpoint(config, data, Path(parent_checkpoint))
+    loaded = time.perf_counter()
     distributions = test_distributions(config, data)
-    setup_s = time.perf_counter() - started
+    built = time.perf_counter()
+    others = busy_cores()
     calibration = calibrate(config, data, target)
 
     parent_key = spec_key(parent_spec(config, data.checksum, kind))
@@ -220,16 +269,20 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
 
     parent_detail = (f"checkpoint {config.parent_checkpoint_sha256[:12]}, " if config.parent_checkpoint_sha256 else "") \
         + f"{config.train.epochs} epochs"
+    step_jobs, eval_jobs = _parallel(workers, chains_left), _parallel(workers, len(evals_left))
     stages = (
         Stage("parent", parent_detail, 1, int(parent_cached), parent_s),
         Stage("cascade steps", f"{len(config.pruners)} pruners x {len(config.target_ratios)} ratios, "
               f"{config.retrain.epochs} retrain epochs, S set of {s_size}", n_steps, n_steps - steps_left,
-              steps_left * step_s / _parallel(workers, chains_left)),
+              steps_left * step_s / step_jobs, step_jobs),
         Stage("evaluations", f"{len(refs)} networks x {len(checksums)} test sets", n_evals, n_evals - len(evals_left),
-              sum(evals_left) * calibration.eval_image_s / _parallel(workers, len(evals_left))),
+              sum(evals_left) * calibration.eval_image_s / eval_jobs, eval_jobs),
     )
+    longest_chain = max((_steps_left(store, keys) for keys in chains.values()), default=0)
+    one_evaluation = sum(sizes) * calibration.eval_image_s if evals_left else 0.0
     return Plan(config=config, stages=stages, test_sets=len(checksums), test_images=sum(sizes),
-                calibration=calibration, setup_s=setup_s)
+                calibration=calibration, load_s=loaded - started, testsets_s=built - loaded, workers=workers,
+                critical_s=parent_s + longest_chain * step_s + one_evaluation, busy_cores=others)
 
 
 def _parallel(workers: int, jobs: int) -> int:
@@ -269,4 +322,9 @@ def format_plan(result: Plan) -> str:
         f"calibration: {1000 * calibration.train_step_s:.1f} ms per training step of {calibration.train_batch} images, "
         f"{1e6 * calibration.eval_image_s:.0f} us per evaluated image",
     ]
+    if result.free_cores is not None and result.free_cores < result.workers - 0.25:
+        lines.append(
+            f"note: other processes keep {result.busy_cores:.1f} of {os.cpu_count()} cores busy; the estimate assumes "
+            f"{result.workers} free core{'s' if result.workers != 1 else ''} (one per worker) and the calibration ran "
+            f"beside them: expect the run to take longer")
     return "\n".join(lines)

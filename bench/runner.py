@@ -23,14 +23,12 @@ from bench.jobs import (
     import_parent_checkpoint,
     load_pruner,  # noqa: F401  (bench.runner.load_pruner, as tests and scripts import it)
     pruner_identity,
-    run_chain_job,
-    run_eval_job,
     run_networks,
-    run_parent_job,
     spec_key,
 )
 from bench.pruning import parse_pruner_label, require_canonical_label
 from bench.results import networks_folder, save_result
+from bench.scheduler import build_graph, run_graph
 from bench.schema import (
     EXTERNAL,
     Distribution,
@@ -187,21 +185,29 @@ def run(
     for name in config.pruners:
         require_canonical_label(name)  # fail fast on unknown names and bad options, before any training
     setup = prepare(config, out_dir, cache_dir, progress, executor, device, parent_checkpoint)
-    executor, job_device, bars = setup.executor, setup.job_device, setup.bars
-    cfg, root, checksum = config.model_dump_json(), str(setup.store.root), setup.data.checksum
-
-    (parent_key,) = executor.run([(run_parent_job, (cfg, root, checksum, bars, None, job_device))], desc="parent")
-    executor.run(
-        [(run_chain_job, (cfg, root, checksum, name, parent_key, bars, job_device)) for name in config.pruners],
-        desc="cascades",
-    )
-    refs = run_networks(config, checksum, device=job_device)
-    setup.evaluate(refs)
+    refs = run_networks(config, setup.data.checksum, device=setup.job_device)
+    testsets = setup.run_jobs(refs)
     path = result_path(config, out_dir)
-    cells = network_results(config, setup.store, refs, setup.testsets,
-                            save_networks(setup.store, refs, networks_folder(path)), job_device)
-    return write_result(config, setup.data, setup.distributions, cells, path, executor.name,
+    cells = network_results(config, setup.store, refs, testsets.checksums,
+                            save_networks(setup.store, refs, networks_folder(path)), setup.job_device)
+    return write_result(config, setup.data, testsets.distributions, cells, path, setup.executor.name,
                         time.perf_counter() - started, device)
+
+
+@dataclass(frozen=True)
+class TestSets:
+    """A run's test sets, saved in its job store."""
+
+    distributions: list[TestDistribution]
+    checksums: dict[str, str]  # distribution name -> test-set checksum
+
+
+def save_testsets(config: RunConfig, data: DataBundle, store: Store) -> TestSets:
+    """Build the config's test sets (bench.runner.test_distributions) and save them in `store`."""
+    distributions = test_distributions(config, data)
+    for d in distributions:
+        store.save_testset(d.images)
+    return TestSets(distributions, {d.name: d.images.checksum for d in distributions})
 
 
 @dataclass(frozen=True)
@@ -213,36 +219,38 @@ class RunSetup:
     executor: Executor
     job_device: str  # the jobs' device argument: its type is in their keys off the CPU, an index picks the GPU
     data: DataBundle
-    distributions: list[TestDistribution]
-    testsets: dict[str, str]  # distribution name -> test-set checksum (saved in the store)
     bars: bool  # in-process jobs may draw progress bars; workers stay quiet
+    progress: bool  # a progress bar over the run's jobs
 
-    def evaluate(self, refs: list[NetworkRef]) -> None:
-        """Run the evaluation jobs of `refs` on every test set (cached ones are skipped)."""
-        cfg, root, checksum = self.config.model_dump_json(), str(self.store.root), self.data.checksum
-        self.executor.run(
-            [(run_eval_job, (cfg, root, checksum, ref.kind, ref.key, list(self.testsets.values()), self.job_device))
-             for ref in refs],
-            desc="evaluations",
-        )
+    def run_jobs(self, refs: list[NetworkRef]) -> TestSets:
+        """Train what `refs` (parent first, bench.jobs.run_networks) lack and evaluate every network on
+        every test set, while this process builds and saves the test sets (bench.scheduler);
+        returns the test sets. Stored networks and evaluations are not run again."""
+        checksums: list[str] = []
+
+        def build() -> TestSets:
+            testsets = save_testsets(self.config, self.data, self.store)
+            checksums.extend(testsets.checksums.values())
+            return testsets
+
+        graph = build_graph(refs, self.store, self.config.model_dump_json(), self.data.checksum,
+                            lambda: list(checksums), self.job_device, self.bars)
+        testsets: TestSets = run_graph(graph, self.executor, build, self.progress)
+        return testsets
 
 
 def prepare(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True,
             executor: Executor | None = None, device: str = "cpu", parent_checkpoint: Path | None = None) -> RunSetup:
-    """Open the job store, load the dataset, import a parent checkpoint (if given) and save the test sets."""
+    """Open the job store, load the dataset and import a parent checkpoint (if given)."""
     store = Store(Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache")
     executor = executor or LocalExecutor(progress=progress)
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
     if parent_checkpoint is not None:
         import_parent_checkpoint(store, config, data, Path(parent_checkpoint))
-    distributions = test_distributions(config, data)
-    for d in distributions:
-        store.save_testset(d.images)
     return RunSetup(
         config=config, store=store, executor=executor,
-        job_device=executor.job_device(str(resolve_device(device))),
-        data=data, distributions=distributions, testsets={d.name: d.images.checksum for d in distributions},
-        bars=progress and isinstance(executor, LocalExecutor) and executor.workers == 1,
+        job_device=executor.job_device(str(resolve_device(device))), data=data,
+        bars=progress and isinstance(executor, LocalExecutor) and executor.in_process, progress=progress,
     )
 
 

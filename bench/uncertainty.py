@@ -164,10 +164,13 @@ def content_key(result: RunResult) -> str:
     return canonical_sha256(content)
 
 
-# image draws made at once (~20 bytes each while counted): bounds the bootstrap's memory whatever
-# n_examples is. Chunks split the resamples, and a Generator's stream does not depend on how its
-# draws are split into calls, so the numbers do not depend on this size.
-CHUNK_DRAWS = 2**22
+# image draws made at once (~20 bytes each while counted) and hit-matrix cells held at once (4 bytes
+# each): they bound the bootstrap's memory whatever n_examples and the number of test sets are
+# (`bench leaderboard` stays within ~200 MB). Chunks split the resamples, and a Generator's stream
+# does not depend on how its draws are split into calls; the counts are sums of integers, exact in
+# any grouping. So the numbers do not depend on these sizes.
+CHUNK_DRAWS = 2**20
+CHUNK_HITS = 2**22
 
 
 def _image_weights(n: int, samples: int, rng: np.random.Generator, dtype: type = np.float32) -> np.ndarray:
@@ -199,13 +202,18 @@ def resampled_accuracy(
     accuracy = {}
     for n in sorted(by_size):
         dtype = np.float32 if n < 2**24 else np.float64  # counts are integers up to n: exact either way
-        hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in by_size[n]]).astype(dtype)
-        counts = np.empty((hits.shape[0], samples))
+        names = by_size[n]
+        counts = np.empty((len(names) * len(networks), samples))
         chunk = max(1, CHUNK_DRAWS // n)
+        group = max(1, CHUNK_HITS // (n * len(networks)))  # test sets whose hit matrices are held at once
         for start in range(0, samples, chunk):
             stop = min(samples, start + chunk)
-            counts[:, start:stop] = hits @ _image_weights(n, stop - start, rng, dtype)
-        for i, name in enumerate(by_size[n]):
+            weights = _image_weights(n, stop - start, rng, dtype)
+            for first in range(0, len(names), group):
+                hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in names[first:first + group]])
+                rows = slice(first * len(networks), first * len(networks) + hits.shape[0])
+                counts[rows, start:stop] = hits.astype(dtype) @ weights
+        for i, name in enumerate(names):
             accuracy[name] = counts[i * len(networks) : (i + 1) * len(networks)] / n
     return accuracy
 

@@ -1,35 +1,56 @@
-"""Wall time of the default `bench run` on this machine, as a ratio to the 300 s budget (goal <= 1).
+"""The default `bench run`, end to end: this tree against a baseline commit, measured side by side.
 
-Runs the real CLI in a subprocess, end to end, once per variant, each into a fresh temporary
---out folder (so the parent is trained, never loaded from a cache):
+Runs the real CLI in a subprocess, each run into a fresh temporary --out folder (so the parent is
+trained, never loaded from a cache), alternating baseline and this tree (B T B T ...), so a drift
+of the machine hits both alike. The baseline runs from a temporary git worktree of `--baseline`
+(PYTHONPATH wins over the editable install); both use this venv.
 
-* ``bench run --out TMP --quiet``                      (default: channels_last)
-* ``bench run --out TMP --quiet --no-channels-last``   (NCHW)
+Reported per side (median over `--repeats`): seconds end to end, CPU seconds (user, system) and
+minor page faults of the whole process tree, and the recorded `provenance.wall_time_s`. The two
+sides' result files must hold the same networks (same file digests) and the same hits: a speed-up
+may not change a result. RATIO is this tree's end-to-end seconds / 110 s (issue 22's goal on an
+idle 2-core machine); the CPU ratio (goal: this tree <= 0.8x the baseline) is printed above it.
 
-Reported: seconds from process start to exit (interpreter start-up and imports included) and
-the in-process ``provenance.wall_time_s`` the result file records. RATIO is the default run's
-end-to-end time / 300 s. One run per variant: a default run takes minutes, so this is a single
-sample, not a median; run it on an otherwise idle machine.
-
-Run: .venv/bin/python benchmarks/default_run.py
+Run: .venv/bin/python benchmarks/default_run.py --baseline 18bf369 [--repeats 1] [-- extra bench run flags]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark, timed_command
+from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
 
-BUDGET_S = 300.0
-VARIANTS: dict[str, list[str]] = {
-    "default (channels_last)": [],
-    "--no-channels-last": ["--no-channels-last"],
-}
+GOAL_S = 110.0
+CPU_GOAL = 0.8
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    user_s: float
+    system_s: float
+    minor_faults: int
+    recorded_s: float
+    networks: dict[str, Any]  # name -> (sha256, hits) of every evaluated network
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
 
 
 def bench_executable() -> str:
@@ -43,36 +64,87 @@ def bench_executable() -> str:
     return found
 
 
-def timed_run(extra: list[str]) -> tuple[float, float, int]:
-    """(end-to-end seconds, recorded wall_time_s, networks evaluated) of one `bench run`."""
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A temporary detached git worktree of `revision`."""
+    folder = Path(tempfile.mkdtemp(prefix="prunebench-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(folder), revision], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def timed_run(source: Path | None, extra: list[str]) -> Measured:
+    """One `bench run` from `source` (None: this tree, through the editable install)."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     with tempfile.TemporaryDirectory(prefix="prunebench-default-run-") as out:
-        elapsed, _ = timed_command([bench_executable(), "run", "--out", out, "--quiet", *extra])
+        command = [bench_executable(), "run", "--out", out, "--quiet", *extra]
+        print(f"$ {'PYTHONPATH=' + str(source) + ' ' if source else ''}{' '.join(command)}", flush=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        finished = subprocess.run(command, capture_output=True, text=True, env=env, cwd=source or ROOT)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if finished.returncode != 0:
+            sys.stderr.write(finished.stdout + finished.stderr)
+            raise SystemExit(f"bench run failed with exit code {finished.returncode}")
         (result_file,) = Path(out).glob("*.json")
         result = json.loads(result_file.read_text())
-        return elapsed, float(result["provenance"]["wall_time_s"]), len(result["networks"])
+        networks = {f"{n['pruner']}-{n['step']}": (n["file"]["sha256"], n["hits"]) for n in result["networks"]}
+        return Measured(wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
+                        after.ru_minflt - before.ru_minflt, float(result["provenance"]["wall_time_s"]), networks)
+
+
+def median_of(runs: list[Measured]) -> Measured:
+    def mid(field: str) -> Any:
+        return statistics.median(getattr(run, field) for run in runs)
+
+    return Measured(mid("wall_s"), mid("user_s"), mid("system_s"), int(mid("minor_faults")), mid("recorded_s"),
+                    runs[0].networks)
 
 
 def main() -> str:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.parse_args()
+    parser.add_argument("--baseline", help="git revision to compare with (omit: this tree alone)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("extra", nargs="*", help="flags for bench run (after --)")
+    args = parser.parse_args()
     open_benchmark()
 
-    measured = {label: timed_run(extra) for label, extra in VARIANTS.items()}
-    rows = [
-        [label, f"{elapsed:.1f}", f"{recorded:.1f}", str(networks), f"{elapsed / BUDGET_S:.2f}", "met" if elapsed <= BUDGET_S else "MISSED"]
-        for label, (elapsed, recorded, networks) in measured.items()
-    ]
+    sides: dict[str, list[Measured]] = {"this tree": []}
+    with (worktree(args.baseline) if args.baseline else _nothing()) as baseline:
+        if baseline is not None:
+            sides = {f"baseline {args.baseline}": [], "this tree": []}
+        for _ in range(args.repeats):
+            for label in sides:
+                sides[label].append(timed_run(baseline if label.startswith("baseline") else None, args.extra))
+    medians = {label: median_of(runs) for label, runs in sides.items()}
+    rows = [[label, f"{m.wall_s:.1f}", f"{m.recorded_s:.1f}", f"{m.user_s:.1f}", f"{m.system_s:.1f}",
+             f"{100 * m.system_s / m.cpu_s:.1f} %", f"{m.minor_faults / 1e6:.2f} M", str(len(m.networks))]
+            for label, m in medians.items()]
     print()
-    print(
-        markdown_table(
-            ["variant", "end to end s", "recorded wall_time_s", "networks", f"/ {BUDGET_S:g} s", f"goal <= {BUDGET_S:g} s"],
-            rows,
-        )
-    )
-    default_s = measured["default (channels_last)"][0]
-    nchw_s = measured["--no-channels-last"][0]
-    print(f"end to end, --no-channels-last / default = {nchw_s / default_s:.2f} (> 1: channels_last is faster)")
-    return ratio_line("default_run", default_s / BUDGET_S, f"<= 1, default run seconds / {BUDGET_S:g} s")
+    print(markdown_table(["side", "end to end s", "recorded wall_time_s", "user s", "system s", "system / CPU",
+                          "minor faults", "networks"], rows))
+    current = medians["this tree"]
+    if len(medians) == 2:
+        base = medians[f"baseline {args.baseline}"]
+        same = base.networks == current.networks
+        print(f"same networks and hits on both sides: {same}")
+        if not same:
+            raise SystemExit("the two sides' results differ: a speed-up may not change a result")
+        print(f"wall: this tree / baseline = {current.wall_s / base.wall_s:.2f}; "
+              f"CPU (user + system): this tree / baseline = {current.cpu_s / base.cpu_s:.2f} (goal <= {CPU_GOAL})")
+    return ratio_line("default_run", current.wall_s / GOAL_S, f"<= 1, this tree's end-to-end seconds / {GOAL_S:g} s")
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
 
 
 if __name__ == "__main__":

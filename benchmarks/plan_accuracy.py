@@ -5,8 +5,8 @@ Runs the real CLI in subprocesses, into one fresh temporary --out folder (nothin
 * ``bench plan --out TMP``          its printed table, its total ("estimated X on cpu ...") and its own time
 * ``bench run --out TMP --quiet``   timed end to end (interpreter start-up and imports included)
 
-RATIO is the plan's estimated total / the run's end-to-end seconds (goal: within a factor 2, i.e.
-between 0.5 and 2). Also shown: the in-process ``provenance.wall_time_s`` the result file records.
+RATIO is the plan's estimated total / the run's end-to-end seconds (goal, issue 22: within
+0.67 - 1.5). Also shown: the in-process ``provenance.wall_time_s`` the result file records.
 One run: a default run takes minutes, so this is a single sample; run it on an otherwise idle
 machine (the estimate's calibration and the run must see the same machine).
 
@@ -54,11 +54,11 @@ def main() -> str:
     print()
     print(markdown_table(
         ["bench plan s", "estimate s", "bench run end to end s", "recorded wall_time_s", "estimate / measured",
-         "goal 0.5 - 2"],
+         "goal 0.67 - 1.5"],
         [[f"{plan_s:.1f}", f"{estimate:.0f}", f"{run_s:.1f}", f"{recorded:.1f}", f"{ratio:.2f}",
-          "met" if 0.5 <= ratio <= 2 else "MISSED"]],
+          "met" if 0.67 <= ratio <= 1.5 else "MISSED"]],
     ))
-    return ratio_line("plan_accuracy", ratio, "within a factor 2: 0.5 - 2, plan estimate / measured run seconds")
+    return ratio_line("plan_accuracy", ratio, "0.67 - 1.5, plan estimate / measured run seconds")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ flag, and CPU runs unchanged (tests/test_jobs.py runs the CPU executors end to e
 import multiprocessing
 import os
 import posixpath
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -57,9 +58,9 @@ def test_worker_environment_names_one_visible_device():
 
 def test_local_executor_on_cuda_runs_gpus_times_jobs_per_gpu_workers():
     executor = LocalExecutor(workers=1, progress=False, gpus=[0, 1], jobs_per_gpu=2)
-    assert executor.slots == [0, 1, 0, 1] and executor.workers == 4
+    assert executor.gpu_slots == [0, 1, 0, 1] and executor.workers == 4
     executor = LocalExecutor(workers=7, progress=False, gpus=[2], jobs_per_gpu=3)  # `workers` does not apply
-    assert executor.slots == [2, 2, 2] and executor.workers == 3
+    assert executor.gpu_slots == [2, 2, 2] and executor.workers == 3
     with pytest.raises(ValueError):
         LocalExecutor(gpus=[])
     with pytest.raises(ValueError):
@@ -69,9 +70,9 @@ def test_local_executor_on_cuda_runs_gpus_times_jobs_per_gpu_workers():
 def test_cpu_executor_is_unchanged():
     for executor in (make_executor("local", 3, progress=False), LocalExecutor(3, False)):
         assert isinstance(executor, LocalExecutor)
-        assert executor.workers == 3 and executor.gpus is None and executor.slots == []
+        assert executor.workers == 3 and executor.gpus is None and executor.gpu_slots == []
     sequential = make_executor("local", progress=False, device_type="cpu", jobs_per_gpu=4)  # K: CUDA only
-    assert isinstance(sequential, LocalExecutor) and sequential.workers == 1 and not sequential.slots
+    assert isinstance(sequential, LocalExecutor) and sequential.workers == 1 and not sequential.gpu_slots
     # one worker on CPU: in this process, as before
     assert sequential.run([(pinned_gpu, ())], "job") == [(os.getpid(), os.environ.get(CUDA_VISIBLE_DEVICES))]
 
@@ -81,7 +82,7 @@ def test_make_executor_on_cuda(monkeypatch):
     assert isinstance(executor, LocalExecutor) and executor.workers == 8
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     executor = make_executor("local", progress=False, device_type="cuda:1", jobs_per_gpu=2)
-    assert isinstance(executor, LocalExecutor) and executor.slots == [1, 1]
+    assert isinstance(executor, LocalExecutor) and executor.gpu_slots == [1, 1]
     with pytest.raises(ValueError):
         make_executor("local", device_type="cuda", jobs_per_gpu=0, gpus=[0])
 
@@ -102,7 +103,7 @@ def test_pool_workers_are_pinned_to_their_gpus(monkeypatch):
     until both run: two workers, one per GPU (round robin), each seeing its GPU alone."""
     monkeypatch.setenv(CUDA_VISIBLE_DEVICES, "3,5")
     executor = LocalExecutor(progress=False, gpus=[0, 1], jobs_per_gpu=2)
-    with multiprocessing.get_context("spawn").Manager() as manager:
+    with closing(executor), multiprocessing.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(2)
         results = executor.run([(pinned_gpu, (barrier,)), (pinned_gpu, (barrier,))], "jobs")
     assert len({pid for pid, _ in results}) == 2
@@ -113,17 +114,17 @@ def test_pool_workers_are_pinned_to_their_gpus(monkeypatch):
 
 def test_a_single_cuda_job_runs_in_a_pinned_worker(monkeypatch):
     monkeypatch.delenv(CUDA_VISIBLE_DEVICES, raising=False)
-    executor = LocalExecutor(progress=False, gpus=[1])
-    ((pid, env),) = executor.run([(pinned_gpu, ())], "parent")
+    with closing(LocalExecutor(progress=False, gpus=[1])) as executor:
+        ((pid, env),) = executor.run([(pinned_gpu, ())], "parent")
+        assert executor.run([], "nothing") == []
     assert pid != os.getpid() and env == "1"
     assert CUDA_VISIBLE_DEVICES not in os.environ
-    assert executor.run([], "nothing") == []
 
 
 def test_pinning_holds_for_many_jobs(monkeypatch):
     monkeypatch.setenv(CUDA_VISIBLE_DEVICES, "2,7")
-    executor = LocalExecutor(progress=False, gpus=[0, 1], jobs_per_gpu=2)
-    results = executor.run([(pinned_gpu, ())] * 12, "jobs")
+    with closing(LocalExecutor(progress=False, gpus=[0, 1], jobs_per_gpu=2)) as executor:
+        results = executor.run([(pinned_gpu, ())] * 12, "jobs")
     gpu_of: dict[int, str | None] = {}
     for pid, env in results:
         assert gpu_of.setdefault(pid, env) == env  # a worker never changes GPU

@@ -147,9 +147,11 @@ def test_the_bootstrap_resamples_in_chunks_with_unchanged_numbers(monkeypatch):
     whole = uncertainty.resampled_accuracy(run, run.networks, 50, seed=3)
     monkeypatch.setattr(uncertainty, "CHUNK_DRAWS", 3 * 97)  # 3 resamples at a time, the last chunk shorter
     chunked = uncertainty.resampled_accuracy(run, run.networks, 50, seed=3)
-    assert whole.keys() == chunked.keys()
+    monkeypatch.setattr(uncertainty, "CHUNK_HITS", 97 * len(run.networks))  # and one test set's hits at a time
+    grouped = uncertainty.resampled_accuracy(run, run.networks, 50, seed=3)
+    assert whole.keys() == chunked.keys() == grouped.keys() and len(whole) > 2
     for name in whole:
-        assert np.array_equal(whole[name], chunked[name])
+        assert np.array_equal(whole[name], chunked[name]) and np.array_equal(whole[name], grouped[name])
 
 
 def test_the_bootstraps_memory_does_not_grow_with_the_resamples(monkeypatch):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,10 @@ def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
 
 
 def test_process_pool_matches_sequential(sequential_result, tmp_path):
-    path = run(small_config(), tmp_path, progress=False, executor=LocalExecutor(workers=2, progress=False))
+    """Two workers, one pool for the whole run, each step a job of its own (bench.scheduler): the
+    same networks and numbers as one process running everything in turn."""
+    with closing(LocalExecutor(workers=2, progress=False)) as executor:
+        path = run(small_config(), tmp_path, progress=False, executor=executor)
     assert cells(path) == cells(sequential_result)
 
 

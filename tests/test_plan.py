@@ -1,6 +1,7 @@
 """`bench plan`: exact job counts, the cache state after a run, and a positive, finite estimate."""
 
 import math
+import os
 
 import pytest
 
@@ -84,3 +85,26 @@ def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path,
     assert seconds[2]["cascade steps"] == pytest.approx(seconds[1]["cascade steps"] / 2)
     assert seconds[8]["cascade steps"] == pytest.approx(seconds[1]["cascade steps"] / len(PRUNERS))  # one chain each
     assert seconds[8]["evaluations"] == pytest.approx(seconds[1]["evaluations"] / 8)
+
+
+def test_more_workers_overlap_the_test_sets_and_never_beat_the_longest_chain(tmp_path, monkeypatch):
+    import bench.plan as planning
+
+    fixed = planning.Calibration(train_step_s=0.01, train_batch=64, eval_image_s=1e-4, device="cpu", threads=1)
+    monkeypatch.setattr(planning, "calibrate", lambda *args: fixed)
+    alone, pair = (plan(tiny_config(), tmp_path, workers=k) for k in (1, 2))
+    assert alone.total_s == pytest.approx(alone.load_s + alone.testsets_s + alone.work_s)
+    assert pair.work_s == pytest.approx(alone.work_s)  # the same jobs, spread
+    assert pair.critical_s <= pair.remaining_s < alone.remaining_s
+    assert pair.total_s < alone.total_s and pair.total_s >= pair.load_s + pair.testsets_s
+
+
+def test_busy_cores_are_measured_and_named(tmp_path, monkeypatch):
+    import bench.plan as planning
+
+    measured = planning.busy_cores(0.2)
+    assert measured is None or 0 <= measured <= (os.cpu_count() or 1) + 1e-9
+    monkeypatch.setattr(planning, "busy_cores", lambda *args: (os.cpu_count() or 1) - 0.5)
+    crowded = plan(tiny_config(), tmp_path, workers=2)
+    assert crowded.free_cores == pytest.approx(0.5)
+    assert "other processes keep" in format_plan(crowded) and "expect the run to take longer" in format_plan(crowded)

@@ -1,6 +1,7 @@
 """The package's structure: every module imports on its own, and internal imports form no cycle."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,36 @@ def test_every_module_imports_on_its_own():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
+
+
+TORCH_FREE_COMMANDS = {  # what CI and a reviewer run on result files only: no torch, no timm (issue 22)
+    "help": ["--help"],
+    "leaderboard": ["leaderboard", "leaderboard/results", "-o", "{tmp}/board.md", "--json", "{tmp}/board.json",
+                    "--html", "{tmp}/index.html"],
+    "validate": ["validate", "{result}"],
+    "leaderboard error": ["leaderboard", "{tmp}/no-such-folder"],
+}
+
+
+def test_board_commands_never_import_torch(tmp_path):
+    """`bench --help`, `bench leaderboard` and `bench validate` on the committed results (and a failing
+    command's error path) run without importing torch or timm: a board is built from JSON alone."""
+    result = sorted(p for p in (ROOT / "leaderboard" / "results").glob("*.json") if not p.name.endswith(".verify.json"))[0]
+    script = (
+        "import json, sys\n"
+        "from bench.cli import main\n"
+        "try:\n"
+        "    code = main(json.loads(sys.argv[1]))\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "print(json.dumps({'code': code, 'heavy': sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'torchvision'})}))\n"
+    )
+    codes = {}
+    for name, argv in TORCH_FREE_COMMANDS.items():
+        args = [part.format(tmp=tmp_path, result=result) for part in argv]
+        out = subprocess.run([sys.executable, "-c", script, json.dumps(args)], capture_output=True, text=True, cwd=ROOT)
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        assert report["heavy"] == [], f"bench {name} imported {report['heavy']}"
+        codes[name] = report["code"]
+    assert codes == {"help": 0, "leaderboard": 0, "validate": 0, "leaderboard error": 2}
+    assert (tmp_path / "board.md").read_text().startswith("# prunebench leaderboard")
