@@ -350,6 +350,27 @@ def test_per_image_seeded_batches_are_corrupted_in_chunks_with_the_same_bytes(mo
     assert calls == [7]
 
 
+def test_fog_draws_its_per_image_fractals_in_chunks_with_the_same_bytes(monkeypatch) -> None:
+    """fog keeps its float64 maps under FRACTAL_BYTES per call (heap memory, no page faults): with
+    one generator per image the chunks give the bytes of one batch; one shared generator never chunks."""
+    from bench.corruptions import weather
+
+    rng = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (7, 1, 28, 28), dtype=torch.uint8, generator=rng)
+    seeds = [seed_for(3, "fog", i) for i in range(len(images))]
+    whole = corrupt(images, "fog", (0.5, 2, 256), seeds)
+    shared = corrupt(images, "fog", (0.5, 2, 256), 5)
+    fractals = []
+    real_fractal = weather._plasma_fractal
+    monkeypatch.setattr(weather, "FRACTAL_BYTES", 3 * 8 * 256 * 256)  # three 256 x 256 maps per call
+    monkeypatch.setattr(weather, "_plasma_fractal", lambda n, *rest: fractals.append(n) or real_fractal(n, *rest))
+    assert torch.equal(corrupt(images, "fog", (0.5, 2, 256), seeds), whole)
+    assert fractals == [3, 3, 1]
+    fractals.clear()
+    assert torch.equal(corrupt(images, "fog", (0.5, 2, 256), 5), shared)
+    assert fractals == [7]
+
+
 def test_seed_and_level_validation(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="seeds"):
         corrupt(images, "gaussian_noise", 0.1, [1, 2])

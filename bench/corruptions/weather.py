@@ -33,7 +33,7 @@ from bench.corruptions._operators import (
     motion_blur_at_angles,
     zoom_operator,
 )
-from bench.corruptions._random import Generators, integers, normal, uniform
+from bench.corruptions._random import Generators, integers, normal, per_image_generators, uniform
 
 __all__ = ["brightness", "fog", "frost", "snow", "spatter"]
 
@@ -250,10 +250,21 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     if mapsize < max(h, w):
         raise ValueError(f"fog's map_size {mapsize} is smaller than the image ({h} x {w})")
 
+    generators = per_image_generators(generator, n)
+    if generators is not None and n > (chunk := max(1, FRACTAL_BYTES // (8 * mapsize * mapsize))):
+        # each image draws from its own generator, so chunks give the same bytes as one batch
+        return torch.cat([fog(x[i:i + chunk], level, generators[i:i + chunk]) for i in range(0, n, chunk)])
+
     def draw_uniform(low: float, high: float, shape: tuple[int, ...]) -> torch.Tensor:
         return uniform(generator, n, shape, low, high, torch.device("cpu"))  # the fractal depends on draws only: CPU
 
     return _fog(x, strength, _plasma_fractal(n, mapsize, decay, draw_uniform))
+
+
+# float64 fractal bytes per call where every image has its own generator: below glibc's largest mmap
+# threshold (32 MiB, bench._allocator), so the maps are reused heap memory, not pages faulted in
+# afresh (256 MNIST-C maps of 256 x 256 at once cost a quarter of a Fashion-MNIST seed's CPU in the kernel)
+FRACTAL_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------- brightness
