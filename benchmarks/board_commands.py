@@ -29,8 +29,10 @@ try:
 except SystemExit as exit:
     code = exit.code
 usage = resource.getrusage(resource.RUSAGE_SELF)
+# VmHWM, not ru_maxrss: Linux carries the forking parent's peak into ru_maxrss across exec
+peak_kb = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))
 heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'torchvision'})
-print(json.dumps({'code': code, 'peak_mb': usage.ru_maxrss / 1024, 'cpu_s': usage.ru_utime + usage.ru_stime,
+print(json.dumps({'code': code, 'peak_mb': peak_kb / 1024, 'cpu_s': usage.ru_utime + usage.ru_stime,
                   'heavy': heavy}), file=sys.__stderr__)
 """
 
