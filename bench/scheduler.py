@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,14 +116,24 @@ def _resolved(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 @contextmanager
 def _background(build: Callable[[], Any], concurrent: bool) -> Iterator[Future[Any]]:
-    """`build()` in a thread of this process (`concurrent`), else right now; its future."""
+    """`build()` in a daemon thread of this process (`concurrent`), else right now; its future. A
+    daemon, so Ctrl-C or a failing job is not held up for the minutes a big suite takes to build
+    (each test set is saved atomically: stopping in between leaves nothing half written)."""
+    future: Future[Any] = Future()
     if not concurrent:
-        future: Future[Any] = Future()
         future.set_result(build())
         yield future
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="testsets") as thread:
-        yield thread.submit(build)
+
+    def target() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(build())
+            except BaseException as exc:  # handed to the scheduler, which raises it
+                future.set_exception(exc)
+
+    threading.Thread(target=target, name="testsets", daemon=True).start()
+    yield future
 
 
 def run_graph(graph: RunGraph, executor: Executor, build_testsets: Callable[[], Any], progress: bool = True) -> Any:

@@ -182,3 +182,25 @@ def test_one_worker_runs_in_this_process():
     executor = LocalExecutor(workers=1, progress=False)
     assert executor.in_process and executor.slots == 1
     assert executor.run([(worker_pid, ())] * 2, "jobs") == [os.getpid()] * 2
+
+
+def test_a_failing_job_is_raised_without_waiting_for_the_test_sets():
+    """The test sets build in a daemon thread: a failure (or Ctrl-C) does not wait for them."""
+    release = threading.Event()
+
+    def build() -> str:
+        release.wait(timeout=60)
+        return "sets"
+
+    def broken(name: str) -> str:
+        raise RuntimeError(f"{name} failed")
+
+    graph = chain_graph({"a": 2})
+    graph.ready[0].fn = broken  # the parent
+    started_at = time.perf_counter()
+    try:
+        with pytest.raises(RuntimeError, match="parent failed"):
+            run_graph(graph, Recording(slots=2), build, progress=False)
+        assert time.perf_counter() - started_at < 30
+    finally:
+        release.set()
