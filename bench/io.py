@@ -105,16 +105,23 @@ def read_capped(path: Path, max_bytes: int, what: str) -> bytes:
             raise UnreadableFile(f"{path}: {_kind(mode)} (only regular files are read as {what}s)")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise UnreadableFile(f"{path}: {_kind(mode)} (only regular files are read as {what}s)")
-            data = handle.read(max_bytes + 1)
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise UnreadableFile(f"{path}: {_kind(opened.st_mode)} (only regular files are read as {what}s)")
+            if opened.st_size > max_bytes:
+                raise UnreadableFile(f"{path}: larger than the {_size_text(max_bytes)} a {what} may hold")
+            # what the file holds and one byte more, to see it grow: read(max_bytes + 1) would allocate
+            # the whole cap up front (4 GiB per network file; refused under strict overcommit)
+            data = handle.read(opened.st_size + 1)
     except OSError as exc:
         raise UnreadableFile(f"{path}: cannot read ({exc.strerror})") from exc
-    if len(data) > max_bytes:
-        limit = f"{max_bytes // 2**20} MiB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"
-        raise UnreadableFile(f"{path}: larger than the {limit} a {what} may hold")
+    if len(data) > opened.st_size:
+        raise UnreadableFile(f"{path}: changed while it was read")
     return data
+
+
+def _size_text(max_bytes: int) -> str:
+    return f"{max_bytes // 2**20} MiB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

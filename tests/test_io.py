@@ -42,3 +42,21 @@ def test_canonical_hash_ignores_key_order_and_whitespace():
     assert canonical_json({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
     assert canonical_sha256({"b": 1, "a": 2}) == canonical_sha256({"a": 2, "b": 1})
     assert canonical_sha256({"a": 1}) != canonical_sha256({"a": 2})
+
+
+def test_read_capped_allocates_what_the_file_holds_not_the_cap(tmp_path):
+    """A 1 KiB file under a 1 GiB cap: reading it never reserves the cap (4 GiB per network file
+    before, which a machine with strict overcommit refuses)."""
+    import tracemalloc
+
+    from bench.io import read_capped
+
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x" * 1024)
+    tracemalloc.start()
+    try:
+        assert read_capped(small, 2**30, "test file") == b"x" * 1024
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
