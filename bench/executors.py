@@ -31,6 +31,7 @@ class Executor(ABC):
     `slots` jobs run at once; a scheduler (bench.scheduler) keeps at most that many submitted."""
 
     name: str
+    progress: bool = True  # progress bars of `run`
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
@@ -44,7 +45,7 @@ class Executor(ABC):
     def run(self, jobs: Sequence[Job], desc: str, progress: bool = True) -> list[Any]:
         """Run every job; return their results in submission order. Any failure raises."""
         futures = [self.submit(fn, args) for fn, args in jobs]
-        show = progress and getattr(self, "progress", True) and len(jobs) > 1
+        show = progress and self.progress and len(jobs) > 1
         for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="job", disable=not show,
                       dynamic_ncols=True):
             pass

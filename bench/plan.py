@@ -256,8 +256,8 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
     step_s = (training_seconds(config.retrain, len(data.train), calibration)
               + SIZE_SEARCH_PASSES * s_size * calibration.train_image_s)
     chains = {name: chain_keys(config, name, parent_key, identities[name], kind) for name in config.pruners}
-    steps_left = sum(_steps_left(store, keys) for keys in chains.values())
-    chains_left = sum(1 for keys in chains.values() if _steps_left(store, keys))
+    left = [_steps_left(store, keys) for keys in chains.values()]
+    steps_left, chains_left = sum(left), sum(1 for count in left if count)
     n_steps = sum(len(keys) for keys in chains.values())
 
     refs = run_networks(config, data.checksum, identities, kind)
@@ -278,11 +278,10 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
         Stage("evaluations", f"{len(refs)} networks x {len(checksums)} test sets", n_evals, n_evals - len(evals_left),
               sum(evals_left) * calibration.eval_image_s / eval_jobs, eval_jobs),
     )
-    longest_chain = max((_steps_left(store, keys) for keys in chains.values()), default=0)
     one_evaluation = sum(sizes) * calibration.eval_image_s if evals_left else 0.0
     return Plan(config=config, stages=stages, test_sets=len(checksums), test_images=sum(sizes),
                 calibration=calibration, load_s=loaded - started, testsets_s=built - loaded, workers=workers,
-                critical_s=parent_s + longest_chain * step_s + one_evaluation, busy_cores=others)
+                critical_s=parent_s + max(left, default=0) * step_s + one_evaluation, busy_cores=others)
 
 
 def _parallel(workers: int, jobs: int) -> int:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,16 +113,14 @@ def _resolved(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(arg.value() if isinstance(arg, _Deferred) else arg for arg in args)
 
 
-@contextmanager
-def _background(build: Callable[[], Any], concurrent: bool) -> Iterator[Future[Any]]:
+def _start(build: Callable[[], Any], concurrent: bool) -> Future[Any]:
     """`build()` in a daemon thread of this process (`concurrent`), else right now; its future. A
     daemon, so Ctrl-C or a failing job is not held up for the minutes a big suite takes to build
     (each test set is saved atomically: stopping in between leaves nothing half written)."""
     future: Future[Any] = Future()
     if not concurrent:
         future.set_result(build())
-        yield future
-        return
+        return future
 
     def target() -> None:
         if future.set_running_or_notify_cancel():
@@ -133,27 +130,27 @@ def _background(build: Callable[[], Any], concurrent: bool) -> Iterator[Future[A
                 future.set_exception(exc)
 
     threading.Thread(target=target, name="testsets", daemon=True).start()
-    yield future
+    return future
 
 
 def run_graph(graph: RunGraph, executor: Executor, build_testsets: Callable[[], Any], progress: bool = True) -> Any:
     """Run every job of `graph` on `executor` (list scheduling, module docstring) while
     `build_testsets()` runs in this process; returns what `build_testsets` returned. The first job
     that fails raises its exception, after the running ones finish (nothing else is started)."""
-    concurrent = executor.slots > 1
+    slots = executor.slots  # read once: Ray asks its cluster
     ready = list(graph.ready)
     heapq.heapify(ready)
     waiting: list[Job] = []  # ready but for the test sets
     running: dict[Future[Any], Job] = {}
-    with (_background(build_testsets, concurrent) as testsets,
-          tqdm(total=graph.total, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True) as bar):
+    testsets = _start(build_testsets, concurrent=slots > 1)
+    with tqdm(total=graph.total, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True) as bar:
         while ready or waiting or running:
             if testsets.done():
                 testsets.result()  # a failure to build them raises here
                 for job in waiting:
                     heapq.heappush(ready, job)
                 waiting.clear()
-            free = executor.slots - len(running) - (0 if testsets.done() else 1)
+            free = slots - len(running) - (0 if testsets.done() else 1)
             while ready and free > 0:
                 job = heapq.heappop(ready)
                 if job.needs_testsets and not testsets.done():

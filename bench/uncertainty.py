@@ -164,8 +164,9 @@ def content_key(result: RunResult) -> str:
     return canonical_sha256(content)
 
 
-# image draws made at once (~20 bytes each while counted) and hit-matrix cells held at once (4 bytes
-# each): they bound the bootstrap's memory whatever n_examples and the number of test sets are
+# image draws made at once (~20 bytes each while counted) and hit-matrix cells held as floats at once
+# (4 bytes each; the hits themselves are held as bools, 1 byte each): they bound the bootstrap's
+# memory whatever n_examples and the number of test sets are
 # (`bench leaderboard` stays within ~200 MB). Chunks split the resamples, and a Generator's stream
 # does not depend on how its draws are split into calls; the counts are sums of integers, exact in
 # any grouping. So the numbers do not depend on these sizes.
@@ -203,16 +204,15 @@ def resampled_accuracy(
     for n in sorted(by_size):
         dtype = np.float32 if n < 2**24 else np.float64  # counts are integers up to n: exact either way
         names = by_size[n]
-        counts = np.empty((len(names) * len(networks), samples))
+        hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in names])  # bool: 1 byte a hit
+        counts = np.empty((hits.shape[0], samples))
         chunk = max(1, CHUNK_DRAWS // n)
-        group = max(1, CHUNK_HITS // (n * len(networks)))  # test sets whose hit matrices are held at once
+        group = max(1, CHUNK_HITS // n)  # rows of hits held as `dtype` at once
         for start in range(0, samples, chunk):
             stop = min(samples, start + chunk)
             weights = _image_weights(n, stop - start, rng, dtype)
-            for first in range(0, len(names), group):
-                hits = np.concatenate([_hit_matrix(result, networks, name, n) for name in names[first:first + group]])
-                rows = slice(first * len(networks), first * len(networks) + hits.shape[0])
-                counts[rows, start:stop] = hits.astype(dtype) @ weights
+            for first in range(0, hits.shape[0], group):
+                counts[first:first + group, start:stop] = hits[first:first + group].astype(dtype) @ weights
         for i, name in enumerate(names):
             accuracy[name] = counts[i * len(networks) : (i + 1) * len(networks)] / n
     return accuracy
