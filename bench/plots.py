@@ -32,7 +32,9 @@ from bench.uncertainty import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
+    INTERVAL_METHOD,
     ReplicateKey,
+    bias_corrected_interval,
     bootstrap_pruners,
     group_replicates,
     has_hits,
@@ -54,7 +56,7 @@ ACCURACY_FLOOR_PP = 5.0
 
 # the bootstrap of bench.uncertainty.bootstrap_pruners with its defaults, as on the leaderboard
 BAND_LABEL = f"{100 * CONFIDENCE:g} % bootstrap band"
-INTERVAL_NOTE = (f"{100 * CONFIDENCE:g} % percentile bootstrap intervals over test images and seeds "
+INTERVAL_NOTE = (f"{100 * CONFIDENCE:g} % {INTERVAL_METHOD} bootstrap intervals over test images and seeds "
                  f"({BOOTSTRAP_SAMPLES} resamples)")
 
 
@@ -115,7 +117,7 @@ def family_panels(result: RunResult, severity: int | None = None) -> dict[str, l
 @dataclass(frozen=True)
 class Curve:
     """Mean over seeds of a cascade's measured ratios and accuracies (parent first, at ratio 0),
-    with percentile bootstrap bounds (None without per-example hits)."""
+    with bias-corrected percentile bootstrap bounds (None without per-example hits)."""
 
     ratio: np.ndarray
     accuracy: np.ndarray
@@ -159,7 +161,7 @@ def accuracy_curve(results: Sequence[RunResult], pruner: str, names: Sequence[st
     seeds = tuple(r.config.seed for r in runs)
     picks = np.random.default_rng(seed_for(seed, "seeds", seeds)).integers(0, len(runs), size=(samples, len(runs)))
     averaged = stacked[picks, :, np.arange(samples)[:, None]].mean(axis=1)  # (samples, networks)
-    low, high = np.quantile(averaged, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    low, high = bias_corrected_interval(accuracy, averaged, confidence)
     return Curve(ratio, accuracy, low, high)
 
 

@@ -12,6 +12,12 @@ Two sources of variation are resampled, both from the result files alone:
 
 A file drawn twice into the same sample reuses that sample's image resample. That keeps the cost
 at one matrix product per file and can only widen the intervals (the duplicates are correlated).
+
+Intervals are bias-corrected percentile intervals (BC; Efron 1981, Efron & Tibshirani 1993 ch. 14,
+:func:`bias_corrected_interval`). Prune potential is a maximum over a thresholded grid, so image
+noise lets higher ratios pass by chance and its resamples sit above the plain estimate: the plain
+percentile interval then missed its own point (pfp's robust P mean 15.7 [16.2, 28.1]). BC moves the
+quantiles by the resamples' median bias.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import fmean
+from statistics import NormalDist, fmean
 
 import numpy as np
 
@@ -31,6 +37,7 @@ from bench.schema import PARENT, NetworkResult, PrunerMetrics, RunResult, unpack
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+INTERVAL_METHOD = "bias-corrected percentile (BC)"
 
 
 @dataclass(frozen=True, order=True)
@@ -102,7 +109,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class PotentialIntervals:
-    """Point estimates (plain metrics on the full data, mean over replicates) and percentile intervals."""
+    """Point estimates (plain metrics on the full data, mean over replicates) and bias-corrected
+    percentile intervals (bias_corrected_interval)."""
 
     pruner: str
     replicates: int
@@ -237,8 +245,47 @@ def _file_draws(
     return draws
 
 
+_TIE_TOLERANCE = 1e-9  # draws this close to the estimate are ties (means of the same grid values in another order)
+
+
+def bias_corrected_interval(estimate: np.ndarray | float, draws: np.ndarray,
+                            confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Efron's bias-corrected percentile interval of `estimate` from its bootstrap `draws` (samples
+    along axis 0; `estimate` broadcasts against the rest): (low, high).
+
+    The median bias z0 = Phi^-1(p), with p the share of draws below the estimate (ties counted half,
+    kept within [1 / 2B, 1 - 1 / 2B]); the bounds are the draws' quantiles at Phi(2 z0 -+ z), z the
+    normal quantile of (1 + confidence) / 2. Unbiased draws (p = 1/2) give the plain percentile
+    interval. The bounds reach the estimate whenever p lies within the central `confidence` share;
+    beyond that (the estimate in a 2.5 % tail of its own resamples) BC has no quantile to move to,
+    and the interval is widened to the estimate so that it always contains its point."""
+    low, high = _bias_corrected_quantiles(estimate, draws, confidence)
+    return np.minimum(low, estimate), np.maximum(high, estimate)
+
+
+def _bias_corrected_quantiles(estimate: np.ndarray | float, draws: np.ndarray,
+                              confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The BC quantiles of bias_corrected_interval, before it widens them to the estimate."""
+    draws = np.asarray(draws, dtype=float)
+    estimate = np.asarray(estimate, dtype=float)
+    samples = draws.shape[0]
+    ties = np.abs(draws - estimate) <= _TIE_TOLERANCE
+    below = ((draws < estimate) & ~ties).mean(axis=0) + 0.5 * ties.mean(axis=0)
+    below = np.clip(below, 0.5 / samples, 1 - 0.5 / samples)
+    normal = NormalDist()
+    z0 = np.vectorize(normal.inv_cdf, otypes=[float])(below)
+    z = normal.inv_cdf((1 + confidence) / 2)
+    cdf = np.vectorize(normal.cdf, otypes=[float])
+    shape = draws.shape[1:]
+    flat = draws.reshape(samples, -1)
+    levels = [np.broadcast_to(cdf(2 * z0 + sign * z), shape).ravel() for sign in (-1, 1)]
+    low, high = (np.array([np.quantile(flat[:, i], level[i]) for i in range(flat.shape[1])]).reshape(shape)
+                 for level in levels)
+    return low, high
+
+
 def _interval(estimate: float, draws: np.ndarray, confidence: float) -> Interval:
-    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    low, high = bias_corrected_interval(estimate, draws, confidence)
     return Interval(estimate, float(low), float(high))
 
 

@@ -20,6 +20,7 @@ from bench.uncertainty import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
+    INTERVAL_METHOD,
     Interval,
     PotentialIntervals,
     ReplicateKey,
@@ -114,6 +115,7 @@ class Bootstrap(Strict):
     samples: int
     seed: int
     confidence: float
+    method: str = INTERVAL_METHOD  # bench.uncertainty.bias_corrected_interval
 
 
 class Board(Strict):

@@ -81,7 +81,8 @@ def interval_note(board: Board, section: Protocol) -> str:
                 "protocol carry no per-example hits.")
     samples, seed = board.bootstrap.samples, board.bootstrap.seed
     return (
-        f"Brackets: {100 * board.bootstrap.confidence:g} % bootstrap percentile intervals over {samples} resamples "
+        f"Brackets: {100 * board.bootstrap.confidence:g} % {board.bootstrap.method} bootstrap intervals (Efron 1981; "
+        f"they always contain their point) over {samples} resamples "
         "of the test images (paired: every network of a run is scored on the same resampled images) and of the seeds "
         f"(bootstrap seed {seed}). p: two-sided bootstrap p-value of gap = 0 (at least {2 / (samples + 1):.3f} with "
         f"{samples} resamples). Parent accuracies and first failure: mean ± std over seeds."

@@ -47,11 +47,12 @@ def test_tuned_allocator_reuses_freed_blocks_instead_of_faulting_them_in_again()
 def test_settings_reach_child_processes_and_a_users_value_wins() -> None:
     script = ("import os; from bench._allocator import tune_allocator; tune_allocator(); "
               "import subprocess, sys; print(subprocess.run([sys.executable, '-c', "
-              "'import os; print(os.environ[\"MALLOC_MMAP_THRESHOLD_\"], os.environ[\"MALLOC_TRIM_THRESHOLD_\"])'], "
+              "'import os; print(os.environ[\"MALLOC_MMAP_THRESHOLD_\"], os.environ[\"MALLOC_TRIM_THRESHOLD_\"], "
+              "os.environ[\"MALLOC_ARENA_MAX\"])'], "
               "capture_output=True, text=True).stdout.strip())")
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     child = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert child.stdout.split() == [str(MMAP_THRESHOLD), str(SETTINGS["MALLOC_TRIM_THRESHOLD_"])]
+    assert child.stdout.split() == [str(MMAP_THRESHOLD), str(SETTINGS["MALLOC_TRIM_THRESHOLD_"]), "1"]
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     child = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert child.stdout.split()[0] == "65536"

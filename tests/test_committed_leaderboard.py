@@ -4,6 +4,7 @@ committed result carries a passed verification report for exactly its content.
 Re-evaluating the committed networks (`bench verify leaderboard/results --no-report`, ~1 min per
 file) is its own step of the README's test command, after pytest, not a test here."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,22 @@ def test_committed_result_has_a_passed_verification_report(path):
     report = read_report(path)
     assert report is not None and report.passed, f"no passed verification report beside {path.name}"
     assert report.integrity == load_result(path).integrity, f"{path.name}'s verification report is for other content"
+
+
+def _estimates(node: object) -> list[dict]:
+    """Every Estimate-shaped object (value, low, high) anywhere in the board's JSON."""
+    if isinstance(node, dict):
+        found = [node] if {"value", "low", "high"} <= node.keys() else []
+        return found + [e for child in node.values() for e in _estimates(child)]
+    if isinstance(node, list):
+        return [e for child in node for e in _estimates(child)]
+    return []
+
+
+def test_every_interval_of_the_committed_board_contains_its_point():
+    """Issue 23: the bias-corrected intervals of every committed row hold their point estimate."""
+    board = json.loads((ROOT / "leaderboard" / "leaderboard.json").read_text())
+    with_intervals = [e for e in _estimates(board) if e["low"] is not None]
+    assert len(with_intervals) >= 36  # nominal, robust mean and gap of 12 rows at least
+    for estimate in with_intervals:
+        assert estimate["low"] <= estimate["value"] <= estimate["high"], estimate

@@ -371,6 +371,27 @@ def test_fog_draws_its_per_image_fractals_in_chunks_with_the_same_bytes(monkeypa
     assert fractals == [7]
 
 
+@pytest.mark.parametrize("name", ["zigzag", "dotted_line"])
+def test_strokes_are_drawn_in_chunks_under_the_byte_budget_with_the_same_bytes(monkeypatch, name: str) -> None:
+    """The strokes' float64 (images, K, H, W) line temporaries stay under _CHUNK_BYTES (heap memory,
+    no page faults: 256 images of 5 zigzags took 104 MB at once), and the chunk size changes no byte."""
+    from bench.corruptions import overlay
+
+    rng = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (9, 1, 28, 28), dtype=torch.uint8, generator=rng)
+    seeds = [seed_for(4, name, i) for i in range(len(images))]
+    whole = corrupt(images, name, 5, seeds)
+    chunks = []  # (images, segments per image) of each line_from_points call
+    real_lines = overlay.line_from_points
+    monkeypatch.setattr(overlay, "line_from_points",
+                        lambda segments, *rest: chunks.append(tuple(segments.shape[:2])) or real_lines(segments, *rest))
+    budget = 3 * 5 * 28 * 28 * 8  # three images of five lines
+    monkeypatch.setattr(overlay, "_CHUNK_BYTES", budget)
+    assert torch.equal(corrupt(images, name, 5, seeds), whole)
+    assert sum(n for n, _ in chunks) == len(images) and len(chunks) > 1
+    assert all(n == 1 or n * k * 28 * 28 * 8 <= budget for n, k in chunks), chunks
+
+
 def test_seed_and_level_validation(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="seeds"):
         corrupt(images, "gaussian_noise", 0.1, [1, 2])

@@ -52,7 +52,7 @@ def test_intervals_and_p_values_are_shown():
     ft = next(line for line in board.splitlines() if line.startswith("| 2 ") and "ft" in line)
     assert len(INTERVAL.findall(ft)) == 3  # nominal, robust mean, gap
     assert "90.0 [90.0, 90.0]" in ft and "40.0 [40.0, 40.0], p = 0.002" in ft
-    assert "95 % bootstrap percentile intervals over 1000 resamples" in board
+    assert "95 % bias-corrected percentile (BC) bootstrap intervals (Efron 1981; they always contain their point) over 1000 resamples" in board
 
 
 def test_files_without_per_example_hits_fall_back_to_mean_and_std():

@@ -110,7 +110,7 @@ def test_accuracy_figure_per_family_with_the_parent_at_zero_every_severity_and_b
     assert [ax.get_xlabel() for ax in axes] == ["prune ratio (%)"] * 2 and axes[0].get_ylabel() == "accuracy (%)"
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == ["copy", "ft", "wt", "parent", "95 % bootstrap band"]
-    assert "95 % percentile bootstrap intervals over test images and seeds (1000 resamples)" in legend.get_title().get_text()
+    assert "95 % bias-corrected percentile (BC) bootstrap intervals over test images and seeds (1000 resamples)" in legend.get_title().get_text()
     for ax, severity in zip(axes, (1, 2)):
         names = [f"c/gaussian_noise/{severity}", f"c/shot_noise/{severity}"]
         parent = np.mean([np.mean([r.parent.accuracy[n] for n in names]) for r in runs])
@@ -155,7 +155,7 @@ def test_potential_heatmap_prints_every_cell_with_the_leaderboards_intervals():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["copy", "ft", "wt"]
     assert colorbar.get_ylabel() == "prune potential P (%)"
     assert ax.get_title() == "P(δ = 0.5 %, D) per pruner and test distribution"
-    assert "mean over severities" in ax.get_xlabel() and "95 % percentile bootstrap" in ax.get_xlabel()
+    assert "mean over severities" in ax.get_xlabel() and "95 % bias-corrected percentile (BC) bootstrap" in ax.get_xlabel()
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert len(cells) == 3 * 5
     derived = {r.config.seed: {m.pruner: m for m in derive(r.distributions, r.networks, 0.005).pruners} for r in runs}

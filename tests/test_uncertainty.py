@@ -1,4 +1,5 @@
 from datetime import datetime, timezone
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from bench.schema import (
     pack_hits,
 )
 from bench.uncertainty import (
+    _bias_corrected_quantiles,
+    bias_corrected_interval,
     bootstrap_potentials,
     bootstrap_pruners,
     gap_p_value,
@@ -118,6 +121,52 @@ def test_intervals_contain_the_point_estimates_of_the_plain_metrics():
     for interval in (found.nominal, found.robust_mean, found.gap):
         assert interval.low <= interval.estimate <= interval.high
     assert found.replicates == 1 and found.samples == 300 and found.gap_draws.shape == (300,)
+
+
+def test_bias_corrected_interval_is_the_percentile_interval_for_unbiased_draws():
+    draws = np.linspace(-1.0, 1.0, 1001)  # half below 0, one tie: p = 1/2, z0 = 0
+    low, high = bias_corrected_interval(0.0, draws)
+    assert (low, high) == tuple(np.quantile(draws, [0.025, 0.975]))
+
+
+def test_bias_corrected_interval_moves_its_quantiles_by_the_median_bias():
+    draws = np.sort(np.random.default_rng(0).normal(size=4000))
+    estimate = draws[3199] + 1e-6  # 3200 of 4000 draws below: p = 0.8
+    z0 = NormalDist().inv_cdf(0.8)
+    levels = [NormalDist().cdf(2 * z0 - 1.959964), NormalDist().cdf(2 * z0 + 1.959964)]
+    low, high = bias_corrected_interval(estimate, draws)
+    assert (low, high) == pytest.approx(tuple(np.quantile(draws, levels)), abs=1e-6)
+    plain = np.quantile(draws, [0.025, 0.975])
+    assert low > plain[0] and high > plain[1]  # towards the side where the estimate sits in its draws
+
+
+def test_bias_corrected_interval_works_column_by_column():
+    rng = np.random.default_rng(1)
+    draws, estimates = rng.normal(size=(500, 3, 2)), rng.normal(size=(3, 2))
+    low, high = bias_corrected_interval(estimates, draws)
+    assert low.shape == high.shape == (3, 2)
+    for i in range(3):
+        for j in range(2):
+            assert (low[i, j], high[i, j]) == bias_corrected_interval(estimates[i, j], draws[:, i, j])
+
+
+def test_random_resamples_keep_the_point_inside_its_interval():
+    """Property over random bootstrap distributions of prune-potential-like statistics (grid values,
+    means over seeds, many ties, skewed): the interval always contains its point; the BC quantiles
+    alone already do wherever the point is not in an outer 5 % tail of its own draws."""
+    rng = np.random.default_rng(2)
+    for _ in range(1500):
+        samples = int(rng.integers(50, 1000))
+        grid = np.sort(rng.choice([0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], size=int(rng.integers(1, 8)), replace=False))
+        seeds = int(rng.integers(1, 4))
+        draws = rng.choice(grid, size=(samples, seeds), p=rng.dirichlet(np.ones(len(grid)))).mean(axis=1)
+        estimate = rng.choice([*grid, float(rng.uniform(-0.1, 1.0))])
+        low, high = bias_corrected_interval(estimate, draws)
+        assert low <= estimate <= high
+        below = np.mean(draws < estimate - 1e-9) + 0.5 * np.mean(np.abs(draws - estimate) <= 1e-9)
+        if 0.05 <= below <= 0.95:
+            raw_low, raw_high = _bias_corrected_quantiles(estimate, draws, 0.95)
+            assert raw_low <= estimate + 1e-12 and raw_high >= estimate - 1e-12, (below, estimate, raw_low, raw_high)
 
 
 def test_resampling_is_paired_a_copy_of_the_parent_passes_in_every_resample():
