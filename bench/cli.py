@@ -612,6 +612,8 @@ def command_leaderboard(args: argparse.Namespace) -> int:
                                 test_set_sizes=dataset_test_sizes())
     for line in board.skipped:
         print(line, file=sys.stderr)
+    for line in board.notes:
+        print(f"note: {line}", file=sys.stderr)
     if args.strict and board.skipped:
         print(f"bench leaderboard: {len(board.skipped)} invalid result files (--strict): no board written",
               file=sys.stderr)
@@ -642,11 +644,13 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
 
 def command_validate(args: argparse.Namespace) -> int:
-    from leaderboard.build import validate_files
+    from bench.results import load_results
 
-    errors = validate_files(args.files, dataset_test_sizes())
+    _, errors, notes = load_results(args.files, dataset_test_sizes())  # the board's ingestion
     for error in errors:
         print(error, file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
     return 1 if errors else 0
 
@@ -685,9 +689,13 @@ def command_verify(args: argparse.Namespace) -> int:
 def command_plot(args: argparse.Namespace) -> int:
     from bench.analysis import load_reports
     from bench.plots import ACCURACY_FLOOR_PP, make_plots
-    from bench.results import ResultFileError, find_result_files, load_result
+    from bench.results import ResultFileError, find_result_files, load_results
 
-    results = [load_result(path) for path in find_result_files(args.folder)]
+    # the board's ingestion: the same files left out (each named on one line), runs counted once
+    kept, errors, _ = load_results(find_result_files(args.folder), dataset_test_sizes())
+    for line in errors:
+        print(line, file=sys.stderr)
+    results = [result for _, result in kept]
     reports = load_reports(args.folder)
     if not results and not reports:
         raise ResultFileError(f"{args.folder}: no result files or analysis reports to plot")

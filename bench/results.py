@@ -12,7 +12,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -271,15 +271,22 @@ def load_result(path: Path, test_set_sizes: Mapping[str, int] | None = None) -> 
     return parse_result(text, str(path), test_set_sizes)
 
 
-def load_results(
-    paths: Sequence[Path], test_set_sizes: Mapping[str, int] | None = None
-) -> tuple[list[tuple[Path, RunResult]], list[str]]:
-    """Result files to be ranked together: the (path, result) pairs kept, in the order given, and
-    one line `<file>: <what is wrong>` per file left out.
+class Ingested(NamedTuple):
+    """Result files to be ranked together (bench.results.load_results)."""
+
+    kept: list[tuple[Path, RunResult]]  # (path, result), in the order given
+    errors: list[str]  # one line `<file>: <what is wrong>` per file left out
+    notes: list[str]  # one line per run held by several files, counted once (not an error)
+
+
+def load_results(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | None = None) -> Ingested:
+    """The one ingestion of result files, for the board (markdown, JSON, HTML), `bench plot` and
+    `bench validate`: the files kept, one line per file left out, and notes.
 
     Each file must load (load_result); then within each replicate group (dataset, model, suites,
-    protocol) the files must share their test sets (check_test_sets) and no two may hold the same
-    pruner and seed (check_duplicates).
+    protocol) the files must share their test sets (check_test_sets) and agree wherever two hold the
+    same pruner and seed (check_duplicates): the same results are one run, counted once (a note);
+    other results are an error naming both files.
     """
     loaded, errors = [], []
     for path in dict.fromkeys(Path(p) for p in paths):  # a file named twice is read once
@@ -291,12 +298,18 @@ def load_results(
     for pair in loaded:
         groups[replicate_key(pair[1])].append(pair)
     rejected: dict[Path, str] = {}
+    redundant: set[Path] = set()
+    notes: list[str] = []
     for key, members in groups.items():
         members = sorted(members, key=lambda pair: str(pair[0]))
         rejected |= check_test_sets(key, members)
-        rejected |= check_duplicates(key, [pair for pair in members if pair[0] not in rejected])
+        duplicates = check_duplicates(key, [pair for pair in members if pair[0] not in rejected])
+        rejected |= duplicates.rejected
+        redundant |= duplicates.redundant
+        notes += duplicates.notes
     errors += [one_line(f"{path}: {why}") for path, why in sorted(rejected.items(), key=lambda item: str(item[0]))]
-    return [pair for pair in loaded if pair[0] not in rejected], errors
+    return Ingested([pair for pair in loaded if pair[0] not in rejected and pair[0] not in redundant], errors,
+                    [one_line(note) for note in notes])
 
 
 def check_test_sets(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]],
@@ -362,38 +375,59 @@ def _pruner_content(result: RunResult, pruner: str) -> str:
     return canonical_sha256(nets)
 
 
+class Duplicates(NamedTuple):
+    """What check_duplicates decided for one replicate group."""
+
+    rejected: dict[Path, str]  # files that disagree with another about a (pruner, seed) -> why
+    redundant: set[Path]  # files whose every run another ranked file holds with the same results
+    notes: list[str]  # one line per (pruner, seed) held by several files with the same results
+
+
 def check_duplicates(key: ReplicateKey, members: Sequence[tuple[Path, RunResult]],
-                     vouched: Callable[[Path, RunResult], bool] | None = None) -> dict[Path, str]:
-    """Path -> why, for files of one replicate group that hold a (pruner, seed) another file holds too.
-    Decided by content, never by file names: files that say the same about the pruner are one
-    result (the file with the most networks stays, then the smallest integrity digest); files that
-    disagree are all left out, unless exactly one of them is verified (`vouched`: its `bench verify`
-    report vouches for it), which then stays."""
+                     vouched: Callable[[Path, RunResult], bool] | None = None) -> Duplicates:
+    """Files of one replicate group that hold a (pruner, seed) another file holds too. Decided by
+    content, never by file names. Files that disagree about the pruner are all left out, unless
+    exactly one of them is verified (`vouched`: its `bench verify` report vouches for it), which then
+    stays. Files that say the same about it hold one run: it is counted once (from the file with the
+    most networks, then the smallest integrity digest), with a note, and each file's other pruners
+    stay ranked; a file that holds nothing else is redundant (left out, noted, not an error)."""
     vouched = vouched or _vouched
     holders: dict[tuple[str, int], list[tuple[Path, RunResult]]] = defaultdict(list)
     for path, result in members:
         for pruner in sorted({n.pruner for n in result.networks if n.pruner != PARENT}):
             holders[(pruner, result.config.seed)].append((path, result))
+
+    def where(pruner: str, seed: int) -> str:
+        return f"pruner {pruner!r} with seed {seed} of protocol {key.protocol}"
+
     rejected: dict[Path, str] = {}
     for (pruner, seed), files in sorted(holders.items()):
-        if len(files) < 2:
-            continue
-        where = f"pruner {pruner!r} with seed {seed} of protocol {key.protocol}"
-        contents = {path: _pruner_content(result, pruner) for path, result in files}
-        if len(set(contents.values())) == 1:
-            keep = min(files, key=lambda pair: (-len(pair[1].networks), pair[1].integrity))[0]
-            rejected |= {path: f"{where} is also in {keep}, with the same results (one file per pruner, seed and "
-                               "protocol; that one is ranked)" for path, _ in files if path != keep}
+        if len(files) < 2 or len({_pruner_content(result, pruner) for _, result in files}) == 1:
             continue
         verified = [path for path, result in files if vouched(path, result)]
         names = ", ".join(str(path) for path, _ in files)
         for path, _ in files:
             if len(verified) == 1 and path == verified[0]:
                 continue
-            rejected[path] = (f"{where} is also in another file with other results ({names}); "
+            rejected[path] = (f"{where(pruner, seed)} is also in another file with other results ({names}); "
                               + (f"the verified {verified[0]} is ranked" if len(verified) == 1
-                                 else "none is verified alone, so none is ranked"))
-    return rejected
+                                 else "none is verified alone, so none is ranked: keep the right one in the folder "
+                                      "(`bench verify FILE` marks it verified) and move the others out"))
+    counted_elsewhere: dict[Path, set[str]] = defaultdict(set)
+    notes = []
+    for (pruner, seed), files in sorted(holders.items()):
+        files = [pair for pair in files if pair[0] not in rejected]
+        if len(files) < 2:
+            continue
+        keep = min(files, key=lambda pair: (-len(pair[1].networks), pair[1].integrity))[0]
+        others = [path for path, _ in files if path != keep]
+        for path in others:
+            counted_elsewhere[path].add(pruner)
+        notes.append(f"{where(pruner, seed)}: {', '.join(map(str, others))} "
+                     f"{'holds' if len(others) == 1 else 'hold'} the same results as {keep}: one run, counted once")
+    redundant = {path for path, result in members if path not in rejected and counted_elsewhere[path]
+                 and counted_elsewhere[path] >= {n.pruner for n in result.networks if n.pruner != PARENT}}
+    return Duplicates(rejected, redundant, notes)
 
 
 # `bench analyze` and `bench verify` reports are JSON too, but not result files

@@ -148,7 +148,7 @@ def validate_files(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | No
     """One line `<file>: <what is wrong>` per invalid result file (unreadable, not a regular file, too
     large, not JSON, off-schema, edited, inconsistent, or at odds with its replicate group:
     bench.results.load_results); [] if all pass."""
-    return load_results(paths, test_set_sizes)[1]
+    return load_results(paths, test_set_sizes).errors
 
 
 def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set[str]:
@@ -163,6 +163,7 @@ class Leaderboard:
     board: Board
     markdown: str
     skipped: tuple[str, ...]  # one line `<file>: <what is wrong>` per result file left out
+    notes: tuple[str, ...] = ()  # one line per run that several files hold, counted once
 
 
 def compile_leaderboard(
@@ -172,13 +173,13 @@ def compile_leaderboard(
     """Validate every result file under `folder` (bench.results.load_results; `test_set_sizes`
     bounds n_examples per dataset) and build the board of the valid ones; the invalid ones are left
     out and listed, so one bad file never breaks the board."""
-    kept, errors = load_results(find_result_files(folder), test_set_sizes)
+    kept, errors, notes = load_results(find_result_files(folder), test_set_sizes)
     verified = verified_digests([path for path, _ in kept], [result for _, result in kept])
     if verified_only:
         kept = [(path, result) for path, result in kept if result.integrity in verified]
     board = build_board([result for _, result in kept], files=[path.relative_to(folder).as_posix() for path, _ in kept],
                         verified=verified, skipped=len(errors))
-    return Leaderboard(board, render_markdown(board, breakdown=breakdown), tuple(errors))
+    return Leaderboard(board, render_markdown(board, breakdown=breakdown), tuple(errors), tuple(notes))
 
 
 def build_leaderboard(

@@ -17,6 +17,8 @@ def test_every_hostile_fixture_is_skipped_with_its_one_line_reason(tmp_path):
     shutil.copytree(HOSTILE, folder)
     board = compile_leaderboard(folder, test_set_sizes={"digits": 539})
     reasons = {Path(line.split(": ", 1)[0]).name: line for line in board.skipped}
+    # a copy of an honest file's results is one run, counted once: left out with a note, not an error
+    reasons |= {name: note for name in EXPECTED for note in board.notes if f"{name} holds" in note}
     assert set(reasons) == set(EXPECTED)
     for name, phrase in EXPECTED.items():
         assert phrase in reasons[name] and "\n" not in reasons[name], reasons[name]

@@ -100,12 +100,12 @@ def test_checksums_must_agree_within_a_seed_and_a_tie_is_decided_by_content(tmp_
     forge(other, lambda raw: raw["provenance"]["distribution_checksums"].update({"digits/clean": "f" * 64}))
     third = save_result(make_run({"sipp": GAP["wt"]}), tmp_path / "c.json")
 
-    _, errors = load_results([other, first, third])  # two files against one: the majority stays
+    _, errors, _ = load_results([other, first, third])  # two files against one: the majority stays
     line = the_line(errors, other)
     assert "the 2 of 3 seed-0 files" in line and f"(e.g. {first})" in line and "another checksum of 'digits/clean'" in line
 
     # one against one: no file name decides; a verified file does, else neither is ranked
-    _, errors = load_results([other, first])
+    _, errors, _ = load_results([other, first])
     assert len(errors) == 2 and all("none of them is ranked" in e for e in errors)
     loaded = [(first, load_result(first)), (other, load_result(other))]
     rejected = check_test_sets(replicate_key(loaded[0][1]), loaded, vouched=lambda path, _: path == other)
@@ -178,7 +178,7 @@ def test_conflicting_files_for_a_pruner_and_seed_are_decided_by_content_not_by_n
     sabotage = save_result(make_run({"wt": GAP["wt"]}, created=5), tmp_path / "a-sabotage.json")
     protocol = make_run(PRUNERS).config.protocol_hash()
 
-    _, errors = load_results([real, sabotage])
+    _, errors, _ = load_results([real, sabotage])
     assert len(errors) == 2
     for path in (real, sabotage):
         line = the_line([e for e in errors if e.startswith(f"{path}:")], path)
@@ -187,21 +187,66 @@ def test_conflicting_files_for_a_pruner_and_seed_are_decided_by_content_not_by_n
 
     loaded = [(real, load_result(real)), (sabotage, load_result(sabotage))]
     for verified in (real, sabotage):  # the verified one stays, whichever name sorts first
-        rejected = check_duplicates(replicate_key(loaded[0][1]), loaded, vouched=lambda path, _, v=verified: path == v)
+        rejected = check_duplicates(replicate_key(loaded[0][1]), loaded,
+                                    vouched=lambda path, _, v=verified: path == v).rejected
         assert set(rejected) == {real, sabotage} - {verified}
         assert f"the verified {verified} is ranked" in next(iter(rejected.values()))
 
 
 def test_files_with_the_same_results_for_a_pruner_are_one_result_whatever_their_names(tmp_path):
+    """A file whose every run another file holds with the same results is redundant: left out with a
+    note, not an error, and the board is that of the one file."""
     whole = save_result(make_run(PRUNERS), tmp_path / "z-whole.json")
     again = forge(save_result(make_run(PRUNERS), tmp_path / "a-again.json"),
                   lambda raw: raw["provenance"].update({"wall_time_s": 2.0}))  # other bytes, same results
-    board, errors = skipped(tmp_path)
+    compiled = compile_leaderboard(tmp_path)
     kept = min((whole, again), key=lambda path: load_result(path).integrity)
     other = again if kept == whole else whole
-    assert "with the same results (one file per pruner, seed and protocol; that one is ranked)" in the_line(errors, other)
-    assert f"is also in {kept}" in the_line(errors, other)
-    assert board == render_leaderboard([load_result(kept)], breakdown=True, verified=set(), skipped=1)
+    assert compiled.skipped == ()
+    assert len(compiled.notes) == 2  # wt and ft
+    assert all(f"{other} holds the same results as {kept}: one run, counted once" in note for note in compiled.notes)
+    assert compiled.markdown == render_leaderboard([load_result(kept)], breakdown=True, verified=set(), skipped=0)
+
+
+def test_a_second_run_sharing_a_pruner_with_the_first_puts_every_row_on_the_board(tmp_path):
+    """The README's sequence: the default run, then `bench run --pruner wt,pfp:...,tp-taylor` into the
+    same folder. wt is one run (same results in both files, counted once, a note); the second file's
+    other pruners are ranked beside the first file's."""
+    first = save_result(make_run(PRUNERS), tmp_path / "first.json")
+    second = save_result(make_run({"wt": NO_GAP["wt"], "sipp": GAP["wt"]}, created=6), tmp_path / "second.json")
+    compiled = compile_leaderboard(tmp_path)
+    assert compiled.skipped == ()
+    (note,) = compiled.notes
+    assert note.startswith("pruner 'wt' with seed 0 of protocol") and str(second) in note and str(first) in note
+    rows = {row.pruner: row for section in compiled.board.protocols for row in section.rows}
+    assert sorted(rows) == ["ft", "sipp", "wt"]
+    assert rows["wt"].seeds == [0]  # counted once
+    alone = compile_leaderboard(_copy(first, tmp_path / "alone"))
+    wt_alone = next(r for p in alone.board.protocols for r in p.rows if r.pruner == "wt")
+    assert rows["wt"].nominal_p == wt_alone.nominal_p
+
+
+def _copy(path: Path, folder: Path) -> Path:
+    folder.mkdir()
+    (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_bench_plot_and_validate_share_the_boards_ingestion(tmp_path, capsys):
+    """One ingestion: `bench plot` skips what the board skips (a truncated file, named on one line)
+    instead of aborting, and `bench validate` prints the board's notes."""
+    from bench.cli import main
+
+    first = save_result(make_run(PRUNERS), tmp_path / "first.json")
+    second = save_result(make_run({"wt": NO_GAP["wt"], "sipp": GAP["wt"]}, created=6), tmp_path / "second.json")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(first.read_text()[:200])
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "plots")]) == 0
+    err = capsys.readouterr().err
+    assert f"{truncated}: " in err and "not valid JSON" in err
+    assert main(["validate", str(first), str(second)]) == 0
+    captured = capsys.readouterr()
+    assert "note: pruner 'wt' with seed 0" in captured.err and "2 of 2 result files valid" in captured.out
 
 
 # 5. a file without per-example hits costs only its own rows their intervals
@@ -297,7 +342,7 @@ def test_committed_and_version_1_files_pass_every_check():
     assert COMMITTED and V1
     from bench.cli import dataset_test_sizes
 
-    kept, errors = load_results(COMMITTED, dataset_test_sizes())  # the bounds `bench leaderboard` applies
+    kept, errors, _ = load_results(COMMITTED, dataset_test_sizes())  # the bounds `bench leaderboard` applies
     assert errors == [] and len(kept) == len(COMMITTED)
     assert load_results(V1, {"digits": 539})[1] == []
 
