@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ def _looks_like_safetensors(payload: bytes) -> bool:
     return len(payload) >= 10 and 8 + header_size <= len(payload) and payload[8:9] == b"{"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes in torch's messages
+
+
 def decode_checkpoint(payload: bytes, source: str) -> dict[str, torch.Tensor]:
     """A user's state dict from a file's bytes (`source` names it in errors): prunebench's sparse
     format (its header says so), plain safetensors, or a `torch.save`d mapping of names to tensors,
@@ -150,7 +154,12 @@ def decode_checkpoint(payload: bytes, source: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign bytes (UnpicklingError, RuntimeError, ...)
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        text = _ANSI.sub("", str(exc))
+        if "Unsupported global" in text or "GLOBAL" in text:  # pickled classes: a whole module, not its weights
+            raise NetworkFileError(f"{source}: holds a pickled object (e.g. a whole module saved with "
+                                   "torch.save(model)), which is never unpickled here; save its weights instead: "
+                                   "torch.save(model.state_dict(), path)") from exc
+        reason = (text.strip().splitlines() or [""])[0][:200]
         raise NetworkFileError(f"{source}: not a state dict file (torch.save or safetensors): "
                                f"{type(exc).__name__}: {reason}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -193,7 +202,11 @@ def fit_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: P
     if shape_signature(state) != shape_signature(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        hint = ""
+        if any(key.endswith(("_orig", "_mask")) for key in extra):
+            hint = ("; torch.nn.utils.prune's weight_orig / weight_mask are still in it: call "
+                    "torch.nn.utils.prune.remove(module, 'weight') on every pruned module before saving")
         raise NetworkFileError(f"{path}: does not fit the model (missing {missing[:3]}, unexpected {extra[:3]}, "
-                               f"other shape or dtype {wrong[:3]})")
+                               f"other shape or dtype {wrong[:3]}){hint}")
     model.load_state_dict(state)
     return model

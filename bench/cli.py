@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bench.config import DEFAULT_GRID, DEFAULT_PRUNERS, ratio_grid
 
@@ -52,11 +52,16 @@ def parse_ratios(spec: str) -> tuple[float, ...]:
         ratios = tuple(float(part) for part in spec.split(",") if part.strip())
         if not ratios:
             raise ValueError
-        return ratios
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad ratio grid {spec!r}: use '0.3,0.5,0.8', 'geom:LOW:HIGH:N' or 'lin:LOW:HIGH:N' with 0 < LOW < HIGH < 1"
         ) from None
+    outside = [r for r in ratios if not 0.0 < r < 1.0]
+    if outside:
+        raise argparse.ArgumentTypeError(f"prune ratios must lie strictly between 0 and 1, got {outside[0]:g} in {spec!r}")
+    if list(ratios) != sorted(set(ratios)):
+        raise argparse.ArgumentTypeError(f"prune ratios must be strictly increasing (a cascade), got {spec!r}")
+    return ratios
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -201,13 +206,15 @@ def command_make_c(args: argparse.Namespace) -> int:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Appends each option's default to its help, unless it is unset (None/False) or already said."""
+    """Appends each option's default to its help, unless it is unset (None/False), a switch (its
+    default is its absence: `--no-report (default: True)` read as if the switch were on), or said."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         unset = default is None or default is False or default == argparse.SUPPRESS
-        if not action.option_strings or unset or "default" in text:
+        switch = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if not action.option_strings or unset or switch or "default" in text:
             return text
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
@@ -219,6 +226,12 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """One line naming the flag (README, "Errors and exit codes"), not the whole usage block."""
+        from bench.results import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def package_version() -> str:
@@ -519,11 +532,12 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def print_board(written: Path, out: Path) -> int:
-    """Name the result file just written (stderr) and print the leaderboard of its folder."""
+    """Name the result file just written (stderr) and print the leaderboard of its folder, the
+    written run's section first."""
     from leaderboard import build_leaderboard
 
     print(f"wrote {written}", file=sys.stderr)
-    print(build_leaderboard(out))
+    print(build_leaderboard(out, first=written))
     return 0
 
 
@@ -614,6 +628,9 @@ def command_leaderboard(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     for line in board.notes:
         print(f"note: {line}", file=sys.stderr)
+    if board.skipped and not board.board.protocols:
+        raise ValueError(f"{args.folder}: none of its {len(board.skipped)} result files is valid (each is named above "
+                         "with what is wrong); nothing to rank, no board written")
     if args.strict and board.skipped:
         print(f"bench leaderboard: {len(board.skipped)} invalid result files (--strict): no board written",
               file=sys.stderr)
@@ -652,11 +669,12 @@ def command_validate(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
-    return 1 if errors else 0
+    return 2 if errors else 0  # a malformed or edited file is bad input (README, "Errors and exit codes")
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from bench.results import REPORT_SUFFIXES, find_result_files, one_line
+    from bench.files import DataMissing
+    from bench.results import REPORT_SUFFIXES, find_result_files, networks_folder, one_line
     from bench.verify import verify_results
 
     if args.reproduce < 0:
@@ -665,6 +683,11 @@ def command_verify(args: argparse.Namespace) -> int:
     # a shell glob such as results/digits-*.json also matches the reports beside the results: skipped
     paths = [found for path in args.files for found in (find_result_files(path) if path.is_dir() else [path])
              if not found.name.endswith(REPORT_SUFFIXES)]
+    for path in paths:
+        folder = args.networks if args.networks is not None else networks_folder(path)
+        if not folder.is_dir():
+            raise DataMissing(f"{path}: no networks folder {folder} to re-evaluate (`bench run` writes it beside "
+                              "the result file; copy it along, or name it with --networks FOLDER)")
     checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
                             progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample,
                             plugins=args.plugins)
@@ -745,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+MAX_SHOWN_INPUT = 80  # characters of a rejected value an error line repeats
+
+
 def describe_error(exc: BaseException) -> tuple[int | None, str]:
     """Exit code and one-line message of a user-facing failure (README, "Exit codes"):
     2 = bad input or missing data, 1 = a failure during the run; (None, "") = a bug, re-raised."""
@@ -760,8 +786,12 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
                    *loaded("bench.store", "CacheCorrupted"), *loaded("bench.results", "RejectedResult"))
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "value"
-        return 2, f"{where}: {first['msg']} (got {first.get('input')!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields: its message says what is wrong, the input is everything
+            return 2, message
+        shown = repr(first.get("input"))
+        got = f" (got {shown})" if len(shown) <= MAX_SHOWN_INPUT else ""
+        return 2, f"{'.'.join(str(part) for part in first['loc'])}: {message}{got}"
     if isinstance(exc, bad_input):
         return 2, str(exc)
     if isinstance(exc, run_failure):

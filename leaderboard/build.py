@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.markdown import escape, table
 from bench.results import find_result_files, load_results, read_report, report_vouches_for
 from bench.schema import RunResult
+from bench.uncertainty import replicate_key
 from leaderboard.rows import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
@@ -118,7 +119,8 @@ def render_markdown(board: Board, *, breakdown: bool = True) -> str:
     note = (f"\n{board.skipped} invalid result file{'s' * (board.skipped != 1)} skipped (`bench leaderboard "
             "--strict` lists them).\n") if board.skipped else ""
     if not board.protocols:
-        return "# prunebench leaderboard\n\nNo result files found.\n" + note
+        found = "No valid result files." if board.skipped else "No result files found."
+        return f"# prunebench leaderboard\n\n{found}\n" + note
     parts = ["# prunebench leaderboard", "",
              *(f"* **{term}**: {meaning}" for term, meaning in definitions(board.verified_column))]
     for section in board.protocols:
@@ -168,26 +170,35 @@ class Leaderboard:
 
 def compile_leaderboard(
     folder: Path, *, breakdown: bool = True, verified_only: bool = False,
-    test_set_sizes: Mapping[str, int] | None = None,
+    test_set_sizes: Mapping[str, int] | None = None, first: Path | None = None,
 ) -> Leaderboard:
     """Validate every result file under `folder` (bench.results.load_results; `test_set_sizes`
     bounds n_examples per dataset) and build the board of the valid ones; the invalid ones are left
-    out and listed, so one bad file never breaks the board."""
+    out and listed, so one bad file never breaks the board. `first`: a result file whose protocol's
+    section comes first (the run just finished)."""
     kept, errors, notes = load_results(find_result_files(folder), test_set_sizes)
     verified = verified_digests([path for path, _ in kept], [result for _, result in kept])
     if verified_only:
         kept = [(path, result) for path, result in kept if result.integrity in verified]
     board = build_board([result for _, result in kept], files=[path.relative_to(folder).as_posix() for path, _ in kept],
                         verified=verified, skipped=len(errors))
+    own = next((replicate_key(result) for path, result in kept if first is not None and path == Path(first)), None)
+    if own is not None:
+        def is_own(section: Protocol) -> bool:
+            return (section.dataset, section.model, tuple(section.suites), section.protocol) == (
+                own.dataset, own.model, tuple(own.suites), own.protocol)
+
+        board = board.model_copy(update={"protocols": sorted(board.protocols, key=lambda s: not is_own(s))})
     return Leaderboard(board, render_markdown(board, breakdown=breakdown), tuple(errors), tuple(notes))
 
 
 def build_leaderboard(
     folder: Path, *, breakdown: bool = True, verified_only: bool = False,
-    test_set_sizes: Mapping[str, int] | None = None,
+    test_set_sizes: Mapping[str, int] | None = None, first: Path | None = None,
 ) -> str:
     """The markdown of compile_leaderboard; each file left out is logged as a warning (one line)."""
-    board = compile_leaderboard(folder, breakdown=breakdown, verified_only=verified_only, test_set_sizes=test_set_sizes)
+    board = compile_leaderboard(folder, breakdown=breakdown, verified_only=verified_only, test_set_sizes=test_set_sizes,
+                                first=first)
     for line in board.skipped:
         log.warning(line)
     return board.markdown

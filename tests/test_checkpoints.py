@@ -5,7 +5,15 @@ import pickle
 import pytest
 import torch
 
-from bench.checkpoints import NetworkFileError, load_state, read_state, save_state, shape_signature
+from bench.checkpoints import (
+    NetworkFileError,
+    decode_checkpoint,
+    fit_state,
+    load_state,
+    read_state,
+    save_state,
+    shape_signature,
+)
 from bench.models import create_model
 from bench.pruning import count_nonzero
 
@@ -86,3 +94,27 @@ def test_a_network_of_another_architecture_is_named(digits_cnn, tmp_path):
     other = create_model("digits_cnn", num_classes=7)
     with pytest.raises(NetworkFileError, match=r"does not fit the model.*fc\.bias"):
         load_state(other, path)
+
+
+def test_the_two_most_common_saving_mistakes_get_their_fix_in_one_line(tmp_path):
+    """torch.save(model) (a pickle: refused unread, no terminal codes, the fix named) and a state dict
+    saved while torch.nn.utils.prune's reparametrisation is still on (prune.remove named)."""
+    import torch.nn.utils.prune as torch_prune
+
+    model = create_model("digits_cnn", num_classes=10)
+    torch.save(model, tmp_path / "whole.pt")
+    with pytest.raises(NetworkFileError) as whole:
+        decode_checkpoint((tmp_path / "whole.pt").read_bytes(), "whole.pt")  # as `bench eval` reads a network
+    message = str(whole.value)
+    assert "torch.save(model.state_dict(), path)" in message and "\x1b" not in message and "\n" not in message
+
+    torch_prune.l1_unstructured(model.fc, "weight", amount=0.5)
+    torch.save(model.state_dict(), tmp_path / "masked.pt")
+    masked = decode_checkpoint((tmp_path / "masked.pt").read_bytes(), "masked.pt")
+    with pytest.raises(NetworkFileError, match=r"torch\.nn\.utils\.prune\.remove\(module, 'weight'\)"):
+        fit_state(create_model("digits_cnn", num_classes=10), masked, tmp_path / "masked.pt")
+    torch_prune.remove(model.fc, "weight")
+    torch.save(model.state_dict(), tmp_path / "removed.pt")
+    removed = decode_checkpoint((tmp_path / "removed.pt").read_bytes(), "removed.pt")
+    loaded = fit_state(create_model("digits_cnn", num_classes=10), removed, tmp_path / "removed.pt")
+    assert torch.equal(loaded.fc.weight, model.fc.weight)

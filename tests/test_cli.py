@@ -116,7 +116,7 @@ def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(good.read_text().replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 7'))
     assert main(["validate", str(good)]) == 0
-    assert main(["validate", str(good), str(bad)]) == 1
+    assert main(["validate", str(good), str(bad)]) == 2
     captured = capsys.readouterr()
     assert "1 of 2 result files valid" in captured.out and "schema_version 7 is not supported" in captured.err
 
@@ -224,3 +224,31 @@ def test_workers_default_to_one_per_core_or_the_environment(monkeypatch, capsys)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run"])
     assert "argument --workers: 'none' is not an integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ratios, phrase", [("0.5,1.2", "must lie strictly between 0 and 1, got 1.2"),
+                                            ("0.5,0.3", "must be strictly increasing")])
+def test_a_bad_flag_value_is_one_line_naming_the_flag(ratios, phrase, capsys):
+    """Not the usage block and not the whole config dict: `bench run: error: argument --ratios: ...`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--ratios", ratios])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bench run: error: argument --ratios: ") and phrase in line
+    assert line.endswith("(see `bench run --help`)")
+
+
+def test_switches_do_not_claim_a_default_in_their_help(capsys):
+    for command in ("eval", "verify", "run"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: True)" not in text and "(default: False)" not in text
+
+
+def test_a_folder_without_one_valid_result_is_bad_input(tmp_path, capsys):
+    (tmp_path / "broken.json").write_text("{")
+    assert main(["leaderboard", str(tmp_path), "-o", str(tmp_path / "BOARD.md")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'broken.json'}: not valid JSON" in err and "none of its 1 result files is valid" in err
+    assert not (tmp_path / "BOARD.md").exists()

@@ -301,7 +301,7 @@ def test_a_real_result_claiming_a_tiny_network_is_skipped(tmp_path):
     forge(real, lambda raw: raw["networks"][last].update({"prune_ratio": 0.999, "nonzero_params": 1}))
     board, errors = skipped(tmp_path)
     assert "prune ratio 0.999 disagrees with its 1 nonzero parameters" in the_line(errors, real)
-    assert "No result files found" in board
+    assert "No valid result files." in board
 
 
 def test_the_committed_results_lie_well_within_the_target_tolerance():
@@ -381,7 +381,7 @@ def test_deep_nesting_and_hostile_names_stay_one_line(tmp_path):
 
 def test_validate_applies_the_leaderboards_bounds(tmp_path, capsys):
     big = save_result(make_run({"sipp": GAP["wt"]}, n=1000, parent_correct=900), tmp_path / "big.json")
-    assert main(["validate", str(big)]) == 1
+    assert main(["validate", str(big)]) == 2
     assert "claims 1000 examples, more than the 539 of any digits test set" in capsys.readouterr().err
 
 
@@ -393,3 +393,16 @@ def test_the_work_per_file_is_bounded_before_the_board_computes_anything(tmp_pat
     monkeypatch.setattr(bench.results, "MAX_CELLS_PER_FILE", cells - 1)
     board, errors = skipped(tmp_path)
     assert f"= {cells:,} cells, more than the {cells - 1:,} the board evaluates per file" in the_line(errors, run)
+
+
+def test_the_board_after_a_run_shows_that_runs_section_first(tmp_path):
+    """`bench run` prints its folder's board with the run's own protocol first, not ~100 lines down."""
+    from leaderboard.build import build_leaderboard
+
+    older = save_result(make_run(PRUNERS), tmp_path / "a-older.json")
+    newer = save_result(make_run({"sipp": GAP["wt"]}, ratios=(0.4, 0.6)), tmp_path / "b-newer.json")
+    protocols = {path: load_result(path).config.protocol_hash() for path in (older, newer)}
+    for written in (older, newer):
+        board = build_leaderboard(tmp_path, first=written)
+        first_other = min(board.index(protocols[p]) for p in protocols if p != written)
+        assert board.index(protocols[written]) < first_other

@@ -146,6 +146,15 @@ def test_a_missing_networks_folder_is_named(result_copy, tmp_path):
     assert not report_path(result_copy).exists()
 
 
+def test_bench_verify_without_the_networks_folder_is_one_line_naming_the_fix(result_copy, capsys):
+    """Missing data, not "FAILED (2 disagreements)": exit 2, one line naming the folder and --networks."""
+    shutil.rmtree(networks_folder(result_copy))
+    assert main(["verify", str(result_copy), "--no-report", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bench verify: error: ") and f"no networks folder {networks_folder(result_copy)}" in line
+    assert "--networks FOLDER" in line
+
+
 def test_the_leaderboard_marks_verified_rows_and_can_show_only_them(result_copy, tmp_path):
     board = build_leaderboard(result_copy.parent, breakdown=False)
     assert "| verified" in board and "0/1" in board  # no report yet
