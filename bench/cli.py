@@ -346,8 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "are cached, and an estimated wall time (trains nothing)")
     add_run_arguments(plan)
 
-    add_eval_arguments(sub.add_parser("eval", help="evaluate a parent and your own pruned networks (state dicts "
-                                      "or torch.export archives) on any suites; write a result file"))
+    add_eval_arguments(sub.add_parser(
+        "eval", help="evaluate a parent and your own pruned networks (state dicts or torch.export archives) on any "
+                     "suites; write a result file",
+        description="Evaluate a parent and your own pruned networks on the dataset's clean test set and suites. "
+                    "Every network must have been trained on the data of `bench.load_dataset(DATASET, SEED)` "
+                    "(its .train split, drawn with --seed; the test split is fixed) with the dataset's normalisation "
+                    "as the only preprocessing (.normalize: uint8 images to float, channel mean and std) and no "
+                    "resizing; `bench list` names the datasets. From Python: bench.evaluate (README)."))
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
 
 
