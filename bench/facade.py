@@ -148,7 +148,7 @@ def load_network(result_file: str | os.PathLike[str], pruner: str, step: int | N
     if file.name.endswith(".pt2"):
         from bench.checkpoints import checked_bytes
 
-        return read_exported(checked_bytes(file, chosen.file.sha256), str(file)).module().eval()
+        return read_exported(checked_bytes(file, chosen.file.sha256), str(file)).eval()
     data = load_checked_dataset(result.config, result.provenance.data_checksum)
     model = new_model(result.config, data)  # as the run evaluated it (memory format included)
     return load_state(model, file, chosen.file.sha256).eval()

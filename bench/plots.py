@@ -25,7 +25,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench.corruptions import FAMILIES
-from bench.figures import PARENT_STYLE, PrunerStyle, new_figure, pruner_styles, save_figure, styled, text
+from bench.figures import (
+    PARENT_STYLE,
+    PrunerStyle,
+    counted,
+    figure_legend,
+    new_figure,
+    pruner_styles,
+    save_figure,
+    styled,
+    text,
+)
 from bench.io import seed_for
 from bench.schema import PARENT, Distribution, NetworkResult, RunResult
 from bench.uncertainty import (
@@ -96,7 +106,7 @@ class Panel:
     @property
     def title(self) -> str:
         level = "" if self.severity is None else f", severity {self.severity}"
-        return text(f"{self.suite}{level} ({len(self.names)} test sets)")
+        return text(f"{self.suite}{level} ({counted(len(self.names), 'test set')})")
 
 
 def family_panels(result: RunResult, severity: int | None = None) -> dict[str, list[Panel]]:
@@ -184,7 +194,7 @@ def _draw_parent(ax: Axes, parent: Curve) -> None:
 def _caption(results: Sequence[RunResult], draws: Draws | None, what: str) -> str:
     seeds = len({r.config.seed for r in results})
     bands = (f"Bands: {INTERVAL_NOTE}." if draws is not None else "No bands: some result files lack per-example hits.")
-    return f"{what}, mean over {seeds} seed{'s' * (seeds != 1)}. {bands}"
+    return f"{what}, mean over {counted(seeds, 'seed')}. {bands}"
 
 
 @styled
@@ -216,8 +226,8 @@ def accuracy_figure(results: Sequence[RunResult], fam: str, panels: Sequence[Pan
         handles.append(Patch(color="0.5", alpha=0.3))
         labels.append(BAND_LABEL)
     corruptions = ", ".join(dict.fromkeys(c for p in panels for c in p.corruptions))
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(7, len(labels)),
-               title=text(_caption(results, draws, f"Accuracy averaged over {corruptions}")), title_fontsize=6)
+    figure_legend(fig, handles, labels, loc="outside lower center",
+                  title=text(_caption(results, draws, f"Accuracy averaged over {corruptions}")), title_fontsize=6)
     return fig
 
 
@@ -319,7 +329,7 @@ def excess_error_figure(results: Sequence[RunResult], styles: Mapping[str, Prune
     for pruner in _pruners(results):
         points = excess_points(results, pruner, floor_pp)
         style = colours[pruner]
-        kept = f"{len(points.ratio)} of {points.total} networks"
+        kept = f"{len(points.ratio)} of {counted(points.total, 'network')}"
         if not any(points.ratio):
             ax.plot([], [], color=style.color, marker=style.marker, label=text(f"{pruner} ({kept}, no slope)"))
             continue

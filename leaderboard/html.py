@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
@@ -27,6 +27,20 @@ def heat(value: float | None) -> str:
         return ""
     text = "#fff" if value < 0.6 else "#000"  # viridis is dark below ~0.6
     return f"background:{to_hex(colormaps[HEATMAP](value))};color:{text}"
+
+
+def code_spans(text: str) -> Markup:
+    """Markdown's `code` spans of a board note as <code> (the notes are written once, for the
+    markdown board); everything else escaped."""
+    parts = str(escape(visible(text))).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return Markup("`".join(parts))
+    return Markup("".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)))
+
+
+def heat_legend(steps: int = 11) -> list[tuple[str, str]]:
+    """The heatmap's colour scale as (label, inline CSS) swatches from 0 % to 100 % P."""
+    return [(f"{100 * i // (steps - 1)}", heat(i / (steps - 1))) for i in range(steps)]
 
 
 def sort_value(column: Column, row: Row) -> str:
@@ -53,6 +67,6 @@ def render_html(board: Board, results_href: str = "") -> str:
     return environment.get_template("board.html").render(
         board=board, columns=columns(board.verified_column), suites=suites,
         definitions=definitions(board.verified_column), interval_note=interval_note, pct=pct,
-        severity_label=severity_label, heat=heat, sort_value=sort_value,
+        severity_label=severity_label, heat=heat, heat_legend=heat_legend(), sort_value=sort_value, code=code_spans,
         http_url=http_url, href=lambda file: quote(results_href + file),
     )

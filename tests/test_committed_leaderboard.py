@@ -47,3 +47,15 @@ def test_every_interval_of_the_committed_board_contains_its_point():
     assert len(with_intervals) >= 36  # nominal, robust mean and gap of 12 rows at least
     for estimate in with_intervals:
         assert estimate["low"] <= estimate["value"] <= estimate["high"], estimate
+
+
+def test_the_readmes_pictures_are_drawn_from_the_committed_results():
+    """docs/make_figures.py --check, as CI checks LEADERBOARD.md: each picture's inputs (result
+    digests and plotting code; the HTML page) are those it was drawn from."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
+    assert spec is not None and spec.loader is not None
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    assert make_figures.stale() == [], f"regenerate: {make_figures.COMMAND}"

@@ -218,3 +218,15 @@ def test_check_names_each_stale_output(tmp_path, capsys):
     assert main(["leaderboard", str(results), "--check", *outputs]) == 1
     stale = [line.split(":")[0] for line in capsys.readouterr().err.splitlines() if "stale" in line]
     assert stale == [str(tmp_path / name) for name in ("L.md", "l.json", "i.html")]
+
+
+def test_the_html_notes_show_code_not_backticks_and_the_heatmaps_their_colour_scale():
+    run = make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]})
+    page = render_html(build_board([run], verified=set()))
+    notes = page[page.index('<ul class="note">'):page.index("</ul>")]
+    assert "`" not in notes and "<code>bench verify</code>" in notes
+    legend = page[page.index('class="note heat-legend"'):]
+    legend = legend[:legend.index("</p>")]
+    swatches = legend.count('class="swatch"')
+    assert swatches == 11 and ">0</span>" in legend and ">100</span>" in legend
+    assert "background:#440154" in legend and "background:#fde725" in legend  # viridis from 0 to 100 %

@@ -15,6 +15,7 @@ from bench.analysis import (
     load_report,
     load_reports,
     noise_potentials,
+    report_figure,
     report_path,
     save_report,
     similarity_figure,
@@ -110,7 +111,7 @@ def test_accuracy_figure_per_family_with_the_parent_at_zero_every_severity_and_b
     assert [ax.get_xlabel() for ax in axes] == ["prune ratio (%)"] * 2 and axes[0].get_ylabel() == "accuracy (%)"
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == ["copy", "ft", "wt", "parent", "95 % bootstrap band"]
-    assert "95 % bias-corrected percentile (BC) bootstrap intervals over test images and seeds (1000 resamples)" in legend.get_title().get_text()
+    assert "95 % bias-corrected percentile (BC) bootstrap intervals over test images and seeds (1000 resamples)" in " ".join(legend.get_title().get_text().split())  # wrapped to fit
     for ax, severity in zip(axes, (1, 2)):
         names = [f"c/gaussian_noise/{severity}", f"c/shot_noise/{severity}"]
         parent = np.mean([np.mean([r.parent.accuracy[n] for n in names]) for r in runs])
@@ -134,7 +135,7 @@ def test_accuracy_figure_per_family_with_the_parent_at_zero_every_severity_and_b
 
     one = result_figures(runs, severity=2)
     assert list(one) == ["accuracy-noise", "potential", "excess-error"]  # defocus_blur has no severity 2
-    assert one["accuracy-noise"]._suptitle.get_text().endswith("noise corruptions, severity 2")
+    assert " ".join(one["accuracy-noise"]._suptitle.get_text().split()).endswith("noise corruptions, severity 2")
     assert [ax.get_title() for ax in one["accuracy-noise"].axes if ax.get_visible()] == ["c, severity 2 (2 test sets)"]
 
 
@@ -307,3 +308,45 @@ def test_plot_command_plots_result_files_and_analysis_reports(tmp_path, capsys):
     (only_reports / "b.similarity.json").write_text('{"analysis": "similarity"}')
     assert main(["plot", str(only_reports), "-o", str(tmp_path / "plots2")]) == 2
     assert "b.similarity.json: not a valid similarity report" in capsys.readouterr().err
+
+
+def _figures_to_fit():
+    """Every kind of figure, single panel and a 12-panel grid, with long names in it."""
+    from bench.plots import Panel, accuracy_figure, family_panels, resample_all
+
+    runs = two_family_runs()
+    draws = resample_all(runs)
+    noise = family_panels(runs[0])["noise"]
+    twelve = [Panel(f"{noise[0].suite}-suite-with-a-long-name", s, noise[0].names, noise[0].corruptions)
+              for s in range(1, 13)]
+    return {
+        "accuracy, 1 panel": accuracy_figure(runs, "noise", noise[:1], draws, severity=1),
+        "accuracy, 12 panels": accuracy_figure(runs, "noise", twelve, draws),
+        "potential": potential_figure(runs),
+        "excess error": excess_error_figure(runs),
+        "similarity": similarity_figure(similarity_report()),
+        "features": report_figure(features_report()),
+    }
+
+
+def test_every_figure_keeps_its_text_inside_its_page():
+    """Issue 23: no text artist past the figure's bounds (matplotlib's tight bbox), at 1 and at 12
+    panels: titles, captions and legends are wrapped or narrowed to fit, never clipped."""
+    for name, fig in _figures_to_fit().items():
+        fig.draw_without_rendering()
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        assert box.x0 >= -1e-3 and box.y0 >= -1e-3 and box.x1 <= width + 1e-3 and box.y1 <= height + 1e-3, (
+            name, (box.x0, box.y0, box.x1, box.y1), (width, height))
+
+
+def test_a_one_panel_figure_says_one_test_set_and_wraps_its_caption():
+    from bench.plots import Panel, accuracy_figure
+
+    runs = two_family_runs()
+    panel = Panel("c", 1, ("c/gaussian_noise/1",), ("gaussian_noise",))
+    fig = accuracy_figure(runs, "noise", [panel])
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert ax.get_title() == "c, severity 1 (1 test set)"
+    caption = fig.legends[0].get_title().get_text()
+    assert "\n" in caption and "mean over 2 seeds" in " ".join(caption.split())

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from bench.analysis.networks import CONTROL
 from bench.analysis.reports import FeatureReport, Report, SimilarityReport
-from bench.figures import save_figure, text
+from bench.figures import save_figure, styled, text
 from bench.schema import PARENT
 
 __all__ = [
@@ -44,6 +44,7 @@ def _network_styles(labels: Sequence[str], pruners: Sequence[str]) -> list[dict[
     return styles
 
 
+@styled
 def similarity_figure(report: SimilarityReport) -> Figure:
     """Agreement, softmax ℓ2 distance and noise prune potential against ε."""
     fig = Figure(figsize=(13, 4), layout="constrained")
@@ -76,6 +77,7 @@ def save_similarity_plot(report: SimilarityReport, stem: Path) -> list[Path]:
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     return save_figure(similarity_figure(report), Path(stem))
 
+@styled
 def features_figure(report: FeatureReport) -> Figure:
     """Heatmap of the confidence matrix (rows: pixel source, columns: evaluated network)."""
     n = len(report.networks)
