@@ -6,7 +6,7 @@ S set, training and evaluation are internals (bench.pruning, bench.jobs, bench.t
 change without notice.
 
 A pruner (register it under the ``prunebench.pruners`` entry-point group; the contract is on
-`Pruner`, the README's "Adding a pruner from your own package" has a worked example)::
+`Pruner`, docs/plugins.md has a worked example)::
 
     from pydantic import Field
     from bench.api import Pruner, PrunerOptions, compressible_layers, global_topk

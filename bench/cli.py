@@ -228,7 +228,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        """One line naming the flag (README, "Errors and exit codes"), not the whole usage block."""
+        """One line naming the flag (docs/errors.md), not the whole usage block."""
         from bench.results import one_line
 
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every network must have been trained on the data of `bench.load_dataset(DATASET, SEED)` "
                     "(its .train split, drawn with --seed; the test split is fixed) with the dataset's normalisation "
                     "as the only preprocessing (.normalize: uint8 images to float, channel mean and std) and no "
-                    "resizing; `bench list` names the datasets. From Python: bench.evaluate (README)."))
+                    "resizing; `bench list` names the datasets. From Python: bench.evaluate (docs/your-networks.md)."))
     sub.add_parser("list", help="list installed pruners, suites, datasets and models")
 
 
@@ -675,7 +675,7 @@ def command_validate(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(args.files) - len(errors)} of {len(args.files)} result files valid")
-    return 2 if errors else 0  # a malformed or edited file is bad input (README, "Errors and exit codes")
+    return 2 if errors else 0  # a malformed or edited file is bad input (docs/errors.md)
 
 
 def command_verify(args: argparse.Namespace) -> int:
@@ -778,7 +778,7 @@ MAX_SHOWN_INPUT = 80  # characters of a rejected value an error line repeats
 
 
 def describe_error(exc: BaseException) -> tuple[int | None, str]:
-    """Exit code and one-line message of a user-facing failure (README, "Exit codes"):
+    """Exit code and one-line message of a user-facing failure (docs/errors.md):
     2 = bad input or missing data, 1 = a failure during the run; (None, "") = a bug, re-raised."""
     from pydantic import ValidationError
 

@@ -315,7 +315,7 @@ class FashionCNN(_Classifier):
     """Three-conv network for 28x28 grayscale (Fashion-MNIST): a 5x5 stride-2 stem to 14x14, a
     stride-2 conv to 7x7, one more conv there; 0.98 M MACs per image (digits_cnn: 3.7 M).
 
-    Chosen by measurement to fit the Fashion-MNIST protocol on 2 CPU cores (README, benchmarks/
+    Chosen by measurement to fit the Fashion-MNIST protocol on 2 CPU cores (docs/datasets.md, benchmarks/
     fashion_mnist_model.py): halving the resolution first makes both training and evaluation ~4x
     cheaper than digits_cnn at >= 90 % test accuracy with 24 epochs."""
 

@@ -8,7 +8,7 @@ lands on the target, whatever the pruner's own size model assumes. Masks are zer
 parameters; nothing is physically removed, as in the paper (Liebenwein et al., torchprune).
 
 The pruner contract (what `plan` may do, the mask rules, options, the `reconstruct` hook) is
-stated on `Pruner` and in the README ("Adding a pruner from your own package"); `prune_to_ratio`
+stated on `Pruner` and in docs/plugins.md; `prune_to_ratio`
 enforces it.
 """
 
@@ -216,7 +216,7 @@ class PruneContext:
     """
 
     # the S set: normalised validation images, float (N, C, H, W), on the model's device; the same
-    # images for every pruner and step of a run (README, "S set")
+    # images for every pruner and step of a run (docs/pruners.md, "S set")
     calibration: torch.Tensor
     labels: torch.Tensor  # their labels on the same device: class ids (N,), or (N, H, W) masks for segmentation
     seed: int  # the run's seed: draw a pruner's random numbers from it (torch.Generator().manual_seed(seed))

@@ -9,7 +9,7 @@ DIGITS_RETRAIN = DIGITS_TRAIN.model_copy(update={"epochs": 8, "lr": 1e-3})
 
 # Fashion-MNIST (55k train images, fashion_cnn): the digits recipe at batch 128, 24 epochs, so that the whole
 # protocol (parent, 4 pruners x 8 ratios, every test set) fits 40 minutes per seed on 2 CPU cores
-# (README, "Fashion-MNIST"; benchmarks/RESULTS.md)
+# (docs/datasets.md, "Fashion-MNIST"; benchmarks/RESULTS.md)
 FASHION_TRAIN = Recipe(epochs=24, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="cosine")
 FASHION_RETRAIN = FASHION_TRAIN.model_copy(update={"epochs": 2, "lr": 1e-3})
 

@@ -25,16 +25,16 @@ COMMITTED = [p for p in find_result_files(ROOT / "leaderboard" / "results") if p
 
 
 def readme_script() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "your-networks.md").read_text()
     block = re.search(r"<!-- bring-your-own:start -->\n```python\n(.*?)```\n<!-- bring-your-own:end -->", text, re.S)
-    assert block, "the README's bring-your-own script is missing its markers"
+    assert block, "docs/your-networks.md's bring-your-own script is missing its markers"
     return block.group(1)
 
 
 def test_the_readmes_bring_your_own_script_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(readme_script(), "README.md", "exec"), namespace)
+    exec(compile(readme_script(), "docs/your-networks.md", "exec"), namespace)
     result = namespace["result"]
     assert [(n.pruner, n.step) for n in result.networks] == [("parent", 0), ("global-l1", 1), ("global-l1", 2)]
     assert [round(n.prune_ratio, 2) for n in result.networks[1:]] == [0.5, 0.8]  # measured from the weights

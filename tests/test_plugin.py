@@ -1,5 +1,5 @@
 """A pruner from an out-of-tree package, found only through its `prunebench.pruners` entry point;
-the README's worked example is installed and run exactly as the README writes it."""
+the worked example of docs/plugins.md is installed and run exactly as it is written there."""
 
 import json
 import os
@@ -15,18 +15,17 @@ import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-README_SECTION = "## Adding a pruner from your own package"
+README_SECTION = "# Adding a pruner from your own package"  # docs/plugins.md
 
 
 def readme_example() -> tuple[str, str]:
-    """(pyproject.toml, module source) of the README's worked plugin example: the first toml and
+    """(pyproject.toml, module source) of the worked plugin example in docs/plugins.md: the first toml and
     the first python code block of its section."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index(README_SECTION):]
-    section = section[:section.index("\n## ", len(README_SECTION))]
+    section = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    assert section.startswith(README_SECTION)
     toml = re.search(r"```toml\n(.*?)```", section, re.S)
     python = re.search(r"```python\n(.*?)```", section, re.S)
-    assert toml and python, "the README's plugin section lost its code blocks"
+    assert toml and python, "docs/plugins.md lost its code blocks"
     return toml.group(1), python.group(1)
 
 PLUGIN_SOURCE = '''
@@ -133,9 +132,9 @@ def test_readme_plugin_with_options_and_reconstruct_runs_through_bench_run(tmp_p
 
 
 def load_readme_plugin() -> types.ModuleType:
-    """The README's plugin module, executed in this process."""
+    """The plugin module of docs/plugins.md, executed in this process."""
     module = types.ModuleType("refit_pruner")
-    exec(compile(readme_example()[1], "README.md (refit_pruner.py)", "exec"), module.__dict__)
+    exec(compile(readme_example()[1], "docs/plugins.md (refit_pruner.py)", "exec"), module.__dict__)
     return module
 
 
