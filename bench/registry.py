@@ -72,6 +72,13 @@ def available(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
+def builtin_names(group: str) -> list[str]:
+    """The names prunebench itself registers in `group` (its own entry points, not plugins'),
+    sorted: what the tests parametrise over."""
+    return sorted(name for name, eps in _candidates(group).items()
+                  if any(ep.dist is not None and ep.dist.name == "prunebench" for ep in eps))
+
+
 def alternatives(group: str, name: str) -> str:
     """What to say about a name nothing registers: " Did you mean a, b? Available: ...". """
     eps = _entry_points(group)

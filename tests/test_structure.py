@@ -135,3 +135,39 @@ def test_board_commands_never_import_torch(tmp_path):
         codes[name] = report["code"]
     assert codes == {"help": 0, "leaderboard": 0, "validate": 0, "leaderboard error": 2}
     assert (tmp_path / "board.md").read_text().startswith("# prunebench leaderboard")
+
+
+def _defined_here(module_name: str, base: type) -> list[str]:
+    """`module:Name` of every concrete subclass of `base` that `module_name` defines and names (its
+    own `name` attribute: intermediate bases such as a family's shared class name nothing)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    return [f"{module_name}:{name}" for name, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, base) and value.__module__ == module_name
+            and not inspect.isabstract(value) and not name.startswith("_") and "name" in vars(value)]
+
+
+def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
+    """The core knows pruners, suites and datasets only through entry points, and the tests follow
+    them (bench.registry.builtin_names): one defined without its entry point is never run or tested."""
+    from importlib.metadata import entry_points
+
+    from bench.api import Pruner, Suite
+    from bench.data import DatasetSpec
+    from bench.registry import DATASET_GROUP, PRUNER_GROUP, SUITE_GROUP
+
+    registered = {group: {ep.value for ep in entry_points(group=group) if ep.dist and ep.dist.name == "prunebench"}
+                  for group in (PRUNER_GROUP, SUITE_GROUP, DATASET_GROUP)}
+    pruners = [f"pruners.{p.stem}" for p in sorted((ROOT / "pruners").glob("*.py")) if not p.stem.startswith("_")]
+    suites = [f"suites.{p.stem}" for p in sorted((ROOT / "suites").glob("*.py")) if not p.stem.startswith("_")]
+    defined_pruners = {v for m in pruners for v in _defined_here(m, Pruner)}
+    defined_suites = {v for m in suites for v in _defined_here(m, Suite)}
+    import bench.datasets
+
+    defined_datasets = {f"bench.datasets:{name}" for name, value in vars(bench.datasets).items()
+                        if isinstance(value, DatasetSpec)}
+    assert defined_pruners and defined_pruners <= registered[PRUNER_GROUP], defined_pruners - registered[PRUNER_GROUP]
+    assert defined_suites and defined_suites <= registered[SUITE_GROUP], defined_suites - registered[SUITE_GROUP]
+    assert defined_datasets and defined_datasets <= registered[DATASET_GROUP], defined_datasets - registered[DATASET_GROUP]
