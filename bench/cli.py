@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -121,7 +121,7 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="write a CIFAR-10-C-style corrupted copy of a dataset's test split (official .npy layout)",
         description=(make_c.__doc__ or "").split("\n\n")[1],
     )
-    parser.add_argument("--dataset", required=True, help="a registered dataset (its test split is corrupted)")
+    add_data_arguments(parser, dataset_required=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--corruptions", type=names, default=None, help="comma-separated (default: all 19)")
     parser.add_argument("--severities", type=severity_list, default=make_c.SEVERITIES, help="comma-separated, default 1,2,3,4,5")
@@ -130,78 +130,25 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "corruption suite (default: the dataset's own corruption suite where make-c writes exactly the sets a run of "
                         "the same --seed evaluates, e.g. fashion-mnist-c for fashion-mnist; else cifar10-c)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
-    parser.add_argument("--device", default="cpu", help=f"where the corruptions run: {DEVICE_HELP} "
-                        "(bytes are reproducible per device type)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--data-dir", type=Path, default=None, help="data root of --dataset (default $PRUNEBENCH_DATA or ./data)")
-    parser.add_argument("--download", action="store_true", help="allow downloading --dataset (checksum-verified)")
+    add_device_argument(parser, "where the corruptions run (bytes are reproducible per device type)")
+    add_progress_argument(parser)
     parser.set_defaults(data_command_fn=command_make_c)
     return parser
 
 
-def corruption_table(name: str) -> Mapping[str, Sequence[Any]]:
-    """The constants of a table of bench.corruptions.tables or of a registered corruption suite."""
-    from bench import registry
-    from bench.corruptions.tables import TABLES
-    from bench.suite import CorruptionSuite, Suite
-
-    if name in TABLES:
-        return TABLES[name]
-    if name in registry.available(registry.SUITE_GROUP):
-        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
-        if issubclass(suite, CorruptionSuite):
-            return suite.table
-    suites = [s for s in registry.available(registry.SUITE_GROUP)
-              if issubclass(registry.load_class(registry.SUITE_GROUP, s, Suite), CorruptionSuite)]
-    raise ValueError(f"unknown corruption table {name!r}; known: {', '.join(sorted([*TABLES, *suites]))}")
-
-
-def own_corruption_suite(dataset: str) -> str | None:
-    """The dataset's own corruption suite: a default suite of it, defined for it alone, whose sets
-    `bench data make-c` reproduces (``per_image_seeds``)."""
-    from bench import registry
-    from bench.data import dataset_spec
-    from bench.suite import CorruptionSuite, Suite
-
-    for name in dataset_spec(dataset).default_suites:
-        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
-        if issubclass(suite, CorruptionSuite) and suite.datasets == (dataset,) and suite.per_image_seeds:
-            return name
-    return None
-
-
 def command_make_c(args: argparse.Namespace) -> int:
-    import torch
-
-    from bench.data import load_dataset
     from bench.devices import resolve_device
     from bench.files import data_environment
-    from bench.make_c import make_c
+    from bench.make_c import make_c_for_dataset
 
     device = str(resolve_device(args.device))
     with data_environment(args.data_dir, args.download):
-        bundle = load_dataset(args.dataset, args.seed)
-    test = bundle.test
-    images = getattr(test, "images", None)
-    if images is None:  # a lazily read test source
-        images = torch.cat([batch for batch, _ in test.batches(256)])
-    table_name = args.table or own_corruption_suite(args.dataset) or "cifar10-c"
-    written = make_c(
-        images,
-        test.labels,
-        args.out,
-        table=corruption_table(table_name),
-        table_name=table_name,
-        corruptions=args.corruptions,
-        severities=args.severities,
-        seed=args.seed,
-        progress=not args.quiet,
-        chunk_size=args.chunk_size,
-        device=device,
-    )
+        written, count = make_c_for_dataset(args.dataset, args.out, seed=args.seed, table_name=args.table,
+                                            corruptions=args.corruptions, severities=args.severities,
+                                            progress=not args.quiet, chunk_size=args.chunk_size, device=device)
     for name in sorted(written):
         print(args.out / name, file=sys.stderr)
-    print(f"wrote {len(written)} files for {len(images)} {args.dataset} test images to {args.out}")
+    print(f"wrote {len(written)} files for {count} {args.dataset} test images to {args.out}")
     return 0
 
 
@@ -243,61 +190,89 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
+def add_device_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--device, declared once for every command that runs networks or corruptions; `purpose` says
+    what runs there."""
+    parser.add_argument("--device", default="cpu", help=f"{purpose}: {DEVICE_HELP}")
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_workers_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workers", type=at_least(1), default=default_workers(),
+                        help=f"{what} (default: $PRUNEBENCH_WORKERS, else one per CPU core)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, dataset_required: bool = False) -> None:
+    """Where the data comes from: --dataset, --data-dir, --download (`run`, `plan`, `eval`, `data make-c`)."""
+    parser.add_argument("--dataset", required=dataset_required, default=None,
+                        help="an installed dataset (see `bench list`)" + ("" if dataset_required else
+                             "; default digits, or the one the suites need"))
+    parser.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
+    parser.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `bench run` and `bench eval` share: the model, the test distributions, the numerics,
+    the seed, the tolerance, the workers and the output folder (one RunConfig either way)."""
+    add_data_arguments(parser)
+    parser.add_argument("--model", default=None, help="a registered model or any timm model name "
+                        "(default: the dataset's, see `bench list`)")
+    parser.add_argument("--suite", type=names, default=None,
+                        help="comma-separated suite names (default: the dataset's, see `bench list`)")
+    parser.add_argument("--corruptions", type=corruption_names, default=None,
+                        help="evaluate only these corruptions of the suites (names, or mix1 / mix2)")
+    parser.add_argument("--severities", type=severity_list, default=None,
+                        help="evaluate only these severities, e.g. 3 or 1,3,5")
+    parser.add_argument("--per-class", type=at_least(1), default=None,
+                        help="class-balanced subset of K images per class (imagenet)")
+    parser.add_argument("--image-size", type=at_least(1), default=None, help="segmentation crop S (voc; default 513)")
+    parser.add_argument("--seed", type=at_least(0), default=0,
+                        help="seed of the data split and the corruption draws (`bench run`: also of training, the S "
+                        "set and pruning)")
+    parser.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
+    parser.add_argument("--threads", type=at_least(1), default=1,
+                        help="CPU threads per job (part of the numerics; recorded). 1 thread per job and one job per "
+                        "core survives a busy machine (benchmarks/busy_machine.py)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="training, retraining and evaluation precision (bf16: autocast, fp32 master weights)")
+    add_workers_argument(parser, "parallel jobs (local process pool, or Ray CPUs)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
+    add_progress_argument(parser)
+
+
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of `bench run`, shared with `bench plan` (same arguments, same RunConfig)."""
-    run.add_argument("--dataset", default=None,
-                     help="an installed dataset (default digits; see `bench list`); implied by the suites when they "
-                     "need one")
-    run.add_argument("--model", default=None, help="a registered model or any timm model name "
-                     "(default: the dataset's, see `bench list`)")
+    add_evaluation_arguments(run)
     run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")
     run.add_argument("--pruner", type=pruner_labels, default=DEFAULT_PRUNERS,
                      help="comma-separated pruners, with options as name:key=value,key=value "
                      "(e.g. wt,pfp:failure_probability=1e-5; `bench list` shows each pruner's options)")
-    run.add_argument("--suite", type=names, default=None,
-                     help="comma-separated suite names (default: the dataset's, see `bench list`)")
-    run.add_argument("--corruptions", type=corruption_names, default=None,
-                     help="evaluate only these corruptions of the suites (names, or mix1 / mix2)")
-    run.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities, e.g. 3 or 1,3,5")
     run.add_argument("--train-corruptions", type=corruption_names, default=(),
                      help="Mix training: (re)train with these corruptions as augmentation, e.g. mix1 (CIFAR-10-C constants)")
-    run.add_argument("--per-class", type=at_least(1), default=None, help="class-balanced subset of K images per class (imagenet)")
-    run.add_argument("--image-size", type=at_least(1), default=None, help="segmentation crop S (voc; default 513)")
-    run.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
-    run.add_argument("--download", action="store_true", help="allow downloading missing data sets (checksum-verified)")
     run.add_argument("--verify-data", action="store_true",
                      help="hash every data file again in this run, ignoring the record of files already verified")
     run.add_argument("--ratios", type=parse_ratios, default=None,
                      help=f"the cascade's grid (default: the dataset's, {DEFAULT_RATIOS} unless it sets one)")
-    run.add_argument("--seed", type=at_least(0), default=0, help="seed of the data split, training, S set and pruning")
     run.add_argument("--epochs", type=at_least(0), default=None, help="parent training epochs (recipe default otherwise)")
     run.add_argument("--retrain-epochs", type=at_least(0), default=None, help="retraining epochs per prune step")
-    run.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
     run.add_argument("--calibration-size", type=at_least(2), default=None,
                      help="images in the S set (default: the reference's |S| formula, e.g. 183 for resnet20)")
     run.add_argument("--propagation", choices=("once", "fixpoint"), default="once",
                      help="the propagation step after masking: once, as the reference (default), or repeated until "
                      "nothing changes (a protocol option: part of the config)")
-    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                     help="keep NCHW memory format (channels_last is ~2x faster on CPU)")
-    run.add_argument("--threads", type=at_least(1), default=1,
-                     help="CPU threads per job (part of the numerics; recorded). 1 thread per job and one job per core "
-                     "survives a busy machine (benchmarks/busy_machine.py)")
-    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                     help="training, retraining and evaluation precision (bf16: autocast, fp32 master weights)")
-    run.add_argument("--device", default="cpu", help=f"where every job trains and evaluates: {DEVICE_HELP}; "
-                     "its type is part of the job keys and recorded")
+    add_device_argument(run, "where every job trains and evaluates (its type is part of the job keys and recorded)")
     run.add_argument("--compile", action="store_true", help="train and evaluate through torch.compile (other float "
                      "results: part of the config and the job keys)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
-    run.add_argument("--workers", type=at_least(1), default=default_workers(),
-                     help="parallel jobs (local process pool, or Ray CPUs); default: $PRUNEBENCH_WORKERS, else one per CPU core")
     run.add_argument("--jobs-per-gpu", type=at_least(1), default=1,
                      help="CUDA runs: concurrent jobs per GPU (local: one pinned worker per GPU x K, --workers "
                           "ignored; Ray: each task asks for 1/K GPU); e.g. 4 for ResNet20")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
-    run.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--parent-checkpoint", type=Path, default=None, metavar="PATH",
                      help="start from this trained parent (torch state dict or safetensors) instead of training one; "
                      "its sha256 is part of the config, --epochs then fine-tunes it (default 0: used as is)")
@@ -311,26 +286,8 @@ def add_eval_arguments(evaluate: argparse.ArgumentParser) -> None:
                           help="a pruned network, repeatable; networks of one METHOD form one row. PATH: a state dict "
                           "of --model (masked; ratio from nonzero parameters) or a torch.export archive .pt2 "
                           "(physically smaller; ratio from its parameter count)")
-    evaluate.add_argument("--dataset", default=None, help="digits (default), cifar10, ...; implied by the suites")
-    evaluate.add_argument("--model", default=None, help="the parent's architecture (default: the dataset's)")
-    evaluate.add_argument("--suite", type=names, default=None, help="comma-separated suite names (default: the dataset's)")
-    evaluate.add_argument("--corruptions", type=corruption_names, default=None, help="evaluate only these corruptions")
-    evaluate.add_argument("--severities", type=severity_list, default=None, help="evaluate only these severities")
-    evaluate.add_argument("--per-class", type=at_least(1), default=None, help="class-balanced subset (imagenet)")
-    evaluate.add_argument("--image-size", type=at_least(1), default=None, help="segmentation crop S (voc)")
-    evaluate.add_argument("--data-dir", type=Path, default=None, help="data root (default $PRUNEBENCH_DATA or ./data)")
-    evaluate.add_argument("--download", action="store_true", help="allow downloading missing data sets")
-    evaluate.add_argument("--seed", type=at_least(0), default=0, help="seed of the data split and the corruption draws")
-    evaluate.add_argument("--delta", type=fraction, default=0.005, help="prune-potential tolerance (absolute error)")
-    evaluate.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                          help="keep NCHW memory format for the masked networks")
-    evaluate.add_argument("--threads", type=at_least(1), default=1, help="CPU threads per job (recorded)")
-    evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evaluation precision")
-    evaluate.add_argument("--device", default="cpu", help=f"where to evaluate: {DEVICE_HELP}")
-    evaluate.add_argument("--workers", type=at_least(1), default=default_workers(),
-                          help="parallel evaluations (default: $PRUNEBENCH_WORKERS, else one per CPU core)")
-    evaluate.add_argument("--out", type=Path, default=Path("results"), help="folder for result files")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_evaluation_arguments(evaluate)
+    add_device_argument(evaluate, "where to evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,11 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "report does not mark the file verified")
     verify.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write <result>.verify.json beside each result file")
-    verify.add_argument("--device", default="cpu", help=f"where to re-evaluate: {DEVICE_HELP}; hits are compared "
-                        "exactly, so use the device type the result records")
-    verify.add_argument("--workers", type=at_least(1), default=default_workers(),
-                        help="result files verified side by side (default: $PRUNEBENCH_WORKERS, else one per CPU core)")
-    verify.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(verify, "where to re-evaluate (hits are compared exactly, so use the device type the result "
+                                "records)")
+    add_workers_argument(verify, "result files verified side by side")
+    add_progress_argument(verify)
 
     plot = sub.add_parser("plot", help="accuracy, prune-potential and excess-error plots from result files, "
                           "similarity and features plots from the analysis reports under the folder")
@@ -424,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub_analysis.add_argument("--cache", type=Path, default=None, help="job cache (default: <result folder>/.cache)")
         sub_analysis.add_argument("--images", type=int, default=None, help="number of test images (default: all / 200)")
         sub_analysis.add_argument("--plot", type=Path, default=None, help="also save PNG+PDF with this path stem")
-        sub_analysis.add_argument("--device", default="cpu", help=f"where the networks run: {DEVICE_HELP} (recorded)")
+        add_device_argument(sub_analysis, "where the networks run (recorded)")
         sub_analysis.add_argument("--json", type=Path, default=None, help="where to write the report (default: "
                                   f"<result folder>/analysis/<result stem>.{name}.json, which bench plot reads)")
     analyses.choices["similarity"].add_argument("--draws", type=int, default=20, help="noise draws per image")
@@ -440,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--warmup", type=int, default=5, help="untimed forwards per network first")
     compress.add_argument("--threads", type=int, default=None, help="CPU threads (default: the run's)")
     compress.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
-    compress.add_argument("--device", default="cpu", help=f"where the latencies are timed: {DEVICE_HELP} (recorded)")
+    add_device_argument(compress, "where the latencies are timed (recorded)")
     compress.add_argument("--export-dir", type=Path, default=None, metavar="DIR",
                           help="also write each compressed network to DIR as a torch.export archive "
                           "<pruner>-<step>.pt2 (what `bench eval --network METHOD=PATH` takes)")

@@ -155,3 +155,54 @@ def make_c(
         parameters["device"] = torch.device(device).type
     atomic_write_text(out / PARAMETERS, json.dumps(parameters, indent=1) + "\n")
     return written
+
+
+def corruption_table(name: str) -> Mapping[str, Sequence[Any]]:
+    """The constants of a table of bench.corruptions.tables or of a registered corruption suite."""
+    from bench import registry
+    from bench.corruptions.tables import TABLES
+    from bench.suite import CorruptionSuite, Suite
+
+    if name in TABLES:
+        return TABLES[name]
+    if name in registry.available(registry.SUITE_GROUP):
+        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
+        if issubclass(suite, CorruptionSuite):
+            return suite.table
+    suites = [s for s in registry.available(registry.SUITE_GROUP)
+              if issubclass(registry.load_class(registry.SUITE_GROUP, s, Suite), CorruptionSuite)]
+    raise ValueError(f"unknown corruption table {name!r}; known: {', '.join(sorted([*TABLES, *suites]))}")
+
+
+def own_corruption_suite(dataset: str) -> str | None:
+    """The dataset's own corruption suite: a default suite of it, defined for it alone, whose sets
+    `bench data make-c` reproduces (``per_image_seeds``)."""
+    from bench import registry
+    from bench.data import dataset_spec
+    from bench.suite import CorruptionSuite, Suite
+
+    for name in dataset_spec(dataset).default_suites:
+        suite = registry.load_class(registry.SUITE_GROUP, name, Suite)
+        if issubclass(suite, CorruptionSuite) and suite.datasets == (dataset,) and suite.per_image_seeds:
+            return name
+    return None
+
+
+def make_c_for_dataset(dataset: str, out: Path, *, seed: int = 0, table_name: str | None = None,
+                       corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES,
+                       progress: bool = True, chunk_size: int = 1000, device: str = "cpu") -> tuple[list[str], int]:
+    """`bench data make-c`: the corrupted copy of registered `dataset`'s test split (its split for
+    `seed`) in `out`, with `table_name`'s constants (default: the dataset's own corruption suite,
+    whose sets a run of the same seed evaluates, else cifar10-c). Returns (files written, images)."""
+    import torch
+
+    from bench.data import load_dataset
+
+    test = load_dataset(dataset, seed).test
+    images = getattr(test, "images", None)
+    if images is None:  # a lazily read test source
+        images = torch.cat([batch for batch, _ in test.batches(256)])
+    name = table_name or own_corruption_suite(dataset) or "cifar10-c"
+    written = make_c(images, test.labels, out, table=corruption_table(name), table_name=name, corruptions=corruptions,
+                     severities=severities, seed=seed, progress=progress, chunk_size=chunk_size, device=device)
+    return list(written), len(images)

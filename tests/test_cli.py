@@ -81,6 +81,7 @@ def test_leaderboard_command_rejects_an_edited_file(finished_run, capsys, tmp_pa
         target = target[key]
     target[field[-1]] = value
     (tmp_path / "edited.json").write_text(json.dumps(raw))
+    (tmp_path / path.name).write_bytes(path.read_bytes())  # an honest file beside it: there is a board to print
     assert main(["leaderboard", str(tmp_path)]) == 0  # reported and skipped: one bad file never breaks the board
     err = capsys.readouterr().err
     assert "edited.json" in err and message in err

@@ -1,6 +1,7 @@
 """The package's structure: every module imports on its own, and internal imports form no cycle."""
 
 import ast
+import re
 import json
 import subprocess
 import sys
@@ -171,3 +172,13 @@ def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
     assert defined_pruners and defined_pruners <= registered[PRUNER_GROUP], defined_pruners - registered[PRUNER_GROUP]
     assert defined_suites and defined_suites <= registered[SUITE_GROUP], defined_suites - registered[SUITE_GROUP]
     assert defined_datasets and defined_datasets <= registered[DATASET_GROUP], defined_datasets - registered[DATASET_GROUP]
+
+
+def test_shared_flags_are_declared_once():
+    """`bench run`, `plan` and `eval` share one declaration of their common flags, and --device,
+    --workers, --quiet, --dataset, --data-dir and --download have one declaration for every command."""
+    source = (ROOT / "bench" / "cli.py").read_text()
+    declared = re.findall(r'add_argument\(\s*"(--[a-z0-9-]+)"', source)
+    shared = ["--device", "--workers", "--quiet", "--dataset", "--data-dir", "--download", "--model", "--suite",
+              "--delta", "--precision", "--per-class", "--image-size", "--no-channels-last"]
+    assert {flag: declared.count(flag) for flag in shared} == dict.fromkeys(shared, 1)
