@@ -1,8 +1,8 @@
 """The package's structure: every module imports on its own, and internal imports form no cycle."""
 
 import ast
-import re
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
