@@ -132,8 +132,11 @@ def test_n_examples_beyond_the_datasets_test_set_is_refused(tmp_path):
 
 def test_the_cli_bounds_n_examples_by_the_data_layers_sizes(tmp_path, capsys):
     big = save_result(make_run(PRUNERS, n=540, parent_correct=500), tmp_path / "big.json")
+    save_result(make_run(PRUNERS, seed=1), tmp_path / "honest.json")  # a board to print beside the skipped file
     assert main(["leaderboard", str(tmp_path)]) == 0
     assert the_line(capsys.readouterr().err.splitlines(), big).endswith("more than the 539 of any digits test set")
+    (tmp_path / "honest.json").unlink()  # alone, the folder has nothing valid to rank: bad input
+    assert main(["leaderboard", str(tmp_path)]) == 2
 
 
 def test_the_digits_bound_is_its_real_test_split():
