@@ -56,11 +56,11 @@ def parse_ratios(spec: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"bad ratio grid {spec!r}: use '0.3,0.5,0.8', 'geom:LOW:HIGH:N' or 'lin:LOW:HIGH:N' with 0 < LOW < HIGH < 1"
         ) from None
-    outside = [r for r in ratios if not 0.0 < r < 1.0]
-    if outside:
-        raise argparse.ArgumentTypeError(f"prune ratios must lie strictly between 0 and 1, got {outside[0]:g} in {spec!r}")
-    if list(ratios) != sorted(set(ratios)):
-        raise argparse.ArgumentTypeError(f"prune ratios must be strictly increasing (a cascade), got {spec!r}")
+    from bench.schema import ratio_grid_problem
+
+    problem = ratio_grid_problem(ratios)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return ratios
 
 

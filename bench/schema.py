@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
@@ -76,6 +77,17 @@ class ExternalNetwork(Strict):
     format: Literal["masked", "exported"]
 
 
+def ratio_grid_problem(ratios: Sequence[float]) -> str | None:
+    """What is wrong with a cascade's grid of target prune ratios (each strictly between 0 and 1,
+    strictly increasing), or None: the one rule RunConfig and `bench run --ratios` apply."""
+    outside = [r for r in ratios if not 0.0 < r < 1.0]
+    if outside:
+        return f"prune ratios must lie strictly between 0 and 1, got {outside[0]:g} in {list(ratios)}"
+    if list(ratios) != sorted(set(ratios)):
+        return f"prune ratios must be strictly increasing (a cascade), got {list(ratios)}"
+    return None
+
+
 class RunConfig(Strict):
     dataset: str
     model: str
@@ -128,10 +140,9 @@ class RunConfig(Strict):
             return self._check_external()
         if not self.target_ratios:
             raise ValueError("target ratios: the cascade needs at least one")
-        if any(not 0.0 < r < 1.0 for r in self.target_ratios):
-            raise ValueError(f"target ratios must lie in (0, 1), got {list(self.target_ratios)}")
-        if list(self.target_ratios) != sorted(set(self.target_ratios)):
-            raise ValueError("target ratios must be strictly increasing (cascade pruning)")
+        problem = ratio_grid_problem(self.target_ratios)
+        if problem is not None:
+            raise ValueError(problem)
         if self.parent_checkpoint_sha256 is not None and self.pretrained:
             raise ValueError("a parent checkpoint and pretrained weights exclude each other: choose one")
         return self

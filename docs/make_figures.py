@@ -30,6 +30,7 @@ ACCURACY_DATASET = "fashion-mnist"
 PLOT_CODE = ("bench/plots.py", "bench/figures.py", "bench/uncertainty.py")
 VIEWPORT = {"width": 1400, "height": 900}
 COMMAND = ".venv/bin/python docs/make_figures.py"
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's packages, once
 
 
 def _sha256(*parts: bytes) -> str:
@@ -40,7 +41,6 @@ def _sha256(*parts: bytes) -> str:
 
 
 def _accuracy_results() -> list:
-    sys.path.insert(0, str(ROOT))
     from bench.results import find_result_files, load_results
 
     kept, errors, _ = load_results(find_result_files(ROOT / "leaderboard" / "results"))
@@ -95,13 +95,15 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only name the stale pictures (exit 1 if any)")
     args = parser.parse_args()
     if args.check:
-        for name in stale():
+        outdated = stale()
+        for name in outdated:
             print(f"{name}: stale, drawn from other inputs (regenerate: {COMMAND})", file=sys.stderr)
-        return 1 if stale() else 0
+        return 1 if outdated else 0
     draw_accuracy(ROOT / ACCURACY)
     take_screenshot(ROOT / SCREENSHOT)
-    MANIFEST.write_text(json.dumps(input_digests(), indent=2, sort_keys=True) + "\n")
-    for name in input_digests():
+    digests = input_digests()
+    MANIFEST.write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+    for name in digests:
         print(name)
     return 0
 
