@@ -2,7 +2,7 @@
 
 Third-party pruners and suites import only from this module; its names are kept stable within
 an `API_VERSION` (a change that breaks a plugin bumps it). The size search, propagation over the
-S set, training and evaluation are internals (bench.pruning, bench.jobs, bench.training) and may
+S set, training and evaluation are internals (bench.pruning, bench.pipeline.jobs, bench.pipeline.training) and may
 change without notice.
 
 A pruner (register it under the ``prunebench.pruners`` entry-point group; the contract is on
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from bench.corruptions import corrupt, seed_for
 from bench.data import DataBundle, ImageSet, TestSource
+from bench.data.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
 from bench.pruning import (
     MaskPlan,
     Masks,
@@ -47,8 +48,7 @@ from bench.pruning import (
     layer_output_sizes,
     top_units,
 )
-from bench.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
-from bench.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
+from bench.pruning.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
 
 API_VERSION = 2
 

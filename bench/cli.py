@@ -16,13 +16,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bench.config import DEFAULT_GRID, DEFAULT_PRUNERS, ratio_grid
+from bench.pipeline.config import DEFAULT_GRID, DEFAULT_PRUNERS, ratio_grid
 
 if TYPE_CHECKING:
-    from bench.schema import RunConfig
+    from bench.results.schema import RunConfig
 
 DEFAULT_RATIOS = ":".join(map(str, DEFAULT_GRID))  # geom:0.3:0.95:6
-DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"  # bench.devices.resolve_device
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"  # bench.core.devices.resolve_device
 
 
 def corruption_names(value: str) -> tuple[str, ...]:
@@ -44,7 +44,7 @@ def severity_list(value: str) -> tuple[int, ...]:
 
 
 def parse_ratios(spec: str) -> tuple[float, ...]:
-    """'0.3,0.5,0.8' or 'geom:LOW:HIGH:N' / 'lin:LOW:HIGH:N' (bench.config.ratio_grid)."""
+    """'0.3,0.5,0.8' or 'geom:LOW:HIGH:N' / 'lin:LOW:HIGH:N' (bench.pipeline.config.ratio_grid)."""
     try:
         if spec.startswith(("geom:", "lin:")):
             kind, low, high, count = spec.split(":")
@@ -56,7 +56,7 @@ def parse_ratios(spec: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"bad ratio grid {spec!r}: use '0.3,0.5,0.8', 'geom:LOW:HIGH:N' or 'lin:LOW:HIGH:N' with 0 < LOW < HIGH < 1"
         ) from None
-    from bench.schema import ratio_grid_problem
+    from bench.results.schema import ratio_grid_problem
 
     problem = ratio_grid_problem(ratios)
     if problem is not None:
@@ -113,8 +113,8 @@ def pruner_labels(value: str) -> tuple[str, ...]:
 
 def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
-    from bench import make_c
     from bench.corruptions.tables import TABLES
+    from bench.data import make_c
 
     parser = subparsers.add_parser(
         "make-c",
@@ -137,9 +137,9 @@ def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def command_make_c(args: argparse.Namespace) -> int:
-    from bench.devices import resolve_device
-    from bench.files import data_environment
-    from bench.make_c import make_c_for_dataset
+    from bench.core.devices import resolve_device
+    from bench.data.files import data_environment
+    from bench.data.make_c import make_c_for_dataset
 
     device = str(resolve_device(args.device))
     with data_environment(args.data_dir, args.download):
@@ -279,7 +279,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def add_eval_arguments(evaluate: argparse.ArgumentParser) -> None:
-    """The arguments of `bench eval` (bench.external)."""
+    """The arguments of `bench eval` (bench.pipeline.external)."""
     evaluate.add_argument("--parent", type=Path, required=True, metavar="PATH",
                           help="the unpruned parent: a state dict of --model (torch.save or safetensors)")
     evaluate.add_argument("--network", action="append", required=True, metavar="METHOD=PATH",
@@ -427,7 +427,7 @@ def command_analyze(args: argparse.Namespace) -> int:
 
 def command_compress(args: argparse.Namespace) -> int:
     from bench.compress import compress_run, compression_table
-    from bench.io import atomic_write_text
+    from bench.core.io import atomic_write_text
 
     report = compress_run(args.result, args.cache, pruners=args.pruner, batch=args.batch, warmup=args.warmup,
                           repeats=args.repeats, threads=args.threads, progress=True, export_dir=args.export_dir,
@@ -443,8 +443,8 @@ def command_compress(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig of `bench run`'s arguments (bench.config.default_config fills the rest)."""
-    from bench.config import default_config
+    """The RunConfig of `bench run`'s arguments (bench.pipeline.config.default_config fills the rest)."""
+    from bench.pipeline.config import default_config
 
     return default_config(
         dataset=args.dataset,
@@ -473,10 +473,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from bench.devices import resolve_device
-    from bench.executors import make_executor
-    from bench.files import data_environment
-    from bench.runner import run
+    from bench.core.devices import resolve_device
+    from bench.data.files import data_environment
+    from bench.pipeline.executors import make_executor
+    from bench.pipeline.runner import run
 
     if args.dry_run:
         return command_plan(args)
@@ -504,10 +504,10 @@ def print_board(written: Path, out: Path) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from bench.devices import resolve_device
-    from bench.executors import make_executor
-    from bench.external import evaluate_networks, external_config, parse_network
-    from bench.files import data_environment
+    from bench.core.devices import resolve_device
+    from bench.data.files import data_environment
+    from bench.pipeline.executors import make_executor
+    from bench.pipeline.external import evaluate_networks, external_config, parse_network
 
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out}: is a file, not a folder")
@@ -528,8 +528,8 @@ def command_eval(args: argparse.Namespace) -> int:
 
 
 def command_plan(args: argparse.Namespace) -> int:
-    from bench.files import data_environment
-    from bench.plan import format_plan, plan
+    from bench.data.files import data_environment
+    from bench.pipeline.plan import format_plan, plan
 
     with data_environment(args.data_dir, args.download, args.verify_data):
         print(format_plan(plan(run_config(args), args.out, parent_checkpoint=args.parent_checkpoint,
@@ -538,7 +538,7 @@ def command_plan(args: argparse.Namespace) -> int:
 
 
 def command_list(_: argparse.Namespace) -> int:
-    from bench import registry
+    from bench.core import registry
     from bench.data import DATASETS
     from bench.models import BENCH_MODELS
 
@@ -551,7 +551,7 @@ def command_list(_: argparse.Namespace) -> int:
         print(f"  {name} ({spec.task}, {package} {package_version}): model {spec.default_model}, suites "
               f"{','.join(spec.default_suites)}, parent {spec.train.epochs} epochs, retrain {spec.retrain.epochs} "
               "epochs per step")
-    from bench.segmentation import SEGMENTATION_MODELS
+    from bench.data.segmentation import SEGMENTATION_MODELS
 
     print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")
     print("segmentation models: " + ", ".join(SEGMENTATION_MODELS))
@@ -560,7 +560,7 @@ def command_list(_: argparse.Namespace) -> int:
 
 def print_pruner_options() -> None:
     """One line per installed pruner that takes options: its keys, types and defaults."""
-    from bench import registry
+    from bench.core import registry
     from bench.pruning import Pruner, option_help
 
     for name in registry.available(registry.PRUNER_GROUP):
@@ -635,9 +635,9 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from bench.files import DataMissing
+    from bench.data.files import DataMissing
+    from bench.pipeline.verify import verify_results
     from bench.results import REPORT_SUFFIXES, find_result_files, networks_folder, one_line
-    from bench.verify import verify_results
 
     if args.reproduce < 0:
         raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
@@ -673,7 +673,7 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_plot(args: argparse.Namespace) -> int:
     from bench.analysis import load_reports
-    from bench.plots import ACCURACY_FLOOR_PP, make_plots
+    from bench.reports.plots import ACCURACY_FLOOR_PP, make_plots
     from bench.results import ResultFileError, find_result_files, load_results
 
     # the board's ingestion: the same files left out (each named on one line), runs counted once
@@ -712,8 +712,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from bench._allocator import tune_allocator
-    from bench.config import set_hub_policy
+    from bench.core._allocator import tune_allocator
+    from bench.pipeline.config import set_hub_policy
 
     tune_allocator()
 
@@ -743,9 +743,9 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     def loaded(module: str, name: str) -> tuple[type, ...]:
         return (getattr(sys.modules[module], name),) if module in sys.modules else ()
 
-    bad_input = (ValueError, LookupError, *loaded("bench.files", "DataMissing"))
-    run_failure = (*loaded("bench.registry", "PluginError"), *loaded("bench.pruning", "NonFiniteWeights"),
-                   *loaded("bench.store", "CacheCorrupted"), *loaded("bench.results", "RejectedResult"))
+    bad_input = (ValueError, LookupError, *loaded("bench.data.files", "DataMissing"))
+    run_failure = (*loaded("bench.core.registry", "PluginError"), *loaded("bench.pruning", "NonFiniteWeights"),
+                   *loaded("bench.pipeline.store", "CacheCorrupted"), *loaded("bench.results", "RejectedResult"))
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")

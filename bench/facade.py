@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from bench.data import DataBundle
-    from bench.schema import PrunerMetrics, RunResult
+    from bench.results.schema import PrunerMetrics, RunResult
 
 __all__ = ["evaluate", "load_dataset", "load_network", "potentials"]
 
@@ -93,8 +93,8 @@ def evaluate(
     settings (delta, corruptions, severities, threads, precision, ...)."""
     import torch
 
-    from bench.executors import LocalExecutor
-    from bench.external import evaluate_networks, external_config
+    from bench.pipeline.executors import LocalExecutor
+    from bench.pipeline.external import evaluate_networks, external_config
     from bench.results import load_result
 
     if not networks:
@@ -126,11 +126,11 @@ def load_network(result_file: str | os.PathLike[str], pruner: str, step: int | N
     parent (``pruner="parent"``). `networks`: the folder of the network files (default: the one
     `bench run` wrote beside the result). Returns the module in eval mode on the CPU; a
     ``bench eval`` network saved as a torch.export archive comes back as its exported module."""
-    from bench.checkpoints import load_state
-    from bench.exported import read_exported
-    from bench.jobs import load_checked_dataset, new_model
+    from bench.pipeline.exported import read_exported
+    from bench.pipeline.jobs import load_checked_dataset, new_model
     from bench.results import load_result, networks_folder
-    from bench.schema import PARENT
+    from bench.results.checkpoints import load_state
+    from bench.results.schema import PARENT
 
     path = Path(result_file)
     result = load_result(path)
@@ -146,7 +146,7 @@ def load_network(result_file: str | os.PathLike[str], pruner: str, step: int | N
     file = Path(networks) if networks is not None else networks_folder(path)
     file = file / chosen.file.name
     if file.name.endswith(".pt2"):
-        from bench.checkpoints import checked_bytes
+        from bench.results.checkpoints import checked_bytes
 
         return read_exported(checked_bytes(file, chosen.file.sha256), str(file)).eval()
     data = load_checked_dataset(result.config, result.provenance.data_checksum)
@@ -156,7 +156,7 @@ def load_network(result_file: str | os.PathLike[str], pruner: str, step: int | N
 
 def potentials(result: RunResult) -> dict[str, PrunerMetrics]:
     """Method -> its nominal and robust prune potentials, excess errors and per-distribution P,
-    recomputed from the result's accuracies (bench.metrics.derive, as the board does)."""
-    from bench.metrics import derive
+    recomputed from the result's accuracies (bench.results.metrics.derive, as the board does)."""
+    from bench.results.metrics import derive
 
     return {m.pruner: m for m in derive(result.distributions, result.networks, result.config.delta).pruners}

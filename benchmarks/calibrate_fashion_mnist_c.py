@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from _timing import markdown_table, open_benchmark
 
-from bench.config import default_config
+from bench.core.registry import SUITE_GROUP, load_class
 from bench.data import load_dataset
+from bench.data.suite import Suite
 from bench.models import create_model
-from bench.registry import SUITE_GROUP, load_class
-from bench.suite import Suite
-from bench.training import evaluate, train
+from bench.pipeline.config import default_config
+from bench.pipeline.training import evaluate, train
 
 
 def main() -> None:

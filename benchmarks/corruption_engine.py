@@ -19,7 +19,7 @@ The random corruptions are checked draw for draw in tests/test_corruption_parity
 RATIO is the geometric mean over the 19 corruptions of the 2-thread speedup.
 
 Run: .venv/bin/python benchmarks/corruption_engine.py [--repeats 3] [--torch-passes 10]
-(needs ``.venv/bin/pip install -e '.[test]'`` for imagecorruptions; see bench/_reference.py)
+(needs ``.venv/bin/pip install -e '.[test]'`` for imagecorruptions; see bench/corruptions/_reference.py)
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from _timing import (
     run_benchmark,
 )
 
-from bench._reference import load_imagecorruptions
 from bench.corruptions import RANDOM_CORRUPTIONS, corrupt, normalize_level, seed_for
+from bench.corruptions._reference import load_imagecorruptions
 from bench.corruptions.tables import ALL_CORRUPTIONS, IMAGENET_C
 from bench.data import load_digits
 

@@ -1,7 +1,7 @@
 """Evaluation batch size: throughput per batch size, and whether the hits change (issue 22 item 4).
 
 For each model of a committed result (digits_cnn, fashion_cnn), at one thread (one job per core, the
-run's default): the time of `bench.training.correct_predictions` over a run's clean test set plus
+run's default): the time of `bench.pipeline.training.correct_predictions` over a run's clean test set plus
 its first shifted sets, for each batch size, interleaved (median of --repeats). Then, for the
 committed networks of every committed result (`leaderboard/results`), the logits at each batch size
 against batch 256 (the batch the committed results were evaluated with): how many networks give
@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from _timing import compare, markdown_table, open_benchmark, ratio_line, run_benchmark
 
-from bench.checkpoints import fit_state, read_state
 from bench.data import load_dataset
-from bench.jobs import new_model
+from bench.pipeline.jobs import new_model
+from bench.pipeline.runner import test_distributions
+from bench.pipeline.training import correct_predictions
 from bench.results import find_result_files, load_result, networks_folder
-from bench.runner import test_distributions
-from bench.schema import PARENT, RunResult
-from bench.training import correct_predictions
+from bench.results.checkpoints import fit_state, read_state
+from bench.results.schema import PARENT, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (16, 32, 64, 128, 256, 512)

@@ -5,10 +5,10 @@ Both sides push the same images through the same model in the same batches (256,
 
 * raw forward: ``model(x)`` under ``torch.inference_mode()`` on batches normalised beforehand
   (float32, NCHW as ``DataBundle.normalize`` returns them), outputs discarded;
-* suite evaluation: ``bench.training.correct_predictions(model, data, images)`` for every test
-  distribution ``bench.runner.test_distributions`` builds for digits with suites noise +
+* suite evaluation: ``bench.pipeline.training.correct_predictions(model, data, images)`` for every test
+  distribution ``bench.pipeline.runner.test_distributions`` builds for digits with suites noise +
   digits-c (clean + 8 + 55 = 64 sets), i.e. uint8 -> float normalisation, forward, argmax and
-  comparison with the labels, exactly what ``bench.runner.evaluate`` runs per network.
+  comparison with the labels, exactly what ``bench.pipeline.runner.evaluate`` runs per network.
 
 Models are randomly initialised (throughput does not depend on training) and converted to
 channels_last like the runner does. RATIO is the smaller of the two models' ratios.
@@ -24,12 +24,12 @@ import torch
 from _timing import compare, markdown_table, open_benchmark, ratio_line, run_benchmark
 from torch import nn
 
-from bench.config import default_config
 from bench.data import DataBundle, load_dataset
+from bench.data.suite import TestDistribution
 from bench.models import create_model
-from bench.runner import test_distributions
-from bench.suite import TestDistribution
-from bench.training import correct_predictions
+from bench.pipeline.config import default_config
+from bench.pipeline.runner import test_distributions
+from bench.pipeline.training import correct_predictions
 
 MODELS = ("digits_cnn", "resnet20_cifar")
 SUITES = ("noise", "digits-c")

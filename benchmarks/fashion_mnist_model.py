@@ -1,6 +1,6 @@
 """The Fashion-MNIST model and recipe: test accuracy (goal >= 90 %) and what the protocol costs on this machine.
 
-For each candidate (a timm-registered prunebench model, the fashion-mnist recipe of bench.recipes or
+For each candidate (a timm-registered prunebench model, the fashion-mnist recipe of bench.data.recipes or
 fewer epochs) the parent is trained on the real 55k train split (seed 0, one thread, as a `bench run`
 job trains) and evaluated on the official 10k test images. Reported per candidate: parameters,
 test accuracy, seconds per training epoch and test images evaluated per second. From those, the
@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from _timing import markdown_table, open_benchmark, ratio_line, run_benchmark
 
-from bench.config import default_config
 from bench.data import load_dataset
 from bench.models import create_model
-from bench.training import evaluate, train
+from bench.pipeline.config import default_config
+from bench.pipeline.training import evaluate, train
 
 BUDGET_S = 40 * 60
 TEST_SETS = 1 + 8 + 15 * 5  # clean, noise, fashion-mnist-c

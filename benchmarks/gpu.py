@@ -6,8 +6,8 @@ Needs a CUDA device; without one it prints one line saying it was skipped and ex
 1. Epoch. ResNet20 (``resnet20_cifar``, 10 classes, channels_last as the jobs build it) on 50,000
    CIFAR-shaped random uint8 images (3x32x32, random labels; throughput does not depend on them):
 
-   * prunebench: ``bench.training.train`` with a ``bench.data.DataBundle`` held on the CPU as
-     ``load_dataset`` returns it, the paper's CIFAR recipe (``bench.recipes.CIFAR_RESNET``: batch
+   * prunebench: ``bench.pipeline.training.train`` with a ``bench.data.DataBundle`` held on the CPU as
+     ``load_dataset`` returns it, the paper's CIFAR recipe (``bench.data.recipes.CIFAR_RESNET``: batch
      128, SGD, per-iteration learning-rate schedule, crop-flip augmentation) for one epoch: batch
      indexing, augmentation, normalisation, host-to-device copies and all, as every parent and
      retrain step of a CUDA run trains;
@@ -19,7 +19,7 @@ Needs a CUDA device; without one it prints one line saying it was skipped and ex
    / raw images/s (= raw epoch time / prunebench epoch time).
 2. Jobs per GPU. K = 1, 2, 4 jobs at once on the same GPU through prunebench's local executor
    (``LocalExecutor(gpus=[0], jobs_per_gpu=K)``: K spawned workers pinned to the GPU by
-   CUDA_VISIBLE_DEVICES), each training ResNet20 with ``bench.training.train`` on its own 50,000
+   CUDA_VISIBLE_DEVICES), each training ResNet20 with ``bench.pipeline.training.train`` on its own 50,000
    images; the jobs warm up, meet at a barrier, then train ``--repeats`` epochs. Total images/s =
    K x images x repeats / (last finish - first start), relative to K = 1.
 
@@ -39,12 +39,12 @@ from _timing import compare, markdown_table, open_benchmark, ratio_line, run_ben
 from torch import nn
 
 from bench.data import DataBundle, ImageSet
-from bench.executors import LocalExecutor
+from bench.data.normalization import CIFAR10_MEAN, CIFAR10_STD
+from bench.data.recipes import CIFAR_RESNET
 from bench.models import create_model
-from bench.normalization import CIFAR10_MEAN, CIFAR10_STD
-from bench.recipes import CIFAR_RESNET
-from bench.schema import Recipe
-from bench.training import make_optimizer, train
+from bench.pipeline.executors import LocalExecutor
+from bench.pipeline.training import make_optimizer, train
+from bench.results.schema import Recipe
 
 SKIPPED = "no CUDA device: benchmarks/gpu.py measures GPU throughput and was skipped"
 MODEL = "resnet20_cifar"

@@ -2,7 +2,7 @@
 
 Each of the suite's 15 corruptions at severity 3 on N images (per-image seeds, as the suite
 draws them) in a thread of a fresh interpreter, with the CLI's malloc settings
-(bench._allocator), once as this tree sets them and once with glibc's default arena count (the
+(bench.core._allocator), once as this tree sets them and once with glibc's default arena count (the
 settings before one arena was added). Prints user and system CPU seconds and minor page faults per
 corruption, and the totals. Goal (issue 22 item 2): system time <= 3 % of CPU.
 
@@ -22,7 +22,7 @@ from _timing import markdown_table, open_benchmark, ratio_line
 GOAL = 0.03
 PROBE = """
 import json, resource, sys, threading, torch
-from bench._allocator import tune_allocator
+from bench.core._allocator import tune_allocator
 tune_allocator()
 torch.set_num_threads(1)
 from bench.corruptions import corrupt

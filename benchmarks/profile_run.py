@@ -1,6 +1,6 @@
 """Where the default `bench run`'s time goes: a CPU-time profile of the whole run, in one process.
 
-Runs `bench.runner.run(default_config(threads=1))` (one thread, jobs one after another in this
+Runs `bench.pipeline.runner.run(default_config(threads=1))` (one thread, jobs one after another in this
 process, fresh cache) under cProfile with `time.process_time` as its clock, so the shares hold on
 a busy machine too, and prints the CPU seconds under each stage: dataset and test-set generation,
 parent training, the size search (plan + propagation attempts), retraining, evaluation, and the
@@ -24,19 +24,19 @@ from _timing import markdown_table, open_benchmark
 # (label, module file suffix, function name): cumulative CPU time under each
 STAGES: list[tuple[str, str, str]] = [
     ("load dataset", "bench/data.py", "load_dataset"),
-    ("test sets (corruptions, checksums)", "bench/runner.py", "test_distributions"),
-    ("all training (parent + retraining)", "bench/training.py", "train"),
+    ("test sets (corruptions, checksums)", "bench/pipeline/runner.py", "test_distributions"),
+    ("all training (parent + retraining)", "bench/pipeline/training.py", "train"),
     ("prune steps: size search", "bench/pruning.py", "prune_to_ratio"),
     ("  of which propagation passes", "bench/pruning.py", "propagation_pass"),
     ("  of which pruners' plan()", "bench/pruning.py", "_plugin_call"),
-    ("evaluation (all networks x test sets)", "bench/training.py", "evaluate"),
+    ("evaluation (all networks x test sets)", "bench/pipeline/training.py", "evaluate"),
     ("  of which model forward", "torch/nn/modules/module.py", "_call_impl"),
-    ("job store: write results and networks", "bench/store.py", "write_json"),
-    ("job store: save networks", "bench/store.py", "save_network"),
-    ("job store: load networks", "bench/store.py", "load_weights"),
-    ("job store: done() checks", "bench/store.py", "done"),
-    ("network files (safetensors)", "bench/checkpoints.py", "save_state"),
-    ("result file writing", "bench/runner.py", "network_results"),
+    ("job store: write results and networks", "bench/pipeline/store.py", "write_json"),
+    ("job store: save networks", "bench/pipeline/store.py", "save_network"),
+    ("job store: load networks", "bench/pipeline/store.py", "load_weights"),
+    ("job store: done() checks", "bench/pipeline/store.py", "done"),
+    ("network files (safetensors)", "bench/results/checkpoints.py", "save_state"),
+    ("result file writing", "bench/pipeline/runner.py", "network_results"),
 ]
 
 
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     open_benchmark(threads=1)
 
-    from bench.config import default_config
-    from bench.runner import run
+    from bench.pipeline.config import default_config
+    from bench.pipeline.runner import run
 
     config = default_config(threads=1)
     profile = cProfile.Profile(time.process_time)

@@ -4,14 +4,14 @@ Three ways to compute the same scores on the same calibration images (normalised
 3x32x32, the first --images of the validation split; models randomly initialised and in
 channels_last, as the runner hands them to pruners):
 
-* batched: ``bench.sensitivity.layer_sensitivities(model, layers, x, reducer, batch_size=64)``;
+* batched: ``bench.pruning.sensitivity.layer_sensitivities(model, layers, x, reducer, batch_size=64)``;
 * one image per forward: the same function with ``batch_size=1`` (torchprune's protocol: its
   sensitivity passes re-batch the S set to single images), the hook still vectorised over
   output filters;
 * torchprune-style loop: one image per forward, and inside the hook a Python loop over output
   filters that computes the relative contributions g of that one row only, as torchprune's
   ``BaseSensTracker._update_g_sens`` does. Written below from the definition in
-  ``bench/sensitivity.py``'s module docstring, independently of that module's code.
+  ``bench/pruning/sensitivity.py``'s module docstring, independently of that module's code.
 
 All three must agree (``torch.allclose(atol=1e-5)``) before anything is timed. RATIO is the
 smallest batched speedup over the ``batch_size=1`` baseline across models and reducers (the
@@ -42,7 +42,7 @@ from torch import nn
 from bench.data import load_dataset
 from bench.models import create_model
 from bench.pruning import compressible_layers
-from bench.sensitivity import (
+from bench.pruning.sensitivity import (
     LayerReducer,
     layer_sensitivities,
     pfp_layer_scores,

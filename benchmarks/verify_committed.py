@@ -33,12 +33,12 @@ def timed_verify(path: Path) -> float:
 
 def evaluation_seconds_per_network(path: Path) -> float:
     """In-process time to evaluate the parent on every test set of the result (what verify repeats)."""
-    from bench.checkpoints import load_state
     from bench.data import load_dataset
-    from bench.jobs import job_environment, new_model
+    from bench.pipeline.jobs import job_environment, new_model
+    from bench.pipeline.runner import test_distributions
+    from bench.pipeline.training import evaluate
     from bench.results import load_result, networks_folder
-    from bench.runner import test_distributions
-    from bench.training import evaluate
+    from bench.results.checkpoints import load_state
 
     result = load_result(path)
     config = result.config

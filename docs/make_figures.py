@@ -27,7 +27,7 @@ MANIFEST = ROOT / "docs" / "figures.json"
 ACCURACY = "docs/figures/accuracy_noise.png"
 SCREENSHOT = "docs/leaderboard.png"
 ACCURACY_DATASET = "fashion-mnist"
-PLOT_CODE = ("bench/plots.py", "bench/figures.py", "bench/uncertainty.py")
+PLOT_CODE = ("bench/reports/plots.py", "bench/reports/figures.py", "bench/results/uncertainty.py")
 VIEWPORT = {"width": 1400, "height": 900}
 COMMAND = ".venv/bin/python docs/make_figures.py"
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's packages, once
@@ -60,8 +60,8 @@ def input_digests() -> dict[str, str]:
 
 
 def draw_accuracy(path: Path) -> None:
-    from bench.figures import PNG_DPI
-    from bench.plots import result_figures
+    from bench.reports.figures import PNG_DPI
+    from bench.reports.plots import result_figures
 
     fig = result_figures(_accuracy_results())["accuracy-noise"]
     fig.savefig(path, format="png", dpi=PNG_DPI)

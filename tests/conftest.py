@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bench.data import DataBundle, load_digits
+from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
-from bench.recipes import DIGITS_TRAIN
-from bench.training import train
+from bench.pipeline.training import train
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

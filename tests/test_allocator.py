@@ -1,4 +1,4 @@
-"""The CLI's malloc settings (bench._allocator): freed batch-sized blocks stay in the heap, and
+"""The CLI's malloc settings (bench.core._allocator): freed batch-sized blocks stay in the heap, and
 spawned workers inherit the settings."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from bench._allocator import MMAP_THRESHOLD, SETTINGS
+from bench.core._allocator import MMAP_THRESHOLD, SETTINGS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 
 # an evaluation-like batch loop (a conv on 256 images, 100 times); prints the minor page faults
 _CHURN = """
 import resource, sys, torch
-from bench._allocator import tune_allocator
+from bench.core._allocator import tune_allocator
 if sys.argv[1] == "tuned":
     tune_allocator()
 torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def test_tuned_allocator_reuses_freed_blocks_instead_of_faulting_them_in_again()
 
 
 def test_settings_reach_child_processes_and_a_users_value_wins() -> None:
-    script = ("import os; from bench._allocator import tune_allocator; tune_allocator(); "
+    script = ("import os; from bench.core._allocator import tune_allocator; tune_allocator(); "
               "import subprocess, sys; print(subprocess.run([sys.executable, '-c', "
               "'import os; print(os.environ[\"MALLOC_MMAP_THRESHOLD_\"], os.environ[\"MALLOC_TRIM_THRESHOLD_\"], "
               "os.environ[\"MALLOC_ARENA_MAX\"])'], "

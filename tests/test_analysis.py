@@ -28,12 +28,12 @@ from bench.analysis import (
     similarity_table,
 )
 from bench.cli import main
-from bench.jobs import job_environment, spec_key
-from bench.metrics import derive
-from bench.recipes import DIGITS_TRAIN
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.jobs import job_environment, spec_key
+from bench.pipeline.runner import run
 from bench.results import find_result_files, load_result
-from bench.runner import run
-from bench.schema import PARENT, RunConfig
+from bench.results.metrics import derive
+from bench.results.schema import PARENT, RunConfig
 
 EPSILONS = (0.0, 0.15, 0.3)
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}

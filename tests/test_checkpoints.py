@@ -5,7 +5,9 @@ import pickle
 import pytest
 import torch
 
-from bench.checkpoints import (
+from bench.models import create_model
+from bench.pruning import count_nonzero
+from bench.results.checkpoints import (
     NetworkFileError,
     decode_checkpoint,
     fit_state,
@@ -14,8 +16,6 @@ from bench.checkpoints import (
     save_state,
     shape_signature,
 )
-from bench.models import create_model
-from bench.pruning import count_nonzero
 
 
 def pruned(model: torch.nn.Module, ratio: float) -> torch.nn.Module:

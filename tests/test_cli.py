@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main, parse_ratios
-from bench.metrics import derive
 from bench.results import load_result
-from bench.schema import SCHEMA_VERSION
+from bench.results.metrics import derive
+from bench.results.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +197,8 @@ def test_version(capsys):
 
 def test_the_cli_and_the_python_api_share_the_dataset_defaults():
     from bench.cli import build_parser, run_config
-    from bench.config import default_config
     from bench.data import DATASETS
+    from bench.pipeline.config import default_config
 
     assert run_config(build_parser().parse_args(["run"])) == default_config()
     assert run_config(build_parser().parse_args(["run", "--seed", "2", "--pruner", "pfp"])) == default_config(

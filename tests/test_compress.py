@@ -21,7 +21,9 @@ from bench.compress import (
     max_abs_diff,
     measure,
 )
+from bench.data.recipes import DIGITS_TRAIN
 from bench.models import VGG16BN, WideResNet, create_model
+from bench.pipeline.runner import run
 from bench.pruning import (
     PruneContext,
     Pruner,
@@ -31,9 +33,7 @@ from bench.pruning import (
     last_layer_name,
     prune_to_ratio,
 )
-from bench.recipes import DIGITS_TRAIN
-from bench.runner import run
-from bench.schema import RunConfig
+from bench.results.schema import RunConfig
 from pruners.ft import FilterThresholding
 from pruners.pfp import PFP
 

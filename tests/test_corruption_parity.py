@@ -37,7 +37,7 @@ if importlib.util.find_spec("imagecorruptions") is None:
 
 import cv2
 
-from bench._reference import load_imagecorruptions
+from bench.corruptions._reference import load_imagecorruptions
 
 REFERENCE = load_imagecorruptions().corruptions
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bench.data import load_digits, stratified_split
-from bench.runner import load_suite
+from bench.pipeline.runner import load_suite
 
 
 def test_digits_split_is_stratified_seeded_and_disjoint():

@@ -27,10 +27,10 @@ from formats import (
     write_imagenet_c,
 )
 
-import bench.files
+import bench.data.files
 from bench.cli import main
 from bench.data import load_cifar10, load_dataset
-from bench.files import (
+from bench.data.files import (
     DATA_ENV,
     LOCAL_MANIFEST,
     RUN_ENV,
@@ -42,9 +42,9 @@ from bench.files import (
     data_environment,
     source_from_reference,
 )
-from bench.make_c import PARAMETERS
-from bench.runner import load_suite
-from bench.suite import Selection
+from bench.data.make_c import PARAMETERS
+from bench.data.suite import Selection
+from bench.pipeline.runner import load_suite
 
 FAST = ["--corruptions", "fog,contrast", "--pruner", "wt", "--ratios", "0.5", "--epochs", "1", "--retrain-epochs", "1", "--quiet"]
 CORRUPTIONS = ["fog", "contrast"]
@@ -84,15 +84,15 @@ def cifar10c_sets(suite: str = "cifar10c") -> list:
 
 @pytest.fixture
 def hashed(monkeypatch) -> Counter:
-    """Counts the files bench.files hashes (by path)."""
+    """Counts the files bench.data.files hashes (by path)."""
     calls: Counter = Counter()
-    real = bench.files.sha256_file
+    real = bench.data.files.sha256_file
 
     def counting(path):
         calls[Path(path).name] += 1
         return real(path)
 
-    monkeypatch.setattr(bench.files, "sha256_file", counting)
+    monkeypatch.setattr(bench.data.files, "sha256_file", counting)
     return calls
 
 
@@ -185,7 +185,7 @@ def test_corrupt_verified_record_is_ignored_with_a_warning_and_rebuilt(cifar_roo
     record = json.loads((folder / VERIFIED).read_text())
     (folder / VERIFIED).write_text('{"fog.npy": ["ab')  # truncated
     hashed.clear()
-    with caplog.at_level(logging.WARNING, logger="bench.files"), data_environment(None, False):
+    with caplog.at_level(logging.WARNING, logger="bench.data.files"), data_environment(None, False):
         cifar10c_sets()
     assert any(str(folder / VERIFIED) in message for message in caplog.messages)
     assert hashed == Counter({name: 1 for name in FILES})

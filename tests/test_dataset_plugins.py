@@ -16,12 +16,12 @@ import torch
 from formats import _md5, balanced_labels, class_images, write_cifar10c
 from test_plugin import bench_executable, install_package
 
-from bench import registry
 from bench.cli import main
-from bench.config import default_config
+from bench.core import registry
 from bench.data import DATASETS, DatasetSpec, DataSplits, ImageSet, dataset_spec, load_dataset
-from bench.files import DATA_ENV, DOWNLOAD_ENV, ChecksumMismatch, DataInvalid, DataMissing
-from bench.recipes import DIGITS_TRAIN
+from bench.data.files import DATA_ENV, DOWNLOAD_ENV, ChecksumMismatch, DataInvalid, DataMissing
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.config import default_config
 from bench.results import load_result
 
 BUILT_INS = ("digits", "cifar10", "cifar100", "imagenet", "voc", "sbd")
@@ -87,8 +87,8 @@ def test_unknown_dataset_is_one_line_with_close_matches(tmp_path, capsys):
 def test_an_entry_point_must_name_a_spec_of_its_own_name(monkeypatch):
     group = registry.DATASET_GROUP
     points = {
-        "tiny": EntryPoint(name="tiny", value="bench.datasets:DIGITS", group=group),
-        "recipe": EntryPoint(name="recipe", value="bench.recipes:CIFAR_RESNET", group=group),
+        "tiny": EntryPoint(name="tiny", value="bench.data.builtin:DIGITS", group=group),
+        "recipe": EntryPoint(name="recipe", value="bench.data.recipes:CIFAR_RESNET", group=group),
     }
     monkeypatch.setattr(registry, "_entry_points", lambda group: points)
     with pytest.raises(registry.RegistryError, match="names a DatasetSpec whose name is 'digits'"):
@@ -141,8 +141,8 @@ def test_a_plugins_splits_are_checked_like_the_built_ins(change, message):
 
 
 def test_a_suites_test_sets_are_checked_like_the_built_ins(digits):
-    from bench.runner import checked_sets
-    from bench.suite import TestDistribution
+    from bench.data.suite import TestDistribution
+    from bench.pipeline.runner import checked_sets
 
     class Crooked:
         name = "crooked"
@@ -196,8 +196,8 @@ def test_cifar100c_suite_end_to_end(cifar100_root, tmp_path):
 
 
 def test_cifar100c_checks_its_download_and_its_files_against_the_clean_set(cifar100_root, monkeypatch):
-    from bench.runner import load_suite
-    from bench.suite import Selection
+    from bench.data.suite import Selection
+    from bench.pipeline.runner import load_suite
 
     data = load_dataset("cifar100", 0)
     suite = load_suite("cifar100c")
@@ -221,7 +221,7 @@ import numpy as np
 import torch
 
 from bench.data import DatasetSpec, DataSplits, ImageSet
-from bench.schema import Recipe
+from bench.results.schema import Recipe
 
 
 def stripes(count, seed):
@@ -278,7 +278,7 @@ def test_a_dataset_from_an_installed_package_runs_through_bench_run(tmp_path, mo
 
     # in this process, once the package is importable: `bench list` and the Python API see the same spec
     # sys.path directly: monkeypatch.syspath_prepend calls into pkg_resources, which the reference
-    # corruption tests replace with a stub (bench/_reference.py)
+    # corruption tests replace with a stub (bench/corruptions/_reference.py)
     monkeypatch.setattr(sys, "path", [str(site), *sys.path])
     registry.refresh()
     try:

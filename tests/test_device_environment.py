@@ -19,14 +19,14 @@ from bench.analysis import AnalysisNetwork, backward_selection, functional_simil
 from bench.cli import build_parser, main, run_config
 from bench.compress import compare
 from bench.compress.measure import _synchronize
-from bench.config import default_config
-from bench.devices import RESIDENT_MARGIN, device_environment, fits_on_device, float64_device
-from bench.executors import LocalExecutor
-from bench.files import ImageFiles, NpyRows, file_hashes
-from bench.jobs import eval_spec, job_environment, new_model, parent_spec, step_spec
+from bench.core.devices import RESIDENT_MARGIN, device_environment, fits_on_device, float64_device
+from bench.data.files import ImageFiles, NpyRows, file_hashes
+from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
-from bench.recipes import DIGITS_TRAIN
-from bench.training import device_batches, evaluate, resident, train
+from bench.pipeline.config import default_config
+from bench.pipeline.executors import LocalExecutor
+from bench.pipeline.jobs import eval_spec, job_environment, new_model, parent_spec, step_spec
+from bench.pipeline.training import device_batches, evaluate, resident, train
 from tests.test_devices import StrictDevice
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,7 +138,7 @@ def test_the_cpu_keeps_reading_files_in_process(npy_rows, digits, monkeypatch):
     def refuse(*_: object) -> None:
         raise AssertionError("no DataLoader on the CPU by default")
 
-    monkeypatch.setattr("bench.training.loader_batches", refuse)
+    monkeypatch.setattr("bench.pipeline.training.loader_batches", refuse)
     assert same_batches(device_batches(npy_rows, 7, CPU), npy_rows.batches(7))
     assert same_batches(device_batches(digits.test, 100, CPU), digits.test.batches(100))
 

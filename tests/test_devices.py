@@ -29,17 +29,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from bench.cli import main
-from bench.config import default_config
+from bench.core.devices import device_description, module_device, resolve_device
 from bench.corruptions import CORRUPTIONS, corrupt
 from bench.corruptions.tables import CIFAR10_C, MNIST_C_GEOMETRIC, MNIST_C_STROKES
-from bench.devices import device_description, module_device, resolve_device
-from bench.jobs import eval_spec, new_model, parent_spec, prune_context, spec_key, step_spec
+from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
-from bench.pruning import PruneContext, compressible_layers, last_layer_name, propagation_pass, prune_to_ratio
-from bench.recipes import DIGITS_TRAIN
-from bench.results import load_result
-from bench.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
-from bench.training import (
+from bench.pipeline.config import default_config
+from bench.pipeline.jobs import eval_spec, new_model, parent_spec, prune_context, spec_key, step_spec
+from bench.pipeline.training import (
     batch_hits,
     correct_predictions,
     evaluate,
@@ -47,6 +44,9 @@ from bench.training import (
     training_batch,
     training_step,
 )
+from bench.pruning import PruneContext, compressible_layers, last_layer_name, propagation_pass, prune_to_ratio
+from bench.pruning.sensitivity import layer_sensitivities, pfp_layer_scores, sipp_layer_scores
+from bench.results import load_result
 from pruners.pfp import PFP
 from pruners.wt import WeightThresholding
 

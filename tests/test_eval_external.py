@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench.checkpoints import read_state
 from bench.cli import main
-from bench.metrics import derive
 from bench.results import check_consistency, load_result, networks_folder
-from bench.schema import EXTERNAL, RunResult, unpack_hits
+from bench.results.checkpoints import read_state
+from bench.results.metrics import derive
+from bench.results.schema import EXTERNAL, RunResult, unpack_hits
 from leaderboard.build import build_leaderboard
 
 RUN = ["run", "--dataset", "digits", "--suite", "noise", "--pruner", "wt,ft", "--ratios", "0.5", "--epochs", "1",

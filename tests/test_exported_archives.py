@@ -1,4 +1,4 @@
-"""torch.export archives from a result never run code here (bench.exported.check_archive), and a
+"""torch.export archives from a result never run code here (bench.pipeline.exported.check_archive), and a
 network is sized by every tensor it holds.
 
 The hostile archives (tests/fixtures/hostile/archives/, made by its make_archives.py) each carry code
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.checkpoints import NetworkFileError
-from bench.exported import export_network, load_exported, network_size
+from bench.pipeline.exported import export_network, load_exported, network_size
+from bench.results.checkpoints import NetworkFileError
 
 ARCHIVES = Path(__file__).parent / "fixtures" / "hostile" / "archives"
 CODE = {

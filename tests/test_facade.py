@@ -16,9 +16,9 @@ from torch.nn.utils import prune
 import bench
 from bench.facade import _plain_state
 from bench.models import create_model
+from bench.pipeline.training import correct_predictions
 from bench.results import find_result_files, load_result
-from bench.schema import unpack_hits
-from bench.training import correct_predictions
+from bench.results.schema import unpack_hits
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = [p for p in find_result_files(ROOT / "leaderboard" / "results") if p.name.startswith("digits-")]

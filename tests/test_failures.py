@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import registry
 from bench.cli import main
+from bench.core import registry
 from bench.results import load_result
 
 RUN = ["run", "--pruner", "wt", "--suite", "noise", "--corruptions", "gaussian_noise", "--ratios", "0.5",
@@ -87,7 +87,7 @@ def test_corrupted_cache_artifacts_are_recomputed_with_a_warning_naming_them(ref
     for path in out.glob("*.json"):
         path.unlink()
 
-    with caplog.at_level("WARNING", logger="bench.store"):
+    with caplog.at_level("WARNING", logger="bench.pipeline.store"):
         assert main([*RUN, "--out", str(out)]) == 0
     warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert str(parent) in warnings and str(evaluation) in warnings
@@ -190,10 +190,10 @@ def test_a_broken_plugin_is_one_line_naming_it(pruner, message, plugin_site, tmp
 
 
 def test_diverged_retraining_is_an_error_naming_the_step(tmp_path):
+    from bench.data.recipes import DIGITS_TRAIN
+    from bench.pipeline.runner import run
     from bench.pruning import NonFiniteWeights
-    from bench.recipes import DIGITS_TRAIN
-    from bench.runner import run
-    from bench.schema import RunConfig
+    from bench.results.schema import RunConfig
 
     recipe = DIGITS_TRAIN.model_copy(update={"epochs": 1})
     config = RunConfig(dataset="digits", model="digits_cnn", pruners=("wt",), target_ratios=(0.5,), train=recipe,
@@ -219,8 +219,8 @@ def test_two_packages_registering_one_name_is_an_error_listing_both(plugin_site)
 
 
 def test_masks_are_checked_before_they_touch_the_weights(digits_cnn):
+    from bench.core.registry import PluginError
     from bench.pruning import checked_masks, compressible_layers
-    from bench.registry import PluginError
     from pruners.wt import WeightThresholding
 
     layers = compressible_layers(digits_cnn)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench import datasets
-from bench.checkpoints import read_state
 from bench.cli import main
+from bench.data import builtin as datasets
 from bench.data import dataset_spec, load_dataset
-from bench.files import DATA_ENV, DataInvalid, DataMissing
+from bench.data.files import DATA_ENV, DataInvalid, DataMissing
 from bench.results import load_result
+from bench.results.checkpoints import read_state
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 12, 3
 
@@ -136,8 +136,8 @@ def test_bench_run_on_fashion_mnist_end_to_end(fashion_root: Path, tmp_path: Pat
 
 
 def test_make_c_writes_exactly_the_sets_a_run_of_the_same_seed_evaluates(fashion_root: Path, tmp_path: Path) -> None:
-    from bench.registry import SUITE_GROUP, load_class
-    from bench.suite import Suite
+    from bench.core.registry import SUITE_GROUP, load_class
+    from bench.data.suite import Suite
 
     out = tmp_path / "Fashion-MNIST-C"
     assert main(["data", "make-c", "--dataset", "fashion-mnist", "--out", str(out), "--seed", "2", "--quiet",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.cli import build_parser
-from bench.executors import (
+from bench.pipeline.executors import (
     CUDA_VISIBLE_DEVICES,
     LocalExecutor,
     gpu_slots,

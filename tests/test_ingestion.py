@@ -10,7 +10,6 @@ import pytest
 from test_results import make_result
 from test_uncertainty import GAP, NO_GAP, make_run
 
-from bench import uncertainty
 from bench.cli import main
 from bench.results import (
     MAX_RESULT_BYTES,
@@ -23,8 +22,9 @@ from bench.results import (
     load_results,
     replicate_key,
     save_result,
+    uncertainty,
 )
-from bench.schema import RunResult
+from bench.results.schema import RunResult
 from leaderboard.build import compile_leaderboard, render_leaderboard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,7 +324,7 @@ def test_a_config_hash_that_does_not_match_the_config_is_refused(tmp_path):
 
 def test_the_config_hash_is_over_the_config_as_stored(tmp_path, monkeypatch):
     from bench import results as results_module
-    from bench.schema import RunConfig
+    from bench.results.schema import RunConfig
 
     path = save_result(make_result(), tmp_path / "run.json")
     before = uncertainty.content_key(load_result(path))

@@ -1,11 +1,11 @@
-"""bench.io: atomic writes with the umask's file mode, nothing left behind on failure; canonical hashes."""
+"""bench.core.io: atomic writes with the umask's file mode, nothing left behind on failure; canonical hashes."""
 
 import os
 import stat
 
 import pytest
 
-from bench.io import atomic_path, atomic_write_text, canonical_json, canonical_sha256
+from bench.core.io import atomic_path, atomic_write_text, canonical_json, canonical_sha256
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_read_capped_allocates_what_the_file_holds_not_the_cap(tmp_path):
     before, which a machine with strict overcommit refuses)."""
     import tracemalloc
 
-    from bench.io import read_capped
+    from bench.core.io import read_capped
 
     small = tmp_path / "small.bin"
     small.write_bytes(b"x" * 1024)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.executors import LocalExecutor, RayExecutor
-from bench.metrics import derive
-from bench.recipes import DIGITS_TRAIN
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.executors import LocalExecutor, RayExecutor
+from bench.pipeline.runner import run
 from bench.results import load_result
-from bench.runner import run
-from bench.schema import RunConfig
+from bench.results.metrics import derive
+from bench.results.schema import RunConfig
 
 ARGS = ["--pruner", "wt,sipp", "--suite", "noise", "--ratios", "0.4,0.7,0.9",
         "--epochs", "4", "--retrain-epochs", "2", "--quiet"]
@@ -88,7 +88,7 @@ def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
 
 
 def test_process_pool_matches_sequential(sequential_result, tmp_path):
-    """Two workers, one pool for the whole run, each step a job of its own (bench.scheduler): the
+    """Two workers, one pool for the whole run, each step a job of its own (bench.pipeline.scheduler): the
     same networks and numbers as one process running everything in turn."""
     with closing(LocalExecutor(workers=2, progress=False)) as executor:
         path = run(small_config(), tmp_path, progress=False, executor=executor)
@@ -106,8 +106,8 @@ def test_ray_executor_matches_local(sequential_result, tmp_path):
 
 
 def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits_cnn):
-    from bench.jobs import eval_spec, spec_key
-    from bench.training import correct_predictions
+    from bench.pipeline.jobs import eval_spec, spec_key
+    from bench.pipeline.training import correct_predictions
 
     dtypes = []
     handle = digits_cnn.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
@@ -122,7 +122,7 @@ def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits
 
 
 def test_distinct_labels_never_share_a_network_file_name():
-    from bench.jobs import NetworkRef
+    from bench.pipeline.jobs import NetworkRef
 
     labels = ["pfp:failure_probability=1e-5", "pfp_failure_probability_1e-5", "pfp:failure_probability_1e-5",
               "pfp;failure_probability=1e-5", "wt"]

@@ -7,7 +7,7 @@ from test_uncertainty import GAP, NO_GAP, make_run
 
 from bench.cli import main
 from bench.results import save_result
-from bench.schema import PrunerIdentity
+from bench.results.schema import PrunerIdentity
 from leaderboard.build import build_leaderboard, render_leaderboard, validate_files
 from leaderboard.html import render_html
 from leaderboard.publish import render_json

@@ -1,4 +1,4 @@
-"""Tests for bench.make_c: the official CIFAR-10-C file layout, reproducibility, atomic writes, CLI."""
+"""Tests for bench.data.make_c: the official CIFAR-10-C file layout, reproducibility, atomic writes, CLI."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import bench.corruptions
 from bench.cli import main
 from bench.corruptions import corrupt, seed_for
 from bench.corruptions.tables import CIFAR10_C, IMAGENET_C
-from bench.files import LOCAL_MANIFEST as MANIFEST
-from bench.make_c import PARAMETERS, make_c
+from bench.data.files import LOCAL_MANIFEST as MANIFEST
+from bench.data.make_c import PARAMETERS, make_c
 
 NAMES = ["gaussian_noise", "frost", "contrast", "glass_blur"]
 
@@ -81,7 +81,7 @@ def test_bytes_do_not_depend_on_run_or_chunk_size(
 
 
 def test_manifest_and_verification(tmp_path: Path, made: tuple[Path, dict[str, str]], data: tuple[torch.Tensor, torch.Tensor]) -> None:
-    from bench.files import sha256_file, verify_files
+    from bench.data.files import sha256_file, verify_files
 
     out, written = made
     manifest = json.loads((out / MANIFEST).read_text())

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.metrics import derive, excess_error, prune_potential
-from bench.schema import PARENT, Distribution, NetworkResult
+from bench.results.metrics import derive, excess_error, prune_potential
+from bench.results.schema import PARENT, Distribution, NetworkResult
 
 RATIOS = [0.2, 0.4, 0.6, 0.8, 0.9]
 

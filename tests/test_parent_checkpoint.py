@@ -7,15 +7,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench.checkpoints import NetworkFileError, save_state
 from bench.cli import main
-from bench.config import default_config
 from bench.data import load_dataset
-from bench.jobs import new_model, parent_spec, spec_key
 from bench.models import create_model
+from bench.pipeline.config import default_config
+from bench.pipeline.jobs import new_model, parent_spec, spec_key
+from bench.pipeline.runner import run
+from bench.pipeline.training import evaluate, train
 from bench.results import load_result
-from bench.runner import run
-from bench.training import evaluate, train
+from bench.results.checkpoints import NetworkFileError, save_state
 
 SMALL = {"dataset": "digits", "pruners": ("wt",), "suites": (), "target_ratios": (0.5,), "retrain_epochs": 1,
          "calibration_size": 16}
@@ -107,16 +107,16 @@ def test_checkpoint_and_pretrained_exclude_each_other(trained, tmp_path):
 
 
 def test_network_file_errors_name_the_file(tmp_path):
-    from bench.checkpoints import decode_checkpoint
+    from bench.results.checkpoints import decode_checkpoint
 
     with pytest.raises(NetworkFileError, match="weird.bin"):
         decode_checkpoint(b"\x00" * 32, str(tmp_path / "weird.bin"))
 
 
 def test_the_control_of_a_checkpoint_parent_is_trained_from_scratch_not_reloaded():
-    from bench.config import default_config
     from bench.data import dataset_spec
-    from bench.jobs import CONTROL_SEED_OFFSET, control_config
+    from bench.pipeline.config import default_config
+    from bench.pipeline.jobs import CONTROL_SEED_OFFSET, control_config
 
     own = default_config(seed=3, epochs=5)
     assert control_config(own).train == own.train and control_config(own).seed == 3 + CONTROL_SEED_OFFSET

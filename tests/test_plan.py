@@ -6,10 +6,10 @@ import os
 import pytest
 
 from bench.cli import main
-from bench.plan import Plan, format_plan, plan
-from bench.recipes import DIGITS_TRAIN
-from bench.runner import run
-from bench.schema import RunConfig
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.plan import Plan, format_plan, plan
+from bench.pipeline.runner import run
+from bench.results.schema import RunConfig
 
 PRUNERS, RATIOS = ("wt", "ft"), (0.5, 0.8)
 TEST_SETS = 1 + 8  # clean + the noise suite's 4 uniform and 4 Gaussian levels
@@ -75,7 +75,7 @@ def test_missing_data_is_the_usual_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path, monkeypatch):
-    import bench.plan as planning
+    import bench.pipeline.plan as planning
 
     fixed = planning.Calibration(train_step_s=0.01, train_batch=64, eval_image_s=1e-4, device="cpu", threads=1)
     monkeypatch.setattr(planning, "calibrate", lambda *args: fixed)
@@ -88,7 +88,7 @@ def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path,
 
 
 def test_more_workers_overlap_the_test_sets_and_never_beat_the_longest_chain(tmp_path, monkeypatch):
-    import bench.plan as planning
+    import bench.pipeline.plan as planning
 
     fixed = planning.Calibration(train_step_s=0.01, train_batch=64, eval_image_s=1e-4, device="cpu", threads=1)
     monkeypatch.setattr(planning, "calibrate", lambda *args: fixed)
@@ -100,7 +100,7 @@ def test_more_workers_overlap_the_test_sets_and_never_beat_the_longest_chain(tmp
 
 
 def test_busy_cores_are_measured_and_named(tmp_path, monkeypatch):
-    import bench.plan as planning
+    import bench.pipeline.plan as planning
 
     measured = planning.busy_cores(0.2)
     assert measured is None or 0 <= measured <= (os.cpu_count() or 1) + 1e-9

@@ -22,9 +22,8 @@ from bench.analysis import (
 )
 from bench.cli import main
 from bench.corruptions import CORRUPTIONS, FAMILIES
-from bench.figures import OKABE_ITO, PNG_DPI
-from bench.metrics import derive
-from bench.plots import (
+from bench.reports.figures import OKABE_ITO, PNG_DPI
+from bench.reports.plots import (
     ACCURACY_FLOOR_PP,
     excess_error_figure,
     make_plots,
@@ -33,8 +32,9 @@ from bench.plots import (
     result_figures,
 )
 from bench.results import find_result_files, save_result
-from bench.schema import PARENT, RunResult
-from bench.uncertainty import bootstrap_pruners
+from bench.results.metrics import derive
+from bench.results.schema import PARENT, RunResult
+from bench.results.uncertainty import bootstrap_pruners
 from leaderboard.build import build_leaderboard, validate_files
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
@@ -312,7 +312,7 @@ def test_plot_command_plots_result_files_and_analysis_reports(tmp_path, capsys):
 
 def _figures_to_fit():
     """Every kind of figure, single panel and a 12-panel grid, with long names in it."""
-    from bench.plots import Panel, accuracy_figure, family_panels, resample_all
+    from bench.reports.plots import Panel, accuracy_figure, family_panels, resample_all
 
     runs = two_family_runs()
     draws = resample_all(runs)
@@ -341,7 +341,7 @@ def test_every_figure_keeps_its_text_inside_its_page():
 
 
 def test_a_one_panel_figure_says_one_test_set_and_wraps_its_caption():
-    from bench.plots import Panel, accuracy_figure
+    from bench.reports.plots import Panel, accuracy_figure
 
     runs = two_family_runs()
     panel = Panel("c", 1, ("c/gaussian_noise/1",), ("gaussian_noise",))

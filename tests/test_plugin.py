@@ -205,12 +205,12 @@ def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
 def test_plugin_classes_are_checked_when_loaded(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from bench import registry
+    from bench.core import registry
     from bench.pruning import Pruner
 
     points = {
         "wt": EntryPoint(name="wt", value="pruners.ft:FilterThresholding", group=registry.PRUNER_GROUP),
-        "schema": EntryPoint(name="schema", value="bench.schema:Strict", group=registry.PRUNER_GROUP),
+        "schema": EntryPoint(name="schema", value="bench.results.schema:Strict", group=registry.PRUNER_GROUP),
         "ft": EntryPoint(name="ft", value="pruners.ft:FilterThresholding", group=registry.PRUNER_GROUP),
         "nameless": EntryPoint(name="nameless", value="bench.pruning:Pruner", group=registry.PRUNER_GROUP),
     }

@@ -31,8 +31,8 @@ from bench.api import CorruptionSuite
 from bench.corruptions import corrupt, seed_for
 from bench.corruptions.tables import MNIST_C_GEOMETRIC, MNIST_C_STROKES, TABLES
 from bench.data import ImageSet, load_digits
-from bench.registry import SUITE_GROUP, available, load_class
-from bench.suite import Suite
+from bench.core.registry import SUITE_GROUP, available, load_class
+from bench.data.suite import Suite
 
 torch.set_num_threads(int(sys.argv[1]))
 
@@ -102,8 +102,8 @@ def reference() -> dict[str, str]:
 
 def test_the_reference_covers_every_generated_suite(reference: dict[str, str]) -> None:
     from bench.api import CorruptionSuite
-    from bench.registry import SUITE_GROUP, available, load_class
-    from bench.suite import Suite
+    from bench.core.registry import SUITE_GROUP, available, load_class
+    from bench.data.suite import Suite
 
     for name in available(SUITE_GROUP):
         suite = load_class(SUITE_GROUP, name, Suite)()

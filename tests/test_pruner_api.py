@@ -9,9 +9,10 @@ from pydantic import Field
 from torch import nn
 
 from bench.cli import main
-from bench.config import default_config
-from bench.jobs import pruner_identity, spec_key, step_spec
+from bench.core.registry import PluginError
 from bench.models import create_model
+from bench.pipeline.config import default_config
+from bench.pipeline.jobs import pruner_identity, spec_key, step_spec
 from bench.pruning import (
     MaskPlan,
     Masks,
@@ -28,7 +29,6 @@ from bench.pruning import (
     prune_to_ratio,
     split_pruner_labels,
 )
-from bench.registry import PluginError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,7 +140,7 @@ def test_configs_hold_canonical_labels_so_default_options_keep_the_config_hash()
 
 
 def test_a_hand_built_config_must_hold_canonical_labels(tmp_path):
-    from bench.runner import run
+    from bench.pipeline.runner import run
 
     config = default_config(pruners=("pfp",)).model_copy(update={"pruners": ("pfp:failure_probability=0.00001",)})
     with pytest.raises(ValueError, match="write it as 'pfp:failure_probability=1e-05'"):
@@ -334,8 +334,8 @@ def test_reconstruct_updates_kept_weights_and_nothing_pruned_regrows(small_cnn):
 @pytest.mark.parametrize("label", ["wt", "pfp:failure_probability=1e-05"])
 def test_a_result_files_identity_keys_the_same_steps_as_the_run(label):
     """bench verify --reproduce, analyses and compress rebuild step keys from the stored PrunerIdentity."""
-    from bench.jobs import keyed_identity, pruner_identity
-    from bench.schema import PrunerIdentity
+    from bench.pipeline.jobs import keyed_identity, pruner_identity
+    from bench.results.schema import PrunerIdentity
 
     live = pruner_identity(label)
     stored = PrunerIdentity.model_validate_json(PrunerIdentity(**live).model_dump_json()).model_dump(mode="json")

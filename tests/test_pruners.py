@@ -10,6 +10,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import bench.pruning
+from bench.core.registry import PRUNER_GROUP, builtin_names
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.runner import load_pruner
+from bench.pipeline.training import train
 from bench.pruning import (
     PROPAGATION_PASSES,
     PruneContext,
@@ -25,10 +29,6 @@ from bench.pruning import (
     prune_to_ratio,
     reference_keep_ratio,
 )
-from bench.recipes import DIGITS_TRAIN
-from bench.registry import PRUNER_GROUP, builtin_names
-from bench.runner import load_pruner
-from bench.training import train
 
 # every pruner the project registers (its entry points), as timm's tests follow list_models(): a new
 # pruner is tested here without anyone listing it

@@ -24,7 +24,7 @@ from formats import (
 
 from bench.cli import main
 from bench.data import load_cifar10
-from bench.files import DATA_ENV, DOWNLOAD_ENV, DataMissing, NpyRows, sha256_file
+from bench.data.files import DATA_ENV, DOWNLOAD_ENV, DataMissing, NpyRows, sha256_file
 from bench.results import load_result
 
 FAST = ["--pruner", "wt", "--ratios", "0.5", "--epochs", "2", "--retrain-epochs", "1", "--quiet"]
@@ -137,7 +137,7 @@ def test_cifar10c_download_needs_permission_and_checks_md5(cifar_root, tmp_path,
 
 
 def test_cifar10_1_records_checksums_on_first_use(cifar_root):
-    from bench.runner import load_suite
+    from bench.pipeline.runner import load_suite
 
     suite = load_suite("cifar10.1")
     (dist,) = suite.distributions(load_cifar10(0), seed=0)
@@ -168,8 +168,8 @@ def test_imagenet_c_end_to_end_with_class_balanced_subset(tmp_path, monkeypatch)
 
 
 def test_mix_training_corrupts_five_sixths_of_the_images_reproducibly(digits):
-    from bench.recipes import DIGITS_TRAIN
-    from bench.training import corruption_mix
+    from bench.data.recipes import DIGITS_TRAIN
+    from bench.pipeline.training import corruption_mix
 
     recipe = DIGITS_TRAIN.model_copy(update={"corruption_mix": ("gaussian_noise", "contrast")})
     images = digits.train.images[:600]
@@ -199,8 +199,8 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
     from voc_format import write_voc_fixture
 
     from bench.data import load_dataset
-    from bench.jobs import Store, eval_spec, run_networks, spec_key
-    from bench.segmentation import mean_iou
+    from bench.data.segmentation import mean_iou
+    from bench.pipeline.jobs import Store, eval_spec, run_networks, spec_key
 
     write_voc_fixture(tmp_path, n_train=24, n_val=6, size=(40, 56), seed=0)
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
@@ -239,7 +239,7 @@ def test_make_c_output_is_read_by_the_cifar10c_suite(cifar_root, tmp_path, capsy
     result = load_result(next(out.glob("*.json")))
     assert [d.name for d in result.distributions] == ["cifar10/clean", "cifar10c/fog/4", "cifar10c/pixelate/4"]
     # severity 4 is the second block of a folder made for severities 2 and 4
-    from bench.jobs import Store
+    from bench.pipeline.jobs import Store
 
     rows = Store(out / ".cache").load_testset(result.provenance.distribution_checksums["cifar10c/fog/4"])
     assert (rows.start, rows.stop) == (100, 200)

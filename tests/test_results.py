@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.metrics import derive
 from bench.results import ResultFileError, load_result, parse_result, result_document, save_result, seal
-from bench.schema import (
+from bench.results.metrics import derive
+from bench.results.schema import (
     PARENT,
     SCHEMA_VERSION,
     Distribution,
@@ -175,7 +175,7 @@ def markdown_tables(text: str) -> list[list[str]]:
 def test_per_example_hits_round_trip_and_must_agree_with_accuracy(tmp_path):
     import numpy as np
 
-    from bench.schema import pack_hits, unpack_hits
+    from bench.results.schema import pack_hits, unpack_hits
 
     hits = np.arange(100) % 20 != 0  # 95 of 100 correct
     assert np.array_equal(unpack_hits(pack_hits(hits), 100), hits)

@@ -1,4 +1,4 @@
-"""The run's list scheduler (bench.scheduler) and the executors' one worker pool per run."""
+"""The run's list scheduler (bench.pipeline.scheduler) and the executors' one worker pool per run."""
 
 import os
 import threading
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bench.executors import Executor, LocalExecutor, run_here
-from bench.scheduler import EVALUATION, STEP, Job, RunGraph, run_graph
+from bench.pipeline.executors import Executor, LocalExecutor, run_here
+from bench.pipeline.scheduler import EVALUATION, STEP, Job, RunGraph, run_graph
 
 
 class Recording(Executor):
@@ -61,7 +61,7 @@ def chain_graph(lengths: dict[str, int]) -> RunGraph:
     after_parent: list[Job] = []
     for rank, (pruner, length) in enumerate(lengths.items()):
         first: list[Job] = []
-        for step in range(length, 0, -1):  # built from the end, as bench.scheduler.build_graph does
+        for step in range(length, 0, -1):  # built from the end, as bench.pipeline.scheduler.build_graph does
             job = Job((STEP, -(length - step + 1), rank), f"{pruner}{step}", noop, (f"{pruner}{step}",))
             job.then = [Job((EVALUATION, rank * 10 + step), f"eval {pruner}{step}", noop, (f"eval {pruner}{step}",),
                             needs_testsets=True), *first]

@@ -8,9 +8,7 @@ import torch
 from PIL import Image
 
 from bench.data import ImageSet
-from bench.pruning import PruneContext, classifier_name, last_layer_name
-from bench.runner import load_pruner
-from bench.segmentation import (
+from bench.data.segmentation import (
     IGNORE_INDEX,
     NUM_CLASSES,
     augment_train,
@@ -29,6 +27,8 @@ from bench.segmentation import (
     preprocess_eval,
     segmentation_loss,
 )
+from bench.pipeline.runner import load_pruner
+from bench.pruning import PruneContext, classifier_name, last_layer_name
 from tests.voc_format import FIXTURE_CLASSES, write_sbd_fixture, write_voc_fixture
 
 ALLOWED = set(range(NUM_CLASSES)) | {IGNORE_INDEX}

@@ -4,7 +4,7 @@ of the definitions."""
 import torch
 from torch import nn
 
-from bench.sensitivity import layer_patches, layer_sensitivities, pfp_layer_scores, sipp_layer_scores
+from bench.pruning.sensitivity import layer_patches, layer_sensitivities, pfp_layer_scores, sipp_layer_scores
 
 
 def relative_contributions(layer: nn.Conv2d, image: torch.Tensor) -> torch.Tensor:

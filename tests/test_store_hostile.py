@@ -7,7 +7,7 @@ import os
 
 from torch import nn
 
-from bench.store import Store
+from bench.pipeline.store import Store
 
 
 def _stored(tmp_path) -> Store:
@@ -29,10 +29,10 @@ def test_a_marker_that_is_dev_zero_or_a_fifo_is_discarded_not_read(tmp_path, cap
 
 
 def test_a_huge_sparse_network_file_is_discarded_not_read(tmp_path, caplog, monkeypatch):
-    import bench.store
+    import bench.pipeline.store
 
     store = _stored(tmp_path)
-    monkeypatch.setattr(bench.store, "MAX_NETWORK_BYTES", 1 << 20)  # 20 GB files are slow to make; the cap is what counts
+    monkeypatch.setattr(bench.pipeline.store, "MAX_NETWORK_BYTES", 1 << 20)  # 20 GB files are slow to make; the cap is what counts
     with open(store.network_path("steps", "k"), "r+b") as handle:
         handle.truncate(2 << 20)
     assert not store.done("steps", "k")

@@ -152,12 +152,12 @@ def _defined_here(module_name: str, base: type) -> list[str]:
 
 def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
     """The core knows pruners, suites and datasets only through entry points, and the tests follow
-    them (bench.registry.builtin_names): one defined without its entry point is never run or tested."""
+    them (bench.core.registry.builtin_names): one defined without its entry point is never run or tested."""
     from importlib.metadata import entry_points
 
     from bench.api import Pruner, Suite
+    from bench.core.registry import DATASET_GROUP, PRUNER_GROUP, SUITE_GROUP
     from bench.data import DatasetSpec
-    from bench.registry import DATASET_GROUP, PRUNER_GROUP, SUITE_GROUP
 
     registered = {group: {ep.value for ep in entry_points(group=group) if ep.dist and ep.dist.name == "prunebench"}
                   for group in (PRUNER_GROUP, SUITE_GROUP, DATASET_GROUP)}
@@ -165,9 +165,9 @@ def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
     suites = [f"suites.{p.stem}" for p in sorted((ROOT / "suites").glob("*.py")) if not p.stem.startswith("_")]
     defined_pruners = {v for m in pruners for v in _defined_here(m, Pruner)}
     defined_suites = {v for m in suites for v in _defined_here(m, Suite)}
-    import bench.datasets
+    import bench.data.builtin
 
-    defined_datasets = {f"bench.datasets:{name}" for name, value in vars(bench.datasets).items()
+    defined_datasets = {f"bench.data.builtin:{name}" for name, value in vars(bench.data.builtin).items()
                         if isinstance(value, DatasetSpec)}
     assert defined_pruners and defined_pruners <= registered[PRUNER_GROUP], defined_pruners - registered[PRUNER_GROUP]
     assert defined_suites and defined_suites <= registered[SUITE_GROUP], defined_suites - registered[SUITE_GROUP]

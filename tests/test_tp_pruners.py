@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cli import main
+from bench.core.registry import PluginError
 from bench.models import create_model
 from bench.pruning import (
     PruneContext,
@@ -24,7 +25,6 @@ from bench.pruning import (
     propagate_compression,
     prune_to_ratio,
 )
-from bench.registry import PluginError
 
 tp = pytest.importorskip("torch_pruning", reason="Torch-Pruning is not installed: pip install 'prunebench[torch-pruning]'")
 
@@ -157,10 +157,10 @@ def test_missing_torch_pruning_is_a_one_line_install_hint(monkeypatch):
 def test_the_torch_pruning_version_is_part_of_the_identity_and_the_step_key(monkeypatch):
     from importlib.metadata import version
 
-    from bench import registry
-    from bench.jobs import pruner_identity, step_spec
-    from bench.recipes import DIGITS_TRAIN
-    from bench.schema import PrunerIdentity, RunConfig
+    from bench.core import registry
+    from bench.data.recipes import DIGITS_TRAIN
+    from bench.pipeline.jobs import pruner_identity, step_spec
+    from bench.results.schema import PrunerIdentity, RunConfig
 
     identity = pruner_identity("tp-l1")
     assert identity["requires"] == {"torch-pruning": version("torch-pruning")}

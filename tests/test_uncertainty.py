@@ -4,8 +4,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from bench.metrics import derive, prune_potential
-from bench.schema import (
+from bench.results.metrics import derive, prune_potential
+from bench.results.schema import (
     PARENT,
     Distribution,
     NetworkResult,
@@ -15,7 +15,7 @@ from bench.schema import (
     RunResult,
     pack_hits,
 )
-from bench.uncertainty import (
+from bench.results.uncertainty import (
     _bias_corrected_quantiles,
     bias_corrected_interval,
     bootstrap_potentials,
@@ -241,8 +241,8 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_resampled_accuracy_is_the_hit_rate_on_one_index_resample_shared_by_all_networks():
-    from bench.schema import unpack_hits
-    from bench.uncertainty import _rng, content_key, resampled_accuracy
+    from bench.results.schema import unpack_hits
+    from bench.results.uncertainty import _rng, content_key, resampled_accuracy
 
     run = make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, n=97)
     accuracy = resampled_accuracy(run, run.networks, 40, seed=3)
@@ -264,7 +264,7 @@ def reprovenanced(run: RunResult, hour: int = 5, wall_time_s: float = 123.4, pla
 
 def with_one_hit_flipped(run: RunResult, pruner: str = "wt", step: int = 1, name: str = "digits/clean") -> RunResult:
     """`run` with one per-example bit of one network flipped (and its accuracy to match), validated."""
-    from bench.schema import unpack_hits
+    from bench.results.schema import unpack_hits
 
     raw = run.model_dump(mode="json")
     n = next(d.n_examples for d in run.distributions if d.name == name)
@@ -277,7 +277,7 @@ def with_one_hit_flipped(run: RunResult, pruner: str = "wt", step: int = 1, name
 
 def test_statistics_depend_on_content_not_on_provenance():
     from bench.results import seal
-    from bench.uncertainty import content_key, resampled_accuracy
+    from bench.results.uncertainty import content_key, resampled_accuracy
 
     runs = [seal(make_run({"wt": NO_GAP["wt"], "ft": GAP["wt"]}, seed=s)) for s in range(2)]
     rerun = [reprovenanced(r, hour=s) for s, r in enumerate(runs)]  # re-running the finished command
@@ -301,7 +301,7 @@ def test_statistics_depend_on_content_not_on_provenance():
 
 
 def test_a_tie_between_files_of_one_seed_is_broken_by_content_not_provenance():
-    from bench.uncertainty import content_key
+    from bench.results.uncertainty import content_key
 
     a = make_run({"wt": {"clean": [0, 40, 40], "shifted": [0, 40, 40]}})
     b = make_run({"wt": {"clean": [0, 0, 0], "shifted": [0, 0, 0]}})  # same seed, same created_at

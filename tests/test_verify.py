@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.recipes import DIGITS_TRAIN
+from bench.data.recipes import DIGITS_TRAIN
+from bench.pipeline.runner import run
+from bench.pipeline.verify import verify_result
 from bench.results import load_result, networks_folder, read_report, report_path, result_document, seal
-from bench.runner import run
-from bench.schema import RunConfig, pack_hits, unpack_hits
-from bench.verify import verify_result
+from bench.results.schema import RunConfig, pack_hits, unpack_hits
 from leaderboard import build_leaderboard
 
 
@@ -49,7 +49,7 @@ def rewrite(path: Path, change) -> None:
 
 
 def load_result_from(raw: dict):
-    from bench.schema import RunResult
+    from bench.results.schema import RunResult
 
     return RunResult.model_validate(raw)
 
@@ -175,10 +175,10 @@ def test_verify_uses_another_networks_folder(result_copy, tmp_path):
 
 def test_per_example_hits_of_each_network_match_a_fresh_evaluation(finished):
     """What verify compares is what run recorded: the parent's clean hits are reproducible."""
-    from bench.checkpoints import load_state
     from bench.data import load_digits
-    from bench.jobs import job_environment, new_model
-    from bench.training import correct_predictions
+    from bench.pipeline.jobs import job_environment, new_model
+    from bench.pipeline.training import correct_predictions
+    from bench.results.checkpoints import load_state
 
     result = load_result(finished)
     data = load_digits(0)
@@ -258,11 +258,11 @@ def test_a_report_counts_only_for_the_file_and_the_networks_it_was_written_for(r
 
 
 def test_a_sample_rebuilds_only_the_test_sets_it_draws(result_copy, monkeypatch):
-    import bench.suite
+    import bench.data.suite
 
     built = []
-    real = bench.suite.corrupt
-    monkeypatch.setattr(bench.suite, "corrupt", lambda images, name, level, seed: built.append((name, level))
+    real = bench.data.suite.corrupt
+    monkeypatch.setattr(bench.data.suite, "corrupt", lambda images, name, level, seed: built.append((name, level))
                         or real(images, name, level, seed))
     check = verify_result(result_copy, progress=False, write_report=False, sample=2, seed=3)
     assert check.passed and 1 <= len(built) <= 2  # of the 8 noise sets: at most the two drawn pairs' sets
@@ -276,10 +276,10 @@ def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypat
     tie, reported apart; a differing hit on a confident example stays a disagreement."""
     import torch
 
-    import bench.verify
-    from bench.checkpoints import load_state
+    import bench.pipeline.verify
     from bench.data import load_digits
-    from bench.jobs import job_environment, new_model
+    from bench.pipeline.jobs import job_environment, new_model
+    from bench.results.checkpoints import load_state
 
     result = load_result(result_copy)
     data = load_digits(0)
@@ -290,7 +290,7 @@ def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypat
     top = logits.topk(2, dim=1).values
     margins = (top[:, 0] - top[:, 1]).numpy()
     close, confident = int(margins.argmin()), int(margins.argmax())
-    monkeypatch.setattr(bench.verify, "TIE_MARGIN", float(margins[close]) * 1.01)  # only `close` is within it
+    monkeypatch.setattr(bench.pipeline.verify, "TIE_MARGIN", float(margins[close]) * 1.01)  # only `close` is within it
 
     def flip_two(raw: dict) -> None:
         net = next(n for n in raw["networks"] if n["pruner"] == "parent")

@@ -1,5 +1,5 @@
 """`bench verify` imports no plugin unless asked, and nothing a plugin does when imported changes a
-verdict: a hostile pruner package that, at import, makes every comparison of bench.verify pass
+verdict: a hostile pruner package that, at import, makes every comparison of bench.pipeline.verify pass
 (and leaves a marker file) is imported only by --reproduce, in a process of its own, so a forged
 file verified in the same command still fails."""
 
@@ -16,11 +16,11 @@ from bench.results import networks_folder
 
 HOSTILE_SOURCE = PLUGIN_SOURCE + '''
 import os
-import bench.verify
+import bench.pipeline.verify
 
 open(os.path.join(os.environ["PWNED_DIR"], "PWNED-plugin"), "w").close()
-bench.verify._hit_differences = lambda *args, **kwargs: None  # every re-evaluated hit "agrees"
-bench.verify.Verification.fail = lambda self, where, what: None  # and nothing is ever reported
+bench.pipeline.verify._hit_differences = lambda *args, **kwargs: None  # every re-evaluated hit "agrees"
+bench.pipeline.verify.Verification.fail = lambda self, where, what: None  # and nothing is ever reported
 '''
 
 

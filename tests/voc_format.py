@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.segmentation import IGNORE_INDEX, voc_palette
+from bench.data.segmentation import IGNORE_INDEX, voc_palette
 
 FIXTURE_CLASSES = (1, 2, 3, 7, 15)  # aeroplane, bicycle, bird, car, person: distinct palette colours
 BORDER = 1  # VOC draws a ~5 px 255 band around objects; 1 px keeps tiny fixtures mostly labelled

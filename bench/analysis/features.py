@@ -36,11 +36,11 @@ from tqdm.auto import tqdm
 
 from bench.analysis.networks import AnalysisNetwork, check_parent_first, load_run_networks
 from bench.analysis.reports import FeatureReport, Saliency, Target
+from bench.core.devices import float64_device, module_device, resolve_device
 from bench.data import DataBundle, ImageSet
-from bench.devices import float64_device, module_device, resolve_device
-from bench.jobs import job_environment
-from bench.schema import RunResult
-from bench.training import resident
+from bench.pipeline.jobs import job_environment
+from bench.pipeline.training import resident
+from bench.results.schema import RunResult
 
 __all__ = [
     "DEFAULT_FEATURE_IMAGES",

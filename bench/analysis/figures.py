@@ -1,5 +1,5 @@
 """The analyses' figures: similarity to the parent against ε (`similarity_figure`) and the
-informative-features matrix (`features_figure`), each saved as PNG + PDF by bench.figures."""
+informative-features matrix (`features_figure`), each saved as PNG + PDF by bench.reports.figures."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 
 from bench.analysis.networks import CONTROL
 from bench.analysis.reports import FeatureReport, Report, SimilarityReport
-from bench.figures import save_figure, styled, text
-from bench.schema import PARENT
+from bench.reports.figures import save_figure, styled, text
+from bench.results.schema import PARENT
 
 __all__ = [
     "features_figure",

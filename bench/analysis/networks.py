@@ -1,7 +1,7 @@
 """The networks an analysis compares: a finished run's parent and cascade steps, read back from its
 job store, and its control parent (an independently trained parent: same data split and recipe,
 another init and data-order seed), a parent job of the store like the run's own
-(`bench.jobs.run_control_job`), trained on first use and read back after."""
+(`bench.pipeline.jobs.run_control_job`), trained on first use and read back after."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ from pathlib import Path
 from torch import nn
 
 from bench.data import DataBundle
-from bench.jobs import CONTROL_SEED_OFFSET, Store, control_config, new_model, open_run, parent_spec, run_control_job
-from bench.schema import PARENT, RunConfig, RunResult
+from bench.pipeline.jobs import (
+    CONTROL_SEED_OFFSET,
+    Store,
+    control_config,
+    new_model,
+    open_run,
+    parent_spec,
+    run_control_job,
+)
+from bench.results.schema import PARENT, RunConfig, RunResult
 
 __all__ = [
     "CONTROL",

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from bench.io import atomic_write_text
-from bench.markdown import escape, table
+from bench.core.io import atomic_write_text
+from bench.reports.markdown import escape, table
 from bench.results import ANALYSIS_REPORT_SUFFIXES
-from bench.schema import PARENT, Strict
+from bench.results.schema import PARENT, Strict
 
 __all__ = [
     "MASK_VALUE",

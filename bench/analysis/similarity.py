@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 
 from bench.analysis.networks import CONTROL, AnalysisNetwork, check_parent_first, load_run_networks
 from bench.analysis.reports import NoisePotential, SimilarityCell, SimilarityReport
+from bench.core.devices import float64_device, module_device, resolve_device
+from bench.core.io import seed_for
 from bench.data import DataBundle, ImageSet
-from bench.devices import float64_device, module_device, resolve_device
-from bench.io import seed_for
-from bench.jobs import job_environment
-from bench.metrics import prune_potential
-from bench.schema import PARENT, RunResult
-from bench.training import resident
+from bench.pipeline.jobs import job_environment
+from bench.pipeline.training import resident
+from bench.results.metrics import prune_potential
+from bench.results.schema import PARENT, RunResult
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -100,7 +100,7 @@ def functional_similarity(
 
     The noise of draw d at ε index i comes from one generator seeded with (seed, i, d), consumed
     batch after batch, so it does not depend on the batch size. Runs on the networks' device (the
-    images uploaded once, bench.training.resident); the report records its type.
+    images uploaded once, bench.pipeline.training.resident); the report records its type.
     """
     check_parent_first(networks)
     if draws < 1 or any(not 0.0 <= e <= 1.0 for e in epsilons):

@@ -11,9 +11,9 @@ from typing import Any
 
 from bench.compress.measure import compare
 from bench.compress.surgery import TOLERANCE, compress, max_abs_diff
-from bench.exported import EXPORT_SUFFIX, export_network
-from bench.schema import Strict
-from bench.store import NETWORK_SUFFIX
+from bench.pipeline.exported import EXPORT_SUFFIX, export_network
+from bench.pipeline.store import NETWORK_SUFFIX
+from bench.results.schema import Strict
 
 __all__ = ["NetworkCompression", "RunCompression", "compress_run", "compression_table", "structured_pruners"]
 
@@ -74,11 +74,11 @@ def compress_run(
     its job cache (default `<result folder>/.cache`); check the logits on the first
     `check_images` test images and time dense vs compressed (`compare`: the run's thread count
     and memory format unless `threads` is given). `export_dir`: also write each compressed network
-    there as a torch.export archive `<pruner>-<step>.pt2` (bench.exported; `bench eval` reads it).
+    there as a torch.export archive `<pruner>-<step>.pt2` (bench.pipeline.exported; `bench eval` reads it).
     `device`: a `--device` value; the latencies are timed there (surgery and the logit check stay on
     the CPU), and the protocol records its type."""
-    from bench.devices import resolve_device
-    from bench.jobs import job_environment, open_run
+    from bench.core.devices import resolve_device
+    from bench.pipeline.jobs import job_environment, open_run
 
     path = Path(result)
     device = str(resolve_device(device))
@@ -134,7 +134,7 @@ def compress_run(
 
 def compression_table(report: RunCompression) -> str:
     """Markdown: one row per compressed network."""
-    from bench.markdown import escape, table
+    from bench.reports.markdown import escape, table
 
     def count(n: int) -> str:
         return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)

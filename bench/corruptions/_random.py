@@ -4,7 +4,7 @@ Every corruption draws only from the ``generator`` it is given (the global torch
 used): one ``torch.Generator`` for the whole batch, or a sequence of N generators, one per
 image.  Draws are made on the generator's device (:func:`corrupt` makes CPU generators) and then
 moved to the images' device, so a seed gives the same numbers on every device.  With one generator per image, each image draws its own numbers, so its result does
-not depend on which other images share the batch (:func:`bench.make_c.make_c` relies on it).
+not depend on which other images share the batch (:func:`bench.data.make_c.make_c` relies on it).
 The random fields are drawn and processed in float64.  Uniform draws are torch's (integer bits
 scaled by a power of two: exact everywhere); normal draws go through the engine's own Box-Muller
 (:func:`bench.corruptions._exact.box_muller`), not ``torch.randn``, whose float32 path differs
@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from bench.core.io import seed_for  # the one seed derivation, re-exported here
 from bench.corruptions._exact import box_muller
-from bench.io import seed_for  # the one seed derivation, re-exported here
 
 __all__ = [
     "Generators",

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from bench.core.devices import float64_device
 from bench.corruptions import blur, digital, geometric, noise, overlay, weather
 from bench.corruptions._levels import Level, normalize_level
 from bench.corruptions._operators import to_uint8
 from bench.corruptions._random import Generators, generators_for_seed
-from bench.devices import float64_device
 
 __all__ = ["CORRUPTIONS", "FAMILIES", "RANDOM_CORRUPTIONS", "CorruptionFn", "corrupt"]
 

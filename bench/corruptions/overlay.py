@@ -51,7 +51,7 @@ def _count(level: Level, name: str) -> int:
 
 
 # float64 bytes of one chunk's (images, K, H, W) line temporaries: below glibc's mmap threshold (32 MiB,
-# bench._allocator), so they are reused heap memory; 256 images of 5 zigzags (65 segments) at once took
+# bench.core._allocator), so they are reused heap memory; 256 images of 5 zigzags (65 segments) at once took
 # 104 MB a temporary, faulted in afresh per chunk: three quarters of a Fashion-MNIST verify's kernel time
 _CHUNK_BYTES = 8 << 20
 

@@ -262,7 +262,7 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
 
 
 # float64 fractal bytes per call where every image has its own generator: below glibc's largest mmap
-# threshold (32 MiB, bench._allocator), so the maps are reused heap memory, not pages faulted in
+# threshold (32 MiB, bench.core._allocator), so the maps are reused heap memory, not pages faulted in
 # afresh (256 MNIST-C maps of 256 x 256 at once cost a quarter of a Fashion-MNIST seed's CPU in the kernel)
 FRACTAL_BYTES = 16 << 20
 
