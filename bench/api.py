@@ -29,13 +29,35 @@ API_VERSION 2 (from 1): options are an `Options` model (no longer public attribu
 parameters, data-free pruners see an empty S set, and `reconstruct` is an optional hook.
 
 A suite (``prunebench.suites``): subclass `Suite` (return `TestDistribution`s built from the
-dataset's test set) or `CorruptionSuite` (a table corruption -> level per severity).
+dataset's test set) or `CorruptionSuite` (a table corruption -> level per severity). A suite that
+reads published test sets (CIFAR-10-C, CIFAR-10.1, ImageNet-C) uses the data-file helpers below:
+the data root, checked archives and manifests, `.npy` readers, and the corruption tables.
+
+Plugins report their own failures (a missing optional dependency) with `PluginError`.
 """
 
 from __future__ import annotations
 
+from bench.core.registry import PluginError
 from bench.corruptions import corrupt, seed_for
-from bench.data import DataBundle, ImageSet, TestSource
+from bench.corruptions.tables import CIFAR10_C, IMAGENET_C, MNIST_C_GEOMETRIC, MNIST_C_STROKES, Constant
+from bench.data import DataBundle, ImageSet, TestSource, folder_images
+from bench.data.files import (
+    Archive,
+    DataInvalid,
+    DataMissing,
+    ImageFiles,
+    NpyRows,
+    check_npy_images,
+    check_npy_labels,
+    data_root,
+    download_allowed,
+    fetch_archive,
+    load_json,
+    local_manifest,
+    verify_files,
+)
+from bench.data.make_c import PARAMETERS as MAKE_C_PARAMETERS
 from bench.data.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
 from bench.pruning import (
     MaskPlan,
@@ -43,6 +65,7 @@ from bench.pruning import (
     PruneContext,
     Pruner,
     PrunerOptions,
+    classifier_name,
     compressible_layers,
     global_topk,
     layer_output_sizes,
@@ -54,12 +77,24 @@ API_VERSION = 2
 
 __all__ = [
     "API_VERSION",
-    "EVERYTHING",
+    "Archive",
+    "CIFAR10_C",
+    "Constant",
     "CorruptionSuite",
     "DataBundle",
+    "DataInvalid",
+    "DataMissing",
+    "EVERYTHING",
+    "IMAGENET_C",
+    "ImageFiles",
     "ImageSet",
+    "MAKE_C_PARAMETERS",
+    "MNIST_C_GEOMETRIC",
+    "MNIST_C_STROKES",
     "MaskPlan",
     "Masks",
+    "NpyRows",
+    "PluginError",
     "PruneContext",
     "Pruner",
     "PrunerOptions",
@@ -67,13 +102,23 @@ __all__ = [
     "Suite",
     "TestDistribution",
     "TestSource",
+    "check_npy_images",
+    "check_npy_labels",
+    "classifier_name",
     "compressible_layers",
     "corrupt",
+    "data_root",
+    "download_allowed",
+    "fetch_archive",
+    "folder_images",
     "global_topk",
     "layer_output_sizes",
     "layer_sensitivities",
+    "load_json",
+    "local_manifest",
     "pfp_layer_scores",
     "seed_for",
     "sipp_layer_scores",
     "top_units",
+    "verify_files",
 ]

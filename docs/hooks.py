@@ -26,7 +26,7 @@ def cli_reference() -> str:
 
     parser = build_parser()
     parser.prog = "bench"
-    return "\n".join(["# Command line", "", "Generated from the parsers in `bench/cli.py` when the site is built.", "",
+    return "\n".join(["# Command line", "", "Generated from the parsers in `bench/cli/` when the site is built.", "",
                       *_sections(parser)])
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-import bench.pruning
+import bench.pruning.search
 from bench.core.registry import PRUNER_GROUP, builtin_names
 from bench.data.recipes import DIGITS_TRAIN
 from bench.pipeline.runner import load_pruner
@@ -167,13 +167,13 @@ def test_the_default_propagation_is_the_references_single_pass():
 @pytest.mark.parametrize("propagation", [None, "once", "fixpoint"])
 def test_prune_to_ratio_propagates_as_the_protocol_says(propagation, digits, digits_cnn, monkeypatch):
     passes = []
-    real = bench.pruning.propagate_compression
+    real = bench.pruning.search.propagate_compression
 
     def recorded(model, ctx, structured, max_passes=1):
         passes.append(max_passes)
         return real(model, ctx, structured, max_passes)
 
-    monkeypatch.setattr(bench.pruning, "propagate_compression", recorded)
+    monkeypatch.setattr(bench.pruning.search, "propagate_compression", recorded)
     options = {} if propagation is None else {"propagation": propagation}
     outcome = prune_to_ratio(digits_cnn, load_pruner("ft"), 0.7, count_nonzero(digits_cnn),
                              context(digits_cnn, digits, size=48), **options)

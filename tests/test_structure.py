@@ -177,7 +177,7 @@ def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
 def test_shared_flags_are_declared_once():
     """`bench run`, `plan` and `eval` share one declaration of their common flags, and --device,
     --workers, --quiet, --dataset, --data-dir and --download have one declaration for every command."""
-    source = (ROOT / "bench" / "cli.py").read_text()
+    source = "".join(path.read_text() for path in sorted((ROOT / "bench" / "cli").glob("*.py")))
     declared = re.findall(r'add_argument\(\s*"(--[a-z0-9-]+)"', source)
     shared = ["--device", "--workers", "--quiet", "--dataset", "--data-dir", "--download", "--model", "--suite",
               "--delta", "--precision", "--per-class", "--image-size", "--no-channels-last"]

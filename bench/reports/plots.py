@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -53,9 +52,6 @@ from bench.results.uncertainty import (
     replicates,
     resampled_accuracy,
 )
-
-if TYPE_CHECKING:
-    from bench.analysis import Report
 
 OTHER_FAMILY = "other"  # shifted test sets that are no known corruption (e.g. CIFAR-10.1)
 
@@ -368,10 +364,12 @@ def result_figures(results: Sequence[RunResult], styles: Mapping[str, PrunerStyl
     return figures
 
 
-def make_plots(results: Sequence[RunResult], out_dir: Path, reports: Mapping[str, Report] | None = None,
+def make_plots(results: Sequence[RunResult], out_dir: Path,
+               report_figures: Mapping[str, Callable[[], Figure]] | None = None,
                severity: int | None = None, floor_pp: float = ACCURACY_FLOOR_PP) -> list[Path]:
-    """Every figure for every replicate group (protocol and suites) of `results`, and one figure per
-    analysis report (`bench.analysis.load_reports`: name -> report); returns the files.
+    """Every figure for every replicate group (protocol and suites) of `results`, and the figure each
+    of `report_figures` draws (name -> a function drawing it: analysis reports, see
+    `bench.analysis.report_figure`); returns the files.
 
     Result figures are named `<dataset>-<model>-<suites>-<protocol>-<figure>.{png,pdf}` (figures:
     see result_figures), report figures after the report, e.g. `<result stem>.similarity.{png,pdf}`
@@ -395,10 +393,7 @@ def make_plots(results: Sequence[RunResult], out_dir: Path, reports: Mapping[str
         slug = unique(_slug(key))
         for name, fig in result_figures(members, styles, severity, floor_pp).items():
             paths += save_figure(fig, out_dir / f"{slug}-{name}")
-    if reports:
-        from bench.analysis import report_figure  # bench.analysis imports this module
-
-        for name, report in sorted(reports.items()):
-            stem = unique(re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip(".")[-120:] or "report")
-            paths += save_figure(report_figure(report), out_dir / stem)
+    for name, draw in sorted((report_figures or {}).items()):
+        stem = unique(re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip(".")[-120:] or "report")
+        paths += save_figure(draw(), out_dir / stem)
     return paths
