@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.markdown import escape, table
+from bench.reports.markdown import escape, table
 from bench.results import find_result_files, load_results, read_report, report_vouches_for
-from bench.schema import RunResult
-from bench.uncertainty import replicate_key
+from bench.results.schema import RunResult
+from bench.results.uncertainty import replicate_key
 from leaderboard.rows import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
@@ -58,7 +58,7 @@ def _link(label: str, target: str | None) -> str:
 
 
 def pruner_table(pruners: list[PrunerInfo]) -> str:
-    """Each pruner's metadata as recorded in the result files (bench.schema.PrunerIdentity)."""
+    """Each pruner's metadata as recorded in the result files (bench.results.schema.PrunerIdentity)."""
     rows = [
         [escape(p.name), escape(p.display_name) if p.display_name else "–", _link("paper", p.paper),
          _link("code", p.code_url), escape(", ".join(p.versions)) or "–",

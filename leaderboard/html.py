@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from bench.markdown import show_control_characters
+from bench.reports.markdown import show_control_characters
 from leaderboard.rows import Board, Row, http_url
 from leaderboard.text import Column, columns, definitions, interval_note, pct, severity_label
 

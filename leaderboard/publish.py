@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.io import atomic_write_text
+from bench.core.io import atomic_write_text
 from leaderboard.html import render_html
 from leaderboard.rows import Board
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any, Final, Literal
 
-from bench.metrics import prune_potential
-from bench.schema import EXTERNAL, PARENT, PrunerMetrics, RunResult, Strict
-from bench.uncertainty import (
+from bench.results.metrics import prune_potential
+from bench.results.schema import EXTERNAL, PARENT, PrunerMetrics, RunResult, Strict
+from bench.results.uncertainty import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -55,7 +55,7 @@ class FirstFailure(Strict):
 
 
 class PrunerInfo(Strict):
-    """What the result files record about a pruner (bench.schema.PrunerIdentity); None where the
+    """What the result files record about a pruner (bench.results.schema.PrunerIdentity); None where the
     pruner declares nothing."""
 
     name: str
@@ -115,7 +115,7 @@ class Bootstrap(Strict):
     samples: int
     seed: int
     confidence: float
-    method: str = INTERVAL_METHOD  # bench.uncertainty.bias_corrected_interval
+    method: str = INTERVAL_METHOD  # bench.results.uncertainty.bias_corrected_interval
 
 
 class Board(Strict):
@@ -154,7 +154,7 @@ def first_failure(result: RunResult, pruner: str) -> FirstFailure:
     """The smallest measured prune ratio of the cascade at which some shifted test set D fails the
     prune-potential test (error on D > the parent's error on D + δ), and which sets fail there.
 
-    A set's first failing step is the one after its monotone-rule P(δ, D) (bench.metrics), so the
+    A set's first failing step is the one after its monotone-rule P(δ, D) (bench.results.metrics), so the
     pass test is the metric's own.
     """
     steps = pruner_steps(result, pruner)

@@ -8,7 +8,7 @@ extracted files' on first use).
 
 from __future__ import annotations
 
-from bench.files import Archive
+from bench.api import Archive
 from suites.cifar_c import CifarCFiles
 
 

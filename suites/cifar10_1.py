@@ -10,10 +10,14 @@ normalisation as CIFAR-10 (the network's).
 
 from __future__ import annotations
 
-from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
-from bench.files import (
+from bench.api import (
+    EVERYTHING,
+    DataBundle,
     DataMissing,
     NpyRows,
+    Selection,
+    Suite,
+    TestDistribution,
     check_npy_images,
     check_npy_labels,
     data_root,

@@ -6,7 +6,7 @@ Zenodo and checks it against the pinned md5 and sha256 below.
 
 from __future__ import annotations
 
-from bench.files import Archive
+from bench.api import Archive
 from suites.cifar_c import CifarCFiles
 
 

@@ -22,13 +22,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
-from bench.corruptions.tables import CIFAR10_C
-from bench.files import (
+from bench.api import (
+    CIFAR10_C,
+    EVERYTHING,
+    MAKE_C_PARAMETERS,
     Archive,
+    DataBundle,
     DataInvalid,
     DataMissing,
     NpyRows,
+    Selection,
+    Suite,
+    TestDistribution,
     check_npy_images,
     check_npy_labels,
     data_root,
@@ -37,13 +42,12 @@ from bench.files import (
     local_manifest,
     verify_files,
 )
-from bench.make_c import PARAMETERS
 
 
 def severity_blocks(folder: Path) -> dict[int, int]:
     """Severity -> row block: the official files hold 1-5 in order; a `bench data make-c` folder
     made for some severities holds those, in order (its prunebench-make-c.json says which)."""
-    parameters = folder / PARAMETERS
+    parameters = folder / MAKE_C_PARAMETERS
     if not parameters.exists():
         return {s: s - 1 for s in range(1, 6)}
     written = load_json(parameters)

@@ -21,8 +21,7 @@ is near chance for a parent that never saw one, at every sigma, but its error st
 
 from __future__ import annotations
 
-from bench.api import CorruptionSuite
-from bench.corruptions.tables import MNIST_C_GEOMETRIC, MNIST_C_STROKES
+from bench.api import MNIST_C_GEOMETRIC, MNIST_C_STROKES, CorruptionSuite
 
 _MUD = 1  # spatter's last field: MNIST-C always spatters mud
 

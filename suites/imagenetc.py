@@ -12,10 +12,19 @@ of each class is checked when the test sets are built, every file when it is dec
 
 from __future__ import annotations
 
-from bench.api import EVERYTHING, DataBundle, Selection, Suite, TestDistribution
-from bench.corruptions.tables import IMAGENET_C
-from bench.data import folder_images
-from bench.files import DataInvalid, DataMissing, ImageFiles, data_root
+from bench.api import (
+    EVERYTHING,
+    IMAGENET_C,
+    DataBundle,
+    DataInvalid,
+    DataMissing,
+    ImageFiles,
+    Selection,
+    Suite,
+    TestDistribution,
+    data_root,
+    folder_images,
+)
 
 
 class ImagenetC(Suite):

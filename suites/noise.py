@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from bench.api import CorruptionSuite
 
 if TYPE_CHECKING:
-    from bench.corruptions.tables import Constant
+    from bench.api import Constant
 
 
 class NoiseSuite(CorruptionSuite):

@@ -10,8 +10,7 @@ dataset-level confusion matrix.
 
 from __future__ import annotations
 
-from bench.api import CorruptionSuite
-from bench.corruptions.tables import IMAGENET_C
+from bench.api import IMAGENET_C, CorruptionSuite
 
 
 class VocC(CorruptionSuite):
