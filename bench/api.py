@@ -46,10 +46,6 @@ from bench.data.files import (
     Archive,
     DataInvalid,
     DataMissing,
-    ImageFiles,
-    NpyRows,
-    check_npy_images,
-    check_npy_labels,
     data_root,
     download_allowed,
     fetch_archive,
@@ -58,6 +54,7 @@ from bench.data.files import (
     verify_files,
 )
 from bench.data.make_c import PARAMETERS as MAKE_C_PARAMETERS
+from bench.data.readers import ImageFiles, NpyRows, check_npy_images, check_npy_labels
 from bench.data.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
 from bench.pruning import (
     MaskPlan,

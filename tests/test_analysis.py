@@ -29,8 +29,9 @@ from bench.analysis import (
 )
 from bench.cli import main
 from bench.data.recipes import DIGITS_TRAIN
-from bench.pipeline.jobs import job_environment, spec_key
+from bench.pipeline.jobs import job_environment
 from bench.pipeline.runner import run
+from bench.pipeline.specs import spec_key
 from bench.results import find_result_files, load_result
 from bench.results.metrics import derive
 from bench.results.schema import PARENT, RunConfig

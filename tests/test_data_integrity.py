@@ -38,11 +38,10 @@ from bench.data.files import (
     VERIFY_ENV,
     ChecksumMismatch,
     DataInvalid,
-    ImageFiles,
     data_environment,
-    source_from_reference,
 )
 from bench.data.make_c import PARAMETERS
+from bench.data.readers import ImageFiles, source_from_reference
 from bench.data.suite import Selection
 from bench.pipeline.runner import load_suite
 

@@ -20,12 +20,14 @@ from bench.cli import build_parser, main, run_config
 from bench.compress import compare
 from bench.compress.measure import _synchronize
 from bench.core.devices import RESIDENT_MARGIN, device_environment, fits_on_device, float64_device
-from bench.data.files import ImageFiles, NpyRows, file_hashes
+from bench.data.files import file_hashes
+from bench.data.readers import ImageFiles, NpyRows
 from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
 from bench.pipeline.config import default_config
 from bench.pipeline.executors import LocalExecutor
-from bench.pipeline.jobs import eval_spec, job_environment, new_model, parent_spec, step_spec
+from bench.pipeline.jobs import job_environment, new_model
+from bench.pipeline.specs import eval_spec, parent_spec, step_spec
 from bench.pipeline.training import device_batches, evaluate, resident, train
 from tests.test_devices import StrictDevice
 

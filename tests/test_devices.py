@@ -35,7 +35,8 @@ from bench.corruptions.tables import CIFAR10_C, MNIST_C_GEOMETRIC, MNIST_C_STROK
 from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
 from bench.pipeline.config import default_config
-from bench.pipeline.jobs import eval_spec, new_model, parent_spec, prune_context, spec_key, step_spec
+from bench.pipeline.jobs import new_model, prune_context
+from bench.pipeline.specs import eval_spec, parent_spec, spec_key, step_spec
 from bench.pipeline.training import (
     batch_hits,
     correct_predictions,

@@ -233,10 +233,10 @@ def test_masks_are_checked_before_they_touch_the_weights(digits_cnn):
 def test_bench_run_writes_no_result_that_its_readers_would_reject(tmp_path, monkeypatch, capsys):
     """A run whose steps miss their targets by more than the readers allow (here: a negative
     tolerance, which every step misses) fails in one line and writes no result file."""
-    import bench.results
+    import bench.results.files
     from bench.cli import main
 
-    monkeypatch.setattr(bench.results, "TARGET_RATIO_TOLERANCE", -1.0)
+    monkeypatch.setattr(bench.results.files, "TARGET_RATIO_TOLERANCE", -1.0)
     out = tmp_path / "out"
     code = main(["run", "--pruner", "wt", "--suite", "noise", "--ratios", "0.5", "--epochs", "1", "--retrain-epochs",
                  "1", "--calibration-size", "16", "--workers", "1", "--quiet", "--out", str(out)])

@@ -323,7 +323,7 @@ def test_a_config_hash_that_does_not_match_the_config_is_refused(tmp_path):
 
 
 def test_the_config_hash_is_over_the_config_as_stored(tmp_path, monkeypatch):
-    from bench import results as results_module
+    from bench.results import files as results_module
     from bench.results.schema import RunConfig
 
     path = save_result(make_result(), tmp_path / "run.json")
@@ -389,11 +389,11 @@ def test_validate_applies_the_leaderboards_bounds(tmp_path, capsys):
 
 
 def test_the_work_per_file_is_bounded_before_the_board_computes_anything(tmp_path, monkeypatch):
-    import bench.results
+    import bench.results.files
 
     run = save_result(make_run(PRUNERS), tmp_path / "run.json")
     cells = len(load_result(run).networks) * len(load_result(run).distributions)
-    monkeypatch.setattr(bench.results, "MAX_CELLS_PER_FILE", cells - 1)
+    monkeypatch.setattr(bench.results.files, "MAX_CELLS_PER_FILE", cells - 1)
     board, errors = skipped(tmp_path)
     assert f"= {cells:,} cells, more than the {cells - 1:,} the board evaluates per file" in the_line(errors, run)
 

@@ -106,7 +106,7 @@ def test_ray_executor_matches_local(sequential_result, tmp_path):
 
 
 def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits_cnn):
-    from bench.pipeline.jobs import eval_spec, spec_key
+    from bench.pipeline.specs import eval_spec, spec_key
     from bench.pipeline.training import correct_predictions
 
     dtypes = []
@@ -122,7 +122,7 @@ def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits
 
 
 def test_distinct_labels_never_share_a_network_file_name():
-    from bench.pipeline.jobs import NetworkRef
+    from bench.pipeline.specs import NetworkRef
 
     labels = ["pfp:failure_probability=1e-5", "pfp_failure_probability_1e-5", "pfp:failure_probability_1e-5",
               "pfp;failure_probability=1e-5", "wt"]

@@ -11,8 +11,9 @@ from bench.cli import main
 from bench.data import load_dataset
 from bench.models import create_model
 from bench.pipeline.config import default_config
-from bench.pipeline.jobs import new_model, parent_spec, spec_key
+from bench.pipeline.jobs import new_model
 from bench.pipeline.runner import run
+from bench.pipeline.specs import parent_spec, spec_key
 from bench.pipeline.training import evaluate, train
 from bench.results import load_result
 from bench.results.checkpoints import NetworkFileError, save_state
@@ -116,7 +117,8 @@ def test_network_file_errors_name_the_file(tmp_path):
 def test_the_control_of_a_checkpoint_parent_is_trained_from_scratch_not_reloaded():
     from bench.data import dataset_spec
     from bench.pipeline.config import default_config
-    from bench.pipeline.jobs import CONTROL_SEED_OFFSET, control_config
+    from bench.pipeline.jobs import control_config
+    from bench.pipeline.specs import CONTROL_SEED_OFFSET
 
     own = default_config(seed=3, epochs=5)
     assert control_config(own).train == own.train and control_config(own).seed == 3 + CONTROL_SEED_OFFSET

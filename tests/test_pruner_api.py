@@ -12,7 +12,7 @@ from bench.cli import main
 from bench.core.registry import PluginError
 from bench.models import create_model
 from bench.pipeline.config import default_config
-from bench.pipeline.jobs import pruner_identity, spec_key, step_spec
+from bench.pipeline.specs import pruner_identity, spec_key, step_spec
 from bench.pruning import (
     MaskPlan,
     Masks,
@@ -334,7 +334,7 @@ def test_reconstruct_updates_kept_weights_and_nothing_pruned_regrows(small_cnn):
 @pytest.mark.parametrize("label", ["wt", "pfp:failure_probability=1e-05"])
 def test_a_result_files_identity_keys_the_same_steps_as_the_run(label):
     """bench verify --reproduce, analyses and compress rebuild step keys from the stored PrunerIdentity."""
-    from bench.pipeline.jobs import keyed_identity, pruner_identity
+    from bench.pipeline.specs import keyed_identity, pruner_identity
     from bench.results.schema import PrunerIdentity
 
     live = pruner_identity(label)

@@ -24,7 +24,8 @@ from formats import (
 
 from bench.cli import main
 from bench.data import load_cifar10
-from bench.data.files import DATA_ENV, DOWNLOAD_ENV, DataMissing, NpyRows, sha256_file
+from bench.data.files import DATA_ENV, DOWNLOAD_ENV, DataMissing, sha256_file
+from bench.data.readers import NpyRows
 from bench.results import load_result
 
 FAST = ["--pruner", "wt", "--ratios", "0.5", "--epochs", "2", "--retrain-epochs", "1", "--quiet"]
@@ -200,7 +201,8 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
 
     from bench.data import load_dataset
     from bench.data.segmentation import mean_iou
-    from bench.pipeline.jobs import Store, eval_spec, run_networks, spec_key
+    from bench.pipeline.jobs import Store
+    from bench.pipeline.specs import eval_spec, run_networks, spec_key
 
     write_voc_fixture(tmp_path, n_train=24, n_val=6, size=(40, 56), seed=0)
     monkeypatch.setenv(DATA_ENV, str(tmp_path))

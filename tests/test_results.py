@@ -98,7 +98,7 @@ def test_a_version_1_file_reads_with_the_numbers_it_was_written_with():
 
 
 def test_a_field_added_to_the_schema_later_leaves_existing_files_valid(tmp_path, monkeypatch):
-    from bench import results as results_module
+    from bench.results import files as results_module
 
     path = save_result(make_result(), tmp_path / "run.json")
 

@@ -1,4 +1,5 @@
-"""The package's structure: every module imports on its own, and internal imports form no cycle."""
+"""The package's structure: layers that import only downwards (each declares its dependencies), plugins
+that import only bench.api, modules that import on their own, and no import cycle."""
 
 import ast
 import json
@@ -78,6 +79,86 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_internal_imports_form_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# ---- layers: bench/ is a stack of subpackages; each says in its docstring what it may import ----
+
+TOP = "top"  # bench's own top-level modules (cli, api, facade, the package itself): may import any layer
+# pruners/ and suites/ import only bench.api, the public plugin API. The one exception is pinned by
+# committed results: a built-in pruner's recorded source digest covers its module's bytes, so
+# pruners/tp.py keeps its imports until the tp-* results are regenerated (bench/registry.py serves it).
+PLUGIN_EXCEPTIONS = {"pruners.tp": {"bench.pruning", "bench.registry"}}
+BOARD_LAYERS = {"core", "results", "reports"}  # leaderboard/ builds boards from JSON alone: no torch
+
+
+def declared_layers() -> dict[str, set[str]]:
+    """Each bench subpackage -> the layers its docstring's `May import:` line allows."""
+    import ast
+
+    layers = {}
+    for init in sorted((ROOT / "bench").glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        match = re.search(r"May import: (.*?)\.(\s|$)", " ".join(doc.split()))
+        assert match, f"{init.relative_to(ROOT)}: the docstring must say `May import: ...` (its layer's dependencies)"
+        allowed = match.group(1)
+        layers[init.parent.name] = set() if allowed == "nothing of bench" else {"*"} if allowed == "every layer" else {
+            name.strip().removeprefix("bench.") for name in allowed.split(",")}
+    return layers
+
+
+def layer_of(module: str, layers: dict[str, set[str]]) -> str:
+    parts = module.split(".")
+    if parts[0] != "bench":
+        return parts[0]
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in layers) else TOP
+
+
+def layer_violations(graph: dict[str, set[str]], layers: dict[str, set[str]]) -> list[str]:
+    """Every import that crosses the stack the wrong way, or past the plugin and board boundaries."""
+    found = []
+    for module, imports in sorted(graph.items()):
+        here = layer_of(module, layers)
+        for target in sorted(t for t in imports if t.split(".")[0] == "bench"):
+            there = layer_of(target, layers)
+            if here in ("pruners", "suites"):
+                ok = target == "bench.api" or target in PLUGIN_EXCEPTIONS.get(module, set())
+            elif here == "leaderboard":
+                ok = there in BOARD_LAYERS
+            elif here == TOP or here == there:
+                ok = True
+            else:
+                ok = there in layers[here] or "*" in layers[here]
+            if not ok:
+                found.append(f"{module} ({here}) imports {target} ({there})")
+    return found
+
+
+def test_layers_import_only_what_they_declare():
+    """A lower layer never imports a higher one; pruners and suites import only bench.api; the
+    leaderboard package only core, results and reports."""
+    assert layer_violations(import_graph(), declared_layers()) == []
+
+
+def test_the_layer_check_catches_violations():
+    layers = declared_layers()
+    graph = {
+        "bench.core.io": {"bench.pipeline.jobs"},  # the foundation reaching up
+        "bench.results.schema": {"bench.data"},  # results below data
+        "suites.noise": {"bench.data.files"},  # a plugin past bench.api
+        "pruners.wt": {"bench.pruning.search"},
+        "leaderboard.rows": {"bench.pipeline.runner"},  # the board would import torch
+        "bench.pipeline.jobs": {"bench.data", "bench.pruning"},  # allowed
+        "bench.cli.commands": {"bench.pipeline.runner"},  # the top may import anything
+    }
+    assert [line.split(" ")[0] for line in layer_violations(graph, layers)] == [
+        "bench.core.io", "bench.results.schema", "leaderboard.rows", "pruners.wt", "suites.noise"]
+
+
+def test_every_layer_is_short_modules():
+    """No module in bench/ is over 400 lines: a module does one job."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "bench").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}
 
 
 def test_the_cycle_finder_finds_cycles():

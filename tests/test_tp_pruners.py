@@ -159,7 +159,7 @@ def test_the_torch_pruning_version_is_part_of_the_identity_and_the_step_key(monk
 
     from bench.core import registry
     from bench.data.recipes import DIGITS_TRAIN
-    from bench.pipeline.jobs import pruner_identity, step_spec
+    from bench.pipeline.specs import pruner_identity, step_spec
     from bench.results.schema import PrunerIdentity, RunConfig
 
     identity = pruner_identity("tp-l1")

@@ -12,6 +12,9 @@ Both also run an independently trained parent ("control": same data split and re
 init and data-order seed), a parent job of the run's store (`networks`). Each writes a validated
 report (`reports`: `SimilarityReport`, `FeatureReport`; by default `<result folder>/analysis/<result
 stem>.similarity.json` / `.features.json`), from which `bench plot` draws its figures (`figures`).
+
+Layer: analysis. May import: bench.core, bench.corruptions, bench.results, bench.reports, bench.data,
+bench.models, bench.pruning, bench.pipeline.
 """
 
 from bench.analysis.features import (

@@ -12,15 +12,8 @@ from pathlib import Path
 from torch import nn
 
 from bench.data import DataBundle
-from bench.pipeline.jobs import (
-    CONTROL_SEED_OFFSET,
-    Store,
-    control_config,
-    new_model,
-    open_run,
-    parent_spec,
-    run_control_job,
-)
+from bench.pipeline.jobs import Store, control_config, new_model, open_run, run_control_job
+from bench.pipeline.specs import CONTROL_SEED_OFFSET, parent_spec
 from bench.results.schema import PARENT, RunConfig, RunResult
 
 __all__ = [

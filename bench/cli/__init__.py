@@ -3,7 +3,9 @@
 This package only parses arguments and hands them to the package; `bench --help` stays fast
 because heavy modules (torch, matplotlib) are imported inside the commands.
 
-Layer: top (may import every layer); the modules: `arguments` (shared flags), `parser`, `commands`, `entry` (`main`).
+The modules: `arguments` (shared flags), `parser`, `commands`, `entry` (`main`).
+
+Layer: top, as `bench.api` and `bench.facade`. May import: every layer.
 """
 
 from bench.cli.arguments import (

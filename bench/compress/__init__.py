@@ -8,6 +8,9 @@ function, and measures params, MACs and latency of both.
 * `modules`: the module types of a compressed network (`CompressedConv2d`, `AddChannels`, ...);
 * `measure`: params, MACs and latency under one timing protocol (`compare`, `measure`);
 * `driver`: `bench compress` over a finished run (`compress_run`), its report and table.
+
+Layer: compress. May import: bench.core, bench.corruptions, bench.results, bench.reports, bench.data,
+bench.models, bench.pruning, bench.pipeline.
 """
 
 from bench.compress.driver import (
@@ -21,6 +24,7 @@ from bench.compress.measure import (
     compare,
     count_macs,
     count_params,
+    max_abs_diff,
     measure,
 )
 from bench.compress.modules import (
@@ -35,7 +39,6 @@ from bench.compress.surgery import (
     CompressionReport,
     LayerChange,
     compress,
-    max_abs_diff,
 )
 
 __all__ = [

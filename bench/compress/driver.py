@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.compress.measure import compare
-from bench.compress.surgery import TOLERANCE, compress, max_abs_diff
+from bench.compress.measure import compare, max_abs_diff
+from bench.compress.surgery import TOLERANCE, compress
 from bench.pipeline.exported import EXPORT_SUFFIX, export_network
 from bench.pipeline.store import NETWORK_SUFFIX
 from bench.results.schema import Strict

@@ -130,3 +130,11 @@ def _synchronize(device: torch.device) -> None:
 def measure(model: nn.Module, input_shape: Sequence[int], **protocol: Any) -> Measurement:
     """`compare` for one model (same keyword protocol: batch, dtype, warmup, repeats, threads, ...)."""
     return compare({"model": model}, input_shape, **protocol)["model"]
+
+
+@torch.no_grad()
+def max_abs_diff(a: nn.Module, b: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest absolute difference of the two networks' outputs (eval mode) on `inputs`."""
+    a.eval()
+    b.eval()
+    return float((a(inputs) - b(inputs)).abs().max())

@@ -40,29 +40,35 @@ Exactness: every rewrite is an algebraic identity on the masked network in eval 
 uses running statistics); only float rounding differs (the test asserts 1e-5 on the logits).
 The compressed network is for inference: BatchNorm keeps its running statistics but the
 structure no longer matches the parent's state dict.
+
+The node tables and graph helpers: bench.compress._graph.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import ShapeProp
 
-from bench.compress.measure import count_params
-from bench.compress.modules import (
-    AddChannels,
-    CompressedConv2d,
-    CompressedLinear,
-    ExpandChannels,
+from bench.compress._graph import (
+    _channel_pad,
+    _classify,
+    _Info,
+    _input,
+    _meta,
+    _shape,
+    _weight_reads,
+    fetch_attr,
+    needed_channels,
+    source_arg,
 )
+from bench.compress.measure import count_params
+from bench.compress.modules import AddChannels, CompressedConv2d, CompressedLinear, ExpandChannels
+from bench.compress.report import CompressionReport, LayerChange
 
 __all__ = [
     "MIN_GATHER_FRACTION",
@@ -70,7 +76,6 @@ __all__ = [
     "CompressionReport",
     "LayerChange",
     "compress",
-    "max_abs_diff",
 ]
 
 TOLERANCE = 1e-5  # max abs logit difference accepted between masked and compressed nets
@@ -78,231 +83,10 @@ TOLERANCE = 1e-5  # max abs logit difference accepted between masked and compres
 # a layer gathers only when it drops at least this fraction of its kept input's channels
 MIN_GATHER_FRACTION = 0.25
 
-_ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-    nn.Hardsigmoid, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
-)
-_ELEMENTWISE_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish, F.elu, torch.sigmoid,
-    torch.tanh, F.sigmoid, F.tanh,
-}
-_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
-_SCALAR_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul}
-_POOL_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
-_PAD_FUNCTIONS = {F.pad, torch._C._nn.pad}
-_ADD_FUNCTIONS = {operator.add, torch.add}
-_FLATTEN_FUNCTIONS = {torch.flatten}
-
-
-# ---- report -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerChange:
-    """One conv/linear of the masked net and what compression made of it."""
-
-    name: str
-    in_channels: tuple[int, int]  # before, after
-    out_channels: tuple[int, int]
-    folded_inputs: int  # constant (nonzero) input channels folded into the bias
-    border_correction: bool  # a folded constant meets zero padding
-    gathered: bool  # reads a subset of its (kept) input's channels
-    unread_inputs: int  # kept input channels with all-zero weights (cheaper than a gather)
-
-
-@dataclass(frozen=True)
-class CompressionReport:
-    layers: list[LayerChange]
-    params_before: int
-    params_after: int
-    scatters: int  # ExpandChannels / AddChannels modules with a scatter (residual sums, outputs)
-    barriers: list[str] = field(default_factory=list)  # nodes the analysis treated as reading everything
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ---- analysis and rewrite ---------------------------------------------------------------------
-
-
-@dataclass
-class _Info:
-    """A tensor of the new graph: `node` holds channels `kept` (sorted, original numbering) of a
-    `const.numel()`-channel tensor; the others are constant `const` (0 where unneeded)."""
-
-    node: fx.Node
-    kept: torch.Tensor
-    const: torch.Tensor
-
-    @property
-    def width(self) -> int:
-        return self.const.numel()
-
-    def is_full(self) -> bool:
-        return self.kept.numel() == self.width
-
-
-def _meta(node: Any) -> TensorMetadata | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return meta if isinstance(meta, TensorMetadata) and len(meta.shape) >= 2 else None
-
-
-def _shape(node: Any) -> torch.Size:
-    """The shape of a tracked tensor (one whose `_meta` is known)."""
-    meta = _meta(node)
-    assert meta is not None
-    return meta.shape
-
-
-def _input(node: fx.Node) -> fx.Node:
-    """The tensor that a conv, linear, BatchNorm or pad node reads: its first argument."""
-    arg = node.args[0]
-    assert isinstance(arg, fx.Node)
-    return arg
-
-
-def _node_args(node: fx.Node) -> list[fx.Node]:
-    found: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), found.append)
-    return found
-
-
-def _channel_pad(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[int, int] | None:
-    """(front, back) channels of an F.pad that pads only the channel axis of a 4-D tensor with zeros."""
-    args = list(node.args) + [None] * 4
-    pad = node.kwargs.get("pad", args[1])
-    mode = node.kwargs.get("mode", args[2] if args[2] is not None else "constant")
-    value = node.kwargs.get("value", args[3])
-    meta = _meta(node.args[0])
-    if meta is None or len(meta.shape) != 4 or mode != "constant" or value not in (None, 0, 0.0):
-        return None
-    if not isinstance(pad, (tuple, list)) or len(pad) != 6 or any(p != 0 for p in pad[:4]):
-        return None
-    front, back = pad[4], pad[5]
-    return (front, back) if isinstance(front, int) and isinstance(back, int) and front >= 0 and back >= 0 else None
-
-
-def _keeps_channels(index: Any) -> bool:
-    """x[index] leaves dims 0 and 1 alone (only slices after them)."""
-    if not isinstance(index, tuple) or len(index) < 2:
-        return False
-    full = slice(None, None, None)
-    return index[0] == full and index[1] == full and all(isinstance(i, slice) for i in index)
-
-
-def _flattens_pooled(node: fx.Node, start: Any, end: Any) -> bool:
-    meta = _meta(node.args[0])
-    return (meta is not None and start == 1 and end in (-1, len(meta.shape) - 1)
-            and math.prod(meta.shape[2:]) == 1)
-
-
-def _flatten_ok(node: fx.Node) -> bool:
-    """torch.flatten(x, 1) / x.flatten(1) of an (N, C, 1, 1) tensor: channels stay features."""
-    start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
-    end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
-    return _flattens_pooled(node, start, end)
-
-
-def _mean_over_space(node: fx.Node) -> bool:
-    meta = _meta(node.args[0])
-    dims: Any = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)  # int or ints
-    if meta is None or dims is None:
-        return False
-    dims = [dims] if isinstance(dims, int) else list(dims)
-    ndim = len(meta.shape)
-    return all(isinstance(d, int) for d in dims) and all(d % ndim >= 2 for d in dims) and \
-        not any(k not in ("dim", "keepdim") for k in node.kwargs) and len(node.args) <= 3
-
-
-def _classify(node: fx.Node, modules: Mapping[str, nn.Module], calls: Mapping[str, int]) -> str:
-    """conv, linear, bn, elementwise, scalar, same (channel- and constant-preserving), pad, add,
-    shape (reads a non-channel size), source, output or barrier (reads every channel)."""
-    if node.op in ("placeholder", "get_attr"):
-        return "source"
-    if node.op == "output":
-        return "output"
-    tracked = [a for a in _node_args(node) if _meta(a) is not None]
-    if _reads_non_channel_size(node, tracked):
-        return "shape"
-    if len(tracked) != len(_node_args(node)):  # an untracked tensor/shape argument
-        return "barrier"
-    if _meta(node) is None or len(tracked) != 1 and not (node.target in _ADD_FUNCTIONS and len(tracked) == 2):
-        return "barrier"
-    (src,) = tracked[:1]
-    if node.op == "call_module":
-        assert isinstance(node.target, str)
-        m = modules[node.target]
-        stateful = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
-        if stateful and calls[node.target] > 1 or len(node.args) != 1 or node.kwargs:
-            return "barrier"  # (a shared conv/BN is kept whole; shared ReLUs and pools are fine)
-        if isinstance(m, nn.Conv2d) and type(m) is nn.Conv2d:
-            ok = m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-            return "conv" if ok else "barrier"
-        if type(m) is nn.Linear:
-            return "linear" if len(_shape(src)) == 2 else "barrier"
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.track_running_stats and m.running_mean is not None:
-            return "bn"
-        if isinstance(m, _ELEMENTWISE_MODULES):
-            return "elementwise"
-        if isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return "same"
-        if isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)):
-            return "same"
-        if isinstance(m, nn.Flatten) and _flattens_pooled(node, m.start_dim, m.end_dim):
-            return "same"
-        return "barrier"
-    if node.op == "call_function":
-        target = node.target
-        if target in _ADD_FUNCTIONS and len(tracked) == 2:
-            a, b = node.args[:2] if len(node.args) >= 2 else (None, None)
-            same = isinstance(a, fx.Node) and isinstance(b, fx.Node) and _shape(a) == _shape(b)
-            return "add" if same and not node.kwargs and len(node.args) == 2 else "barrier"
-        if node.args[0] is not src:
-            return "scalar" if target in _SCALAR_OPS and _scalar_op(node) else "barrier"
-        if target in _ELEMENTWISE_FUNCTIONS:
-            return "elementwise"
-        if target in _SCALAR_OPS:
-            return "scalar" if _scalar_op(node) else "barrier"
-        if target in _POOL_FUNCTIONS:
-            return "same"
-        if target is operator.getitem and len(node.args) == 2 and _keeps_channels(node.args[1]):
-            return "same"
-        if target in _PAD_FUNCTIONS and _channel_pad(node, modules) is not None:
-            return "pad"
-        if target in _FLATTEN_FUNCTIONS and _flatten_ok(node):
-            return "same"
-        return "barrier"
-    if node.op == "call_method" and node.args[0] is src:
-        if node.target in _ELEMENTWISE_METHODS:
-            return "elementwise"
-        if node.target == "flatten" and _flatten_ok(node):
-            return "same"
-        if node.target == "mean" and _mean_over_space(node):
-            return "same"
-    return "barrier"
-
-
-def _reads_non_channel_size(node: fx.Node, tracked: list[fx.Node]) -> bool:
-    """x.size(d) for d != 1: the same on the compact tensor, and it reads no channel."""
-    if node.op != "call_method" or node.target != "size" or len(tracked) != 1 or node.args[0] is not tracked[0]:
-        return False
-    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-    return isinstance(dim, int) and dim % len(_shape(tracked[0])) != 1
-
-
-def _scalar_op(node: fx.Node) -> bool:
-    """x op number (or number op x): elementwise, applied the same to every channel."""
-    return len(node.args) == 2 and not node.kwargs and \
-        sum(isinstance(a, fx.Node) for a in node.args) == 1 and \
-        all(isinstance(a, (fx.Node, int, float)) for a in node.args)
-
-
-def _weight_reads(weight: torch.Tensor) -> torch.Tensor:
-    """(C_out, C_in) bool: output row o has a nonzero weight on input channel c."""
-    return weight.detach().ne(0).flatten(2).any(2) if weight.dim() > 2 else weight.detach().ne(0)
-
 
 class _Compressor:
+    """The rewrite: traces `model`, runs the backward analysis, then builds the compressed graph node by node."""
+
     def __init__(self, model: nn.Module, example: torch.Tensor, min_gather: float) -> None:
         self.min_gather = min_gather
         self.gm = fx.symbolic_trace(model)
@@ -321,41 +105,7 @@ class _Compressor:
         self.expanded: dict[tuple[fx.Node, tuple[int, ...]], fx.Node] = {}
         self.layers: list[LayerChange] = []
         self.scatters = 0
-        self.need = self._needed()
-
-    # -- backward: which channels does anything read --
-
-    def _needed(self) -> dict[fx.Node, torch.Tensor]:
-        need = {n: torch.zeros(_shape(n)[1], dtype=torch.bool) for n in self.nodes if _meta(n) is not None}
-        for node in reversed(self.nodes):
-            kind = self.kinds[node]
-            if kind in ("barrier", "output"):
-                for arg in _node_args(node):
-                    if arg in need:
-                        need[arg][:] = True
-                continue
-            if kind in ("source", "shape"):
-                continue
-            out = need[node]
-            if kind in ("conv", "linear"):
-                reads = _weight_reads(self.modules[node.target].weight)
-                need[node.args[0]] |= reads[out].any(0)
-            elif kind == "pad":
-                pad = _channel_pad(node, self.modules)
-                assert pad is not None
-                front, _ = pad
-                src = node.args[0]
-                need[src] |= out[front:front + need[src].numel()]
-            elif kind == "add":
-                for arg in node.args[:2]:
-                    need[arg] |= out
-            else:  # bn, elementwise, scalar, same
-                need[self._src(node)] |= out
-        return need
-
-    @staticmethod
-    def _src(node: fx.Node) -> fx.Node:
-        return next(a for a in _node_args(node) if _meta(a) is not None)
+        self.need = needed_channels(self.nodes, self.kinds, self.modules)
 
     # -- forward: build the compressed graph --
 
@@ -411,7 +161,7 @@ class _Compressor:
             new = self.graph.node_copy(node)
         else:
             assert isinstance(node.target, str)
-            value = _fetch_attr(self.gm, node.target)
+            value = fetch_attr(self.gm, node.target)
             name = f"{node.name}_attr"
             if isinstance(value, nn.Parameter):
                 self.root.register_parameter(name, nn.Parameter(value.detach().clone(), value.requires_grad))
@@ -447,21 +197,21 @@ class _Compressor:
         self.graph.output(fx.node.map_arg(node.args[0], self._arg))
 
     def _constant_of(self, node: fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        src = self.info[self._src(node)]
+        src = self.info[source_arg(node)]
         ndim = len(_shape(node))
         probe = src.const.view(1, -1, *([1] * (ndim - 2)))
         with torch.no_grad():
             return fn(probe.clone()).reshape(-1)
 
     def _do_same(self, node: fx.Node) -> None:
-        src = self.info[self._src(node)]
+        src = self.info[source_arg(node)]
         new = self.graph.node_copy(node, lambda n: self.info[n].node if n in self.info else self.env[n])
         if node.op == "call_module":  # the module itself is unchanged (pools, flatten)
             new.target = self._add_module(node, copy.deepcopy(self.modules[node.target]))
         self._set(node, new, src.kept, src.const)
 
     def _do_elementwise(self, node: fx.Node) -> None:
-        src = self.info[self._src(node)]
+        src = self.info[source_arg(node)]
         if node.op == "call_module":
             module = copy.deepcopy(self.modules[node.target])
             if isinstance(module, nn.Identity):
@@ -484,7 +234,7 @@ class _Compressor:
         self._set(node, new, src.kept, const)
 
     def _do_scalar(self, node: fx.Node) -> None:
-        src = self.info[self._src(node)]
+        src = self.info[source_arg(node)]
         new = self.graph.node_copy(node, lambda n: self.info[n].node)
         fn = node.target
         assert callable(fn)
@@ -618,13 +368,6 @@ class _Compressor:
         self._set(node, new, kept_out, const_out)
 
 
-def _fetch_attr(module: nn.Module, target: str) -> Any:
-    value: Any = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def compress(
     model: nn.Module,
     example: torch.Tensor | Sequence[int] = (1, 3, 32, 32),
@@ -652,11 +395,3 @@ def compress(
         barriers=compressor.barriers,
     )
     return compressed, report
-
-
-@torch.no_grad()
-def max_abs_diff(a: nn.Module, b: nn.Module, inputs: torch.Tensor) -> float:
-    """Largest absolute difference of the two networks' outputs (eval mode) on `inputs`."""
-    a.eval()
-    b.eval()
-    return float((a(inputs) - b(inputs)).abs().max())

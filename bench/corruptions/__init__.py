@@ -31,6 +31,8 @@ Modules, by ImageNet-C's categories:
 
 The names below load on first use (PEP 562), so that importing :mod:`bench.corruptions.tables`,
 as ``bench --help`` does, does not import torch.
+
+Layer: corruptions. May import: bench.core.
 """
 
 from __future__ import annotations

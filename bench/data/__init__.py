@@ -4,6 +4,10 @@ Images are kept as uint8 NCHW, the format of the official corruption files; netw
 `DataBundle.normalize(images)` (float, standardised with the spec's normalisation). Each dataset is
 a `DatasetSpec` registered under the `prunebench.datasets` entry points (built-ins: bench.data.builtin);
 this module never names a concrete one, except the two convenience loaders at the end.
+
+Layer: data (the dataset specs here; the built-in datasets in `builtin`, data on disk in `files`
+and `readers`, `normalization`, the suite API in `suite`, `make_c`, training `recipes`,
+`segmentation`). May import: bench.core, bench.results, bench.corruptions.
 """
 
 from __future__ import annotations

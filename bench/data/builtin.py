@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.data import DatasetSpec, DataSplits, ImageSet, folder_images, saved_split, stratified_split
-from bench.data.files import DataInvalid, DataMissing, data_root, decode_image, download_allowed, file_digest
+from bench.data.files import DataInvalid, DataMissing, data_root, download_allowed, file_digest
 from bench.data.normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from bench.data.readers import decode_image
 from bench.data.recipes import (
     CIFAR_RESNET,
     DEEPLAB_VOC,

@@ -10,6 +10,8 @@ the same functions as the CIFAR models torchprune vendors (``util/external/cnn/m
 resnet.py, vgg.py, wrn.py), with their parameter counts and their parameters registered in the
 same order. ``resnet{20,56,110}_cifar_a`` are He et al.'s option-A BasicBlock ResNets
 (zero-padding shortcuts).
+
+Layer: models. May import: bench.core, bench.data.
 """
 
 from __future__ import annotations

@@ -32,15 +32,9 @@ from bench.data import DataBundle
 from bench.pipeline.config import default_config, file_sha256
 from bench.pipeline.executors import Executor
 from bench.pipeline.exported import EXPORT_SUFFIX, network_size, read_exported
-from bench.pipeline.jobs import (
-    EXPORTED_KIND,
-    NetworkRef,
-    external_location,
-    external_refs,
-    new_model,
-    run_parent_job,
-)
+from bench.pipeline.jobs import external_location, external_refs, new_model, run_parent_job
 from bench.pipeline.runner import network_results, prepare, result_path, save_networks, write_result
+from bench.pipeline.specs import EXPORTED_KIND, NetworkRef
 from bench.pipeline.store import NETWORK_SUFFIX, Store
 from bench.pruning import check_finite
 from bench.results import networks_folder

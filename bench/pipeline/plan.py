@@ -25,20 +25,9 @@ from torch import nn
 
 from bench.core.devices import resolve_device
 from bench.data import DataBundle, load_dataset
-from bench.pipeline.jobs import (
-    Store,
-    calibration_indices,
-    chain_keys,
-    check_parent_checkpoint,
-    eval_spec,
-    job_environment,
-    new_model,
-    parent_spec,
-    pruner_identity,
-    run_networks,
-    spec_key,
-)
+from bench.pipeline.jobs import Store, calibration_indices, check_parent_checkpoint, job_environment, new_model
 from bench.pipeline.runner import test_distributions
+from bench.pipeline.specs import chain_keys, eval_spec, parent_spec, pruner_identity, run_networks, spec_key
 from bench.pipeline.training import make_optimizer, precision_context
 from bench.results.schema import Recipe, RunConfig
 

@@ -16,18 +16,9 @@ from bench.core.devices import device_description, resolve_device
 from bench.data import DataBundle, dataset_spec, load_dataset
 from bench.data.suite import Selection, Suite, TestDistribution, in_selection
 from bench.pipeline.executors import Executor, LocalExecutor
-from bench.pipeline.jobs import (
-    NetworkRef,
-    Store,
-    calibration_indices,
-    eval_spec,
-    import_parent_checkpoint,
-    load_pruner,  # noqa: F401  (bench.pipeline.runner.load_pruner, as tests and scripts import it)
-    pruner_identity,
-    run_networks,
-    spec_key,
-)
+from bench.pipeline.jobs import Store, calibration_indices, import_parent_checkpoint
 from bench.pipeline.scheduler import build_graph, run_graph
+from bench.pipeline.specs import NetworkRef, eval_spec, pruner_identity, run_networks, spec_key
 from bench.pruning import parse_pruner_label, require_canonical_label
 from bench.results import networks_folder, save_result
 from bench.results.schema import (

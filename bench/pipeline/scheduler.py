@@ -27,7 +27,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.pipeline.executors import Executor
-from bench.pipeline.jobs import NetworkRef, run_eval_job, run_parent_job, run_step_job
+from bench.pipeline.jobs import run_eval_job, run_parent_job, run_step_job
+from bench.pipeline.specs import NetworkRef
 from bench.pipeline.store import Store
 
 __all__ = ["Job", "RunGraph", "build_graph", "run_graph"]

@@ -41,7 +41,7 @@ from bench.core.io import (
     read_capped,
 )
 from bench.data import ImageSet, TestSource
-from bench.data.files import source_from_reference
+from bench.data.readers import source_from_reference
 from bench.results.checkpoints import NetworkFileError, SavedFile, load_state, save_state
 
 __all__ = ["NETWORK_SUFFIX", "CacheCorrupted", "Store"]

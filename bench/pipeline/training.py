@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from bench.core.devices import fits_on_device, module_device
 from bench.data import DataBundle, ImageSet, TestSource
-from bench.data.files import ImageFiles, NpyRows, loader_batches
+from bench.data.readers import ImageFiles, NpyRows, loader_batches
 from bench.pruning import ParameterMasks, enforce_parameter_masks
 from bench.results.schema import Recipe
 

@@ -43,15 +43,9 @@ from bench.core.registry import builtins_only
 from bench.data import DataBundle, load_dataset
 from bench.data.suite import Selection, TestDistribution
 from bench.pipeline.exported import EXPORT_SUFFIX, load_exported, network_size
-from bench.pipeline.jobs import (
-    job_environment,
-    load_pruner,
-    new_model,
-    prune_and_retrain,
-    prune_context,
-    pruner_identity,
-)
+from bench.pipeline.jobs import job_environment, load_pruner, new_model, prune_and_retrain, prune_context
 from bench.pipeline.runner import test_distributions
+from bench.pipeline.specs import pruner_identity
 from bench.pipeline.training import evaluate
 from bench.pruning import count_nonzero
 from bench.results import load_result, networks_folder, report_path
