@@ -30,12 +30,16 @@ parameters, data-free pruners see an empty S set, and `reconstruct` is an option
 
 A suite (``prunebench.suites``): subclass `Suite` (return `TestDistribution`s built from the
 dataset's test set) or `CorruptionSuite` (a table corruption -> level per severity).
+
+A model (``prunebench.models``): register its builder with timm and name a `ModelConfig` instance
+(input size, classes, classifier, reference parameter count, paper) declared beside it.
 """
 
 from __future__ import annotations
 
 from bench.corruptions import corrupt, seed_for
 from bench.data import DataBundle, ImageSet, TestSource
+from bench.model_config import ModelConfig
 from bench.pruning import (
     MaskPlan,
     Masks,
@@ -60,6 +64,7 @@ __all__ = [
     "ImageSet",
     "MaskPlan",
     "Masks",
+    "ModelConfig",
     "PruneContext",
     "Pruner",
     "PrunerOptions",

@@ -1,7 +1,9 @@
 """CIFAR-style networks registered with timm's model registry.
 
 Importing this module registers every name in ``BENCH_MODELS`` so that
-``timm.create_model("resnet20_cifar", num_classes=10)`` works. All models expect
+``timm.create_model("resnet20_cifar", num_classes=10)`` works; each has a
+:class:`bench.model_config.ModelConfig` beside its builder (``RESNET20_CIFAR`` ...), which its
+``prunebench.models`` entry point names. All models expect
 32x32 NCHW inputs and accept ``num_classes`` (default 10) and ``in_chans``
 (default 3). No pretrained weights exist for them; train with ``bench run``.
 
@@ -25,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn
+
+from bench.model_config import ModelConfig
 
 __all__ = [
     "BENCH_MODELS",
@@ -331,8 +335,10 @@ class FashionCNN(_Classifier):
 _registered: list[str] = []
 
 
-def _register(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``builder`` with timm under ``name``; returns the entrypoint."""
+def _register(config: ModelConfig, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``builder`` with timm under ``config.name`` (its metadata, `config`, is what the
+    model's ``prunebench.models`` entry point names); returns the entrypoint."""
+    name = config.name
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
@@ -351,17 +357,43 @@ def _register(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.
     return register_model(entrypoint)
 
 
-resnet20_cifar = _register("resnet20_cifar", partial(CifarResNet, 20))
-resnet56_cifar = _register("resnet56_cifar", partial(CifarResNet, 56))
-resnet110_cifar = _register("resnet110_cifar", partial(CifarResNet, 110))
+_CIFAR_INPUT = (3, 32, 32)
+# the reference implementations of the CIFAR networks: those torchprune vendors
+_TORCHPRUNE = "reference code: torchprune's util/external/cnn/models/cifar/"
+_HE_2016 = ("He et al. (2016), Deep Residual Learning for Image Recognition, CVPR, https://arxiv.org/abs/1512.03385")
+_RESNET_REFERENCE = f"{_HE_2016}; {_TORCHPRUNE}resnet.py (pytorch-classification's CIFAR ResNet)"
+_OPTION_A = f"{_HE_2016}, Table 6 (option A): 0.27M, 0.85M, 1.7M parameters for depth 20, 56, 110"
+
+RESNET20_CIFAR = ModelConfig("resnet20_cifar", _CIFAR_INPUT, "fc", 272_474, paper=_RESNET_REFERENCE)
+resnet20_cifar = _register(RESNET20_CIFAR, partial(CifarResNet, 20))
+RESNET56_CIFAR = ModelConfig("resnet56_cifar", _CIFAR_INPUT, "fc", 869_530, paper=_RESNET_REFERENCE)
+resnet56_cifar = _register(RESNET56_CIFAR, partial(CifarResNet, 56))
+RESNET110_CIFAR = ModelConfig("resnet110_cifar", _CIFAR_INPUT, "fc", 1_704_154, paper=_RESNET_REFERENCE)
+resnet110_cifar = _register(RESNET110_CIFAR, partial(CifarResNet, 110))
 # He et al.'s option-A networks: BasicBlocks at every depth, zero-padding shortcuts
-resnet20_cifar_a = _register("resnet20_cifar_a", partial(CifarResNet, 20, shortcut="pad", bottleneck=False))
-resnet56_cifar_a = _register("resnet56_cifar_a", partial(CifarResNet, 56, shortcut="pad", bottleneck=False))
-resnet110_cifar_a = _register("resnet110_cifar_a", partial(CifarResNet, 110, shortcut="pad", bottleneck=False))
-vgg16_bn_cifar = _register("vgg16_bn_cifar", VGG16BN)
-wrn16_8_cifar = _register("wrn16_8_cifar", partial(WideResNet, 16, 8))
-digits_cnn = _register("digits_cnn", DigitsCNN)
-fashion_cnn = _register("fashion_cnn", FashionCNN)
+RESNET20_CIFAR_A = ModelConfig("resnet20_cifar_a", _CIFAR_INPUT, "fc", 269_722, paper=_OPTION_A)
+resnet20_cifar_a = _register(RESNET20_CIFAR_A, partial(CifarResNet, 20, shortcut="pad", bottleneck=False))
+RESNET56_CIFAR_A = ModelConfig("resnet56_cifar_a", _CIFAR_INPUT, "fc", 853_018, paper=_OPTION_A)
+resnet56_cifar_a = _register(RESNET56_CIFAR_A, partial(CifarResNet, 56, shortcut="pad", bottleneck=False))
+RESNET110_CIFAR_A = ModelConfig("resnet110_cifar_a", _CIFAR_INPUT, "fc", 1_727_962, paper=_OPTION_A)
+resnet110_cifar_a = _register(RESNET110_CIFAR_A, partial(CifarResNet, 110, shortcut="pad", bottleneck=False))
+VGG16_BN_CIFAR = ModelConfig(
+    "vgg16_bn_cifar", _CIFAR_INPUT, "fc", 14_728_266,
+    paper="Simonyan & Zisserman (2015), Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR, "
+          f"https://arxiv.org/abs/1409.1556 (with BatchNorm, one Linear head); {_TORCHPRUNE}vgg.py",
+)
+vgg16_bn_cifar = _register(VGG16_BN_CIFAR, VGG16BN)
+WRN16_8_CIFAR = ModelConfig(
+    "wrn16_8_cifar", _CIFAR_INPUT, "fc", 10_961_370,
+    paper="Zagoruyko & Komodakis (2016), Wide Residual Networks, BMVC, https://arxiv.org/abs/1605.07146, "
+          f"Table 4: 11.0M parameters; {_TORCHPRUNE}wrn.py",
+)
+wrn16_8_cifar = _register(WRN16_8_CIFAR, partial(WideResNet, 16, 8))
+# prunebench's own networks (no paper): their counts pin the architectures the committed results used
+DIGITS_CNN = ModelConfig("digits_cnn", (3, 32, 32), "fc", 61_338)  # digits upsampled to 3x32x32
+digits_cnn = _register(DIGITS_CNN, DigitsCNN)
+FASHION_CNN = ModelConfig("fashion_cnn", (1, 28, 28), "fc", 19_514)  # 20,314 with in_chans=3
+fashion_cnn = _register(FASHION_CNN, FashionCNN)
 
 BENCH_MODELS: tuple[str, ...] = tuple(_registered)
 
