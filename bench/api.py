@@ -5,8 +5,8 @@ an `API_VERSION` (a change that breaks a plugin bumps it). The size search, prop
 S set, training and evaluation are internals (bench.pruning, bench.jobs, bench.training) and may
 change without notice.
 
-A pruner (register it under the ``prunebench.pruners`` entry-point group; the contract is on
-`Pruner`, docs/plugins.md has a worked example)::
+A pruner (register it under the ``prunebench.pruners`` entry-point group; the pruner contract is
+stated once, in `Pruner`'s docstring; docs/plugins.md has a worked example)::
 
     from pydantic import Field
     from bench.api import Pruner, PrunerOptions, compressible_layers, global_topk
