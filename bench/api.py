@@ -5,8 +5,8 @@ an `API_VERSION` (a change that breaks a plugin bumps it). The size search, prop
 S set, training and evaluation are internals (bench.pruning, bench.pipeline.jobs, bench.pipeline.training) and may
 change without notice.
 
-A pruner (register it under the ``prunebench.pruners`` entry-point group; the contract is on
-`Pruner`, docs/plugins.md has a worked example)::
+A pruner (register it under the ``prunebench.pruners`` entry-point group; the pruner contract is
+stated once, in `Pruner`'s docstring; docs/plugins.md has a worked example)::
 
     from pydantic import Field
     from bench.api import Pruner, PrunerOptions, compressible_layers, global_topk
@@ -34,6 +34,9 @@ reads published test sets (CIFAR-10-C, CIFAR-10.1, ImageNet-C) uses the data-fil
 the data root, checked archives and manifests, `.npy` readers, and the corruption tables.
 
 Plugins report their own failures (a missing optional dependency) with `PluginError`.
+
+A model (``prunebench.models``): register its builder with timm and name a `ModelConfig` instance
+(input size, classes, classifier, reference parameter count, paper) declared beside it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from bench.data.files import (
 from bench.data.make_c import PARAMETERS as MAKE_C_PARAMETERS
 from bench.data.readers import ImageFiles, NpyRows, check_npy_images, check_npy_labels
 from bench.data.suite import EVERYTHING, CorruptionSuite, Selection, Suite, TestDistribution
+from bench.models.config import ModelConfig
 from bench.pruning import (
     MaskPlan,
     Masks,
@@ -92,6 +96,7 @@ __all__ = [
     "Masks",
     "NpyRows",
     "PluginError",
+    "ModelConfig",
     "PruneContext",
     "Pruner",
     "PrunerOptions",

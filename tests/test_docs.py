@@ -32,3 +32,18 @@ def test_the_readme_stays_a_front_page_that_links_every_docs_page():
     assert len(readme.splitlines()) <= 100
     pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md")
     assert all(f"docs/{page}" in readme for page in pages), [p for p in pages if f"docs/{p}" not in readme]
+
+
+def test_the_pruner_contract_has_one_copy():
+    """The contract is `Pruner`'s docstring; docs/plugins.md renders it rather than restating it, and
+    the README and bench.api point to it (issue 24, item 7)."""
+    from bench import api
+    from bench.pruning import Pruner
+
+    plugins = (ROOT / "docs" / "plugins.md").read_text()
+    assert "\n::: bench.pruning.Pruner\n" in plugins
+    terms = ["**Name**", "**Options**", "**Masks**", "**`plan(model, ctx)`**", "**`reconstruct(model, masks, ctx)`**"]
+    assert all(term in (Pruner.__doc__ or "") for term in terms)
+    assert not any(term in plugins for term in terms), "docs/plugins.md restates the contract"
+    assert "`bench.api.Pruner`" in (ROOT / "README.md").read_text()
+    assert "`Pruner`'s docstring" in (api.__doc__ or "")

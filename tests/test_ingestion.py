@@ -20,11 +20,11 @@ from bench.results import (
     find_result_files,
     load_result,
     load_results,
-    replicate_key,
     save_result,
     uncertainty,
 )
 from bench.results.schema import RunResult
+from bench.results.uncertainty import replicate_key
 from leaderboard.build import compile_leaderboard, render_leaderboard
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,12 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench import models as bench_models  # noqa: E402
-from bench.pruning import compressible_layers  # noqa: E402
+from bench.core import registry  # noqa: E402
+from bench.models import classifiers as bench_models  # noqa: E402
+from bench.models import create_model  # noqa: E402
+from bench.models.config import ModelConfig, model_config  # noqa: E402
+from bench.models.segmentation import SEGMENTATION_MODELS
+from bench.pruning import classifier_name, compressible_layers  # noqa: E402
 
 EXPECTED_NAMES = (
     "resnet20_cifar",
@@ -24,22 +28,20 @@ EXPECTED_NAMES = (
 )
 
 
-# (parameters, compressible layers) with num_classes=10. The reference-faithful models match the
-# CIFAR models vendored by torchprune (util/external/cnn/models/cifar: resnet.py, vgg.py, wrn.py).
-EXPECTED_COUNTS = {
-    "resnet20_cifar": (272_474, 22),
-    "resnet56_cifar": (869_530, 86),
-    "resnet110_cifar": (1_704_154, 167),
-    # He et al. (2016), Table 6 (option A): 0.27M, 0.85M, 1.7M parameters
-    "resnet20_cifar_a": (269_722, 20),
-    "resnet56_cifar_a": (853_018, 56),
-    "resnet110_cifar_a": (1_727_962, 110),
-    "vgg16_bn_cifar": (14_728_266, 14),
-    # Zagoruyko & Komodakis (2016), Table 4: 11.0M parameters
-    "wrn16_8_cifar": (10_961_370, 17),
-    "digits_cnn": (61_338, 5),
-    "fashion_cnn": (20_314, 4),
+# compressible layers with num_classes=10 (parameter counts and their sources: each model's ModelConfig)
+EXPECTED_COMPRESSIBLE_LAYERS = {
+    "resnet20_cifar": 22,
+    "resnet56_cifar": 86,
+    "resnet110_cifar": 167,
+    "resnet20_cifar_a": 20,
+    "resnet56_cifar_a": 56,
+    "resnet110_cifar_a": 110,
+    "vgg16_bn_cifar": 14,
+    "wrn16_8_cifar": 17,
+    "digits_cnn": 5,
+    "fashion_cnn": 4,
 }
+REGISTERED = registry.builtin_names(registry.MODEL_GROUP)
 
 
 def _num_params(model: nn.Module) -> int:
@@ -79,10 +81,32 @@ def test_forward_shape_and_classifier(built: dict[str, nn.Module], name: str) ->
     assert list(model.modules())[-1] is head
 
 
+def test_every_model_has_an_entry_point_and_nothing_else_does() -> None:
+    assert REGISTERED == sorted([*bench_models.BENCH_MODELS, *SEGMENTATION_MODELS])
+
+
+# follows the entry points (as timm's tests follow list_models()): a new model is checked unlisted
+@pytest.mark.parametrize("name", REGISTERED)
+def test_parameter_count_and_classifier_match_the_config(name: str) -> None:
+    config = model_config(name)
+    with torch.device("meta"):  # counts and names only: no memory, no init time (deeplabv3_resnet101: 61M)
+        model = create_model(name, num_classes=config.num_classes, in_chans=config.in_chans)
+    assert _num_params(model) == config.reference_params, config.paper
+    assert classifier_name(model) == config.classifier
+
+
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
-def test_param_and_compressible_layer_counts(built: dict[str, nn.Module], name: str) -> None:
-    model = built[name]
-    assert (_num_params(model), len(compressible_layers(model))) == EXPECTED_COUNTS[name]
+def test_compressible_layer_counts(built: dict[str, nn.Module], name: str) -> None:
+    assert len(compressible_layers(built[name])) == EXPECTED_COMPRESSIBLE_LAYERS[name]
+
+
+def test_model_config_errors() -> None:
+    with pytest.raises(ValueError, match="resnet20_cifar"):
+        model_config("resnet20_cifr")
+    with pytest.raises(ValueError, match="input_size"):
+        ModelConfig("broken", (32, 32), "fc", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        ModelConfig("broken", (3, 32, 32), "fc", 0)
 
 
 @pytest.mark.parametrize("name", bench_models.BENCH_MODELS)
@@ -231,12 +255,12 @@ def test_fashion_cnn_halves_the_resolution_first_and_costs_a_quarter_of_digits_c
     from torch.utils.flop_counter import FlopCounterMode
 
     def macs(name: str) -> float:
-        model = bench_models.create_model(name, num_classes=10, in_chans=1).eval()
+        model = create_model(name, num_classes=10, in_chans=1).eval()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
         return counter.get_total_flops() / 2
 
-    model = bench_models.create_model("fashion_cnn", num_classes=10, in_chans=1)
+    model = create_model("fashion_cnn", num_classes=10, in_chans=1)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
         (1, 16, 5, 2), (16, 32, 3, 2), (32, 48, 3, 1),
@@ -246,7 +270,7 @@ def test_fashion_cnn_halves_the_resolution_first_and_costs_a_quarter_of_digits_c
 
 
 def test_num_classes_and_in_chans_are_forwarded() -> None:
-    model = bench_models.create_model("digits_cnn", num_classes=7, in_chans=1).eval()
+    model = create_model("digits_cnn", num_classes=7, in_chans=1).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
     assert model.num_classes == 7
@@ -265,11 +289,11 @@ def test_unknown_kwarg_is_not_swallowed() -> None:
 
 def test_unknown_name_suggests_close_match() -> None:
     with pytest.raises(ValueError, match="resnet20_cifar"):
-        bench_models.create_model("resnet20_cifr", num_classes=10)
+        create_model("resnet20_cifr", num_classes=10)
 
 
 def test_timm_builtin_through_create_model() -> None:
-    model = bench_models.create_model("resnet18", num_classes=10).eval()
+    model = create_model("resnet18", num_classes=10).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.get_classifier().out_features == 10

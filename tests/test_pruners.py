@@ -12,7 +12,6 @@ from torch.nn.utils import prune as torch_prune
 import bench.pruning.search
 from bench.core.registry import PRUNER_GROUP, builtin_names
 from bench.data.recipes import DIGITS_TRAIN
-from bench.pipeline.runner import load_pruner
 from bench.pipeline.training import train
 from bench.pruning import (
     PROPAGATION_PASSES,
@@ -24,6 +23,7 @@ from bench.pruning import (
     current_masks,
     last_layer_name,
     layer_output_sizes,
+    load_pruner,
     parameter_masks,
     propagate_compression,
     prune_to_ratio,

@@ -14,7 +14,6 @@ from bench.data.segmentation import (
     augment_train,
     augment_train_batch,
     confusion_matrix,
-    create_segmentation_model,
     evaluate_segmentation,
     iou_per_class,
     iter_pairs,
@@ -27,8 +26,8 @@ from bench.data.segmentation import (
     preprocess_eval,
     segmentation_loss,
 )
-from bench.pipeline.runner import load_pruner
-from bench.pruning import PruneContext, classifier_name, last_layer_name
+from bench.models.segmentation import create_segmentation_model
+from bench.pruning import PruneContext, classifier_name, last_layer_name, load_pruner
 from tests.voc_format import FIXTURE_CLASSES, write_sbd_fixture, write_voc_fixture
 
 ALLOWED = set(range(NUM_CLASSES)) | {IGNORE_INDEX}

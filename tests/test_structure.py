@@ -232,27 +232,37 @@ def _defined_here(module_name: str, base: type) -> list[str]:
 
 
 def test_every_pruner_suite_and_dataset_in_the_tree_has_an_entry_point():
-    """The core knows pruners, suites and datasets only through entry points, and the tests follow
-    them (bench.core.registry.builtin_names): one defined without its entry point is never run or tested."""
+    """The core knows pruners, suites, datasets and models only through entry points, and the tests
+    follow them (bench.core.registry.builtin_names): one defined without its entry point is never run or
+    tested."""
     from importlib.metadata import entry_points
 
     from bench.api import Pruner, Suite
-    from bench.core.registry import DATASET_GROUP, PRUNER_GROUP, SUITE_GROUP
+    from bench.core.registry import DATASET_GROUP, MODEL_GROUP, PRUNER_GROUP, SUITE_GROUP
     from bench.data import DatasetSpec
+    from bench.models.config import ModelConfig
 
+    groups = (PRUNER_GROUP, SUITE_GROUP, DATASET_GROUP, MODEL_GROUP)
     registered = {group: {ep.value for ep in entry_points(group=group) if ep.dist and ep.dist.name == "prunebench"}
-                  for group in (PRUNER_GROUP, SUITE_GROUP, DATASET_GROUP)}
+                  for group in groups}
     pruners = [f"pruners.{p.stem}" for p in sorted((ROOT / "pruners").glob("*.py")) if not p.stem.startswith("_")]
     suites = [f"suites.{p.stem}" for p in sorted((ROOT / "suites").glob("*.py")) if not p.stem.startswith("_")]
-    defined_pruners = {v for m in pruners for v in _defined_here(m, Pruner)}
-    defined_suites = {v for m in suites for v in _defined_here(m, Suite)}
-    import bench.data.builtin
+    defined = {
+        PRUNER_GROUP: {v for m in pruners for v in _defined_here(m, Pruner)},
+        SUITE_GROUP: {v for m in suites for v in _defined_here(m, Suite)},
+        DATASET_GROUP: _instances_in(["bench.data.builtin"], DatasetSpec),
+        MODEL_GROUP: _instances_in(["bench.models.classifiers", "bench.models.segmentation"], ModelConfig),
+    }
+    for group in groups:
+        assert defined[group] and defined[group] <= registered[group], (group, defined[group] - registered[group])
 
-    defined_datasets = {f"bench.data.builtin:{name}" for name, value in vars(bench.data.builtin).items()
-                        if isinstance(value, DatasetSpec)}
-    assert defined_pruners and defined_pruners <= registered[PRUNER_GROUP], defined_pruners - registered[PRUNER_GROUP]
-    assert defined_suites and defined_suites <= registered[SUITE_GROUP], defined_suites - registered[SUITE_GROUP]
-    assert defined_datasets and defined_datasets <= registered[DATASET_GROUP], defined_datasets - registered[DATASET_GROUP]
+
+def _instances_in(module_names: list[str], cls: type) -> set[str]:
+    """`module:NAME` of every module-level `cls` instance the modules define (dataset specs, model configs)."""
+    import importlib
+
+    return {f"{name}:{attr}" for name in module_names
+            for attr, value in vars(importlib.import_module(name)).items() if isinstance(value, cls)}
 
 
 def test_shared_flags_are_declared_once():

@@ -152,7 +152,6 @@ def command_plan(args: argparse.Namespace) -> int:
 def command_list(_: argparse.Namespace) -> int:
     from bench.core import registry
     from bench.data import DATASETS
-    from bench.models import BENCH_MODELS
 
     print("pruners: " + ", ".join(registry.available(registry.PRUNER_GROUP)))
     print_pruner_options()
@@ -163,11 +162,26 @@ def command_list(_: argparse.Namespace) -> int:
         print(f"  {name} ({spec.task}, {package} {package_version}): model {spec.default_model}, suites "
               f"{','.join(spec.default_suites)}, parent {spec.train.epochs} epochs, retrain {spec.retrain.epochs} "
               "epochs per step")
-    from bench.data.segmentation import SEGMENTATION_MODELS
-
-    print("models:  " + ", ".join(BENCH_MODELS) + " (and any timm model name)")
-    print("segmentation models: " + ", ".join(SEGMENTATION_MODELS))
+    print("models:  " + ", ".join(registry.available(registry.MODEL_GROUP)) + " (and any timm model name)")
+    print_model_configs()
     return 0
+
+
+def print_model_configs() -> None:
+    """One line per installed model: its package, input size, classes, parameter count and classifier."""
+    from bench.core import registry
+    from bench.models.config import model_config
+
+    for name in registry.available(registry.MODEL_GROUP):
+        package, package_version = registry.distribution_of(registry.MODEL_GROUP, name)
+        try:
+            config = model_config(name)
+        except registry.RegistryError as exc:  # a broken plugin must not hide the others
+            print(f"  {name}: cannot be loaded: {exc}")
+            continue
+        size = "x".join(map(str, config.input_size))
+        print(f"  {name} ({package} {package_version}): input {size}, {config.num_classes} classes, "
+              f"{config.reference_params:,} parameters, classifier {config.classifier}")
 
 
 def print_pruner_options() -> None:

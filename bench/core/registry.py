@@ -1,6 +1,6 @@
-"""Pruner, suite and dataset registries, filled only through Python entry points.
+"""Pruner, suite, dataset and model registries, filled only through Python entry points.
 
-Built-in pruners, suites and datasets are registered in prunebench's own pyproject exactly the way a
+Built-in pruners, suites, datasets and models are registered in prunebench's own pyproject exactly the way a
 third-party package registers its own, so the core never imports a concrete one.
 """
 
@@ -21,6 +21,7 @@ T = TypeVar("T")
 PRUNER_GROUP = "prunebench.pruners"
 SUITE_GROUP = "prunebench.suites"
 DATASET_GROUP = "prunebench.datasets"  # entry points name DatasetSpec instances, not classes
+MODEL_GROUP = "prunebench.models"  # entry points name bench.models.config.ModelConfig instances
 
 
 BUILTIN_PACKAGE = "prunebench"

@@ -20,15 +20,11 @@ import copy
 import dataclasses
 import math
 import multiprocessing
-import platform
 import random
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +43,14 @@ from bench.pipeline.jobs import job_environment, load_pruner, new_model, prune_a
 from bench.pipeline.runner import test_distributions
 from bench.pipeline.specs import pruner_identity
 from bench.pipeline.training import evaluate
+from bench.pipeline.verdict import Verification, current_platform, label
 from bench.pruning import count_nonzero
 from bench.results import load_result, networks_folder, report_path
 from bench.results.checkpoints import NetworkFileError, fit_state, read_state, shape_signature, stored_entries
-from bench.results.schema import EXTERNAL, PARENT, Distribution, NetworkResult, RunResult, VerifyReport, unpack_hits
+from bench.results.schema import EXTERNAL, PARENT, Distribution, NetworkResult, RunResult, unpack_hits
 
 __all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
+
 
 # a reproduced step on another platform or thread count: retraining is chaotic in float rounding,
 # so the weights are not compared there, only what the step claims
@@ -63,54 +61,6 @@ RATIO_TOLERANCE = 1e-9
 # rounding differences between CPUs, instruction sets and GPUs (~1e-6 of the logits) can then flip
 # the prediction honestly. A forged hit on a confident example is still a disagreement.
 TIE_MARGIN = 1e-3
-
-
-def label(net: NetworkResult) -> str:
-    return PARENT if net.pruner == PARENT else f"{net.pruner} step {net.step}"
-
-
-@dataclass
-class Verification:
-    """What `verify_result` found: every disagreement as one line, and the checks it ran."""
-
-    result_path: Path
-    result: RunResult
-    disagreements: list[str] = field(default_factory=list)
-    networks_checked: int = 0
-    hits_compared: int = 0
-    reproduced: list[str] = field(default_factory=list)
-    ties: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    sample: int | None = None  # --sample K: the (network, test set) pairs compared; None: all
-
-    @property
-    def passed(self) -> bool:
-        return not self.disagreements
-
-    def fail(self, where: str, what: str) -> None:
-        self.disagreements.append(f"{where}: {what}")
-
-    def report(self) -> VerifyReport:
-        return VerifyReport(
-            result=self.result_path.name,
-            integrity=self.result.integrity,
-            passed=self.passed,
-            networks_checked=self.networks_checked,
-            hits_compared=self.hits_compared,
-            sample=self.sample,
-            reproduced=self.reproduced,
-            disagreements=self.disagreements,
-            ties=self.ties,
-            prunebench=version("prunebench"),
-            platform=current_platform(self.result),
-            verified_at=datetime.now(timezone.utc),
-            seconds=self.seconds,
-        )
-
-
-def current_platform(result: RunResult) -> str:
-    """This machine in the words `bench run` records (platform and thread count, executor aside)."""
-    return f"{platform.platform()} ({result.config.threads} threads per job"
 
 
 def _hit_differences(check: Verification, net: NetworkResult, dist: TestDistribution, outcome: dict[str, object],

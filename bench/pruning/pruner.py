@@ -58,10 +58,15 @@ class PrunerOptions(BaseModel):
 
 
 class Pruner(ABC):
-    """Base class of every pruner; third-party pruners subclass it and register an entry point
-    in the `prunebench.pruners` group (its name must be the class's `name`).
+    """Base class of every pruner, and the one statement of the pruner contract.
 
-    Example::
+    Third-party pruners import only from `bench.api`, subclass `Pruner` and register the class under
+    the `prunebench.pruners` entry-point group; docs/plugins.md has a worked example. The size search
+    (`bench.pruning.prune_to_ratio`) enforces the contract: a breach stops the run with one line
+    naming the pruner, the layer and the pruner's package (`bench --debug run ...` shows the
+    traceback).
+
+    Example:
 
         class Magnitude(Pruner):
             name = "magnitude"
@@ -70,24 +75,64 @@ class Pruner(ABC):
                 scores = {n: l.weight.detach().abs() for n, l in compressible_layers(model).items()}
                 return lambda keep: global_topk(scores, keep)
 
-    The contract, enforced by the size search (`prune_to_ratio`):
-
-    * `plan(model, ctx)` scores the model once per prune step and returns the mask plan, keep knob
-      in [0, 1] -> masks. It runs with the model in eval mode and gradients enabled (gradient
-      criteria may call backward; the harness clears the gradients after), and must leave the
-      model's parameters and buffers as it found them; so must every call of the plan. The model
-      it sees is the network before this step's masking (in a cascade: the retrained previous step).
-    * Masks: a dict of compressible layer name (as `compressible_layers(model)` names them) -> a
-      ``torch.bool`` tensor shaped like that layer's weight, and/or parameter name (``"fc.bias"``,
-      ``"bn1.weight"``) -> a ``torch.bool`` tensor shaped like that parameter; False = pruned.
-      Names left out are not masked. A larger knob must never prune more entries (monotone).
-    * `reconstruct(model, masks, ctx)`, optional: called once per step after the size search, on
-      the masked model (eval mode, gradients enabled), to update the remaining weights in place;
-      pruned entries are zeroed again after it, and propagation runs again.
-
-    Options: declare ``class Options(PrunerOptions)`` with defaulted fields; an instance holds
-    the validated values as ``self.options``. A subclass that defines ``__init__`` must call
-    ``super().__init__(**options)``.
+    * **Name**: the entry point's name must be the class's `name` (else loading fails naming both);
+      two installed packages registering one name is an error that lists both.
+    * **Class attributes**: `structured = True` if the masks remove whole filters/channels (selects
+      structured propagation); `uses_data = True` if the pruner reads `ctx.calibration` /
+      `ctx.labels`; `weight_budget = True` if `plan(keep)` keeps round(keep * total) compressible
+      weights (the size search then runs the reference's budget search, else a bisection);
+      `requires`: distributions it computes with (e.g. "torch-pruning"), whose installed versions are
+      part of its identity.
+    * **Options**: a nested `class Options(PrunerOptions)` (a pydantic model; unknown keys are
+      errors) whose fields all have defaults; the instance holds the validated values as
+      `self.options`, and an `__init__` of your own must call `super().__init__(**options)`. On the
+      command line `--pruner refit:ridge=0.01,refit=false,wt` gives two pruners (a `key=value` item
+      belongs to the pruner before it); strings are coerced by pydantic. An unknown key or a bad value
+      stops the run with one line naming the pruner and listing its valid keys with their types and
+      defaults (exit 2). The **label** is the bare name when every option is at its default, else
+      `name:key=value,...` with the non-default options sorted by key (`refit:ridge=0.01`): it is
+      what the config holds (so adding an option with a default changes no config hash), what the
+      step cache keys and the result file (`provenance.pruners[label].options`, the networks'
+      `pruner`) record, and the row the leaderboard ranks: different options are a different row.
+    * **Metadata**: `display_name`, `paper` (citation or URL) and `code_url` are recorded in the
+      result file (`provenance.pruners`) for the leaderboard; they are no part of any cache key.
+    * **`plan(model, ctx)`** scores the network once per prune step and returns a mask plan, a
+      function keep knob in [0, 1] -> masks. It sees the network before this step's masking (in a
+      cascade the retrained previous step; already-zero weights stay zero whatever the masks say),
+      in eval mode with gradients enabled (a Taylor or Hessian criterion may call backward; the
+      harness clears the gradients after). It must not change the model: parameters and buffers are
+      compared after `plan` and after every call of the plan, and a change stops the run naming the
+      pruner. Keep what later calls need (scores, copies of weights) in the closure or on `self`.
+    * **Masks**: a dict whose keys are compressible layer names (as `compressible_layers(model)`
+      names them: Conv2d with groups 1 and Linear, first layer and classifier included) with a
+      `torch.bool` tensor shaped like that layer's weight, and/or parameter names (`"fc.bias"`,
+      `"bn1.weight"`) with a `torch.bool` tensor shaped like that parameter. False = pruned (set to
+      +0.0); names left out are not masked. Masking a BN γ and β is how a channel-slimming method
+      removes a channel; biases and BN entries of dead units need no masks, since propagation zeroes
+      them (unstructured) or their consumers' columns (structured). The plan must be **monotone**: a
+      larger knob never prunes more entries (checked on every call); prunebench bisects the knob so
+      the measured ratio, after propagation, hits each target.
+    * **`ctx`** (`PruneContext`): `calibration`, the S set (normalised validation images
+      (N, C, H, W), the same for every pruner and step of a run; docs/pruners.md, "S set");
+      `labels`, their class ids (N,) or segmentation masks (N, H, W); `loss(outputs, labels)`, the
+      task's loss; `device`, where the model and S are; `seed`, the run's seed for any random
+      numbers; `last_layer`, the last compressible layer in module order (the output layer);
+      `batch_size`, the batch size for passes over S; `failure_probability`, the task's δ. A pruner
+      with `uses_data = False` sees `calibration` and `labels` with 0 rows (other dimensions kept,
+      e.g. for an example input `torch.zeros(1, *ctx.calibration.shape[1:], device=ctx.device)`),
+      so a data-free pruner's masks provably do not depend on S.
+    * **`reconstruct(model, masks, ctx)`** (optional): updates the remaining weights in place after
+      masking (OBS / SparseGPT-style). It runs once per step, after the size search settled (not
+      inside it: it changes values, not which entries are kept), on the masked and propagated model,
+      eval mode, gradients enabled; `masks` holds every compressible layer's kept weight entries.
+      Afterwards every entry that was zero before it is zeroed again and propagation runs again, so
+      nothing pruned regrows and the measured ratio holds; then the network is retrained as usual.
+      It may not change shapes.
+    * **Identity**: the pruner's package and version, a sha256 of its source (the defining module
+      for the built-ins, every module of its top-level package for a plugin) and its non-default
+      options are part of every cached step's key and recorded in the result file: editing one line
+      of a pruner recomputes its steps and nothing else. Non-finite weights after pruning or
+      retraining stop the run naming the step.
     """
 
     name: ClassVar[str]

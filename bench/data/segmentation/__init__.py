@@ -11,9 +11,9 @@ classes, ``IGNORE_INDEX = 255`` (VOC object borders and crop padding). Test sets
 ``bench.data.ImageSet(images, masks)`` (masks as per-pixel labels), the container of every task.
 Input statistics live in ``bench.data.normalization``.
 
-Modules: :mod:`~bench.data.segmentation.data` (readers, evaluation view, augmentation),
-:mod:`~bench.data.segmentation.model` (networks) and :mod:`~bench.data.segmentation.evaluation` (metrics,
-loss); everything below is re-exported here.
+Modules: :mod:`~bench.data.segmentation.data` (readers, evaluation view, augmentation) and
+:mod:`~bench.data.segmentation.evaluation` (metrics, loss), re-exported here; the networks are in the
+models layer, :mod:`~bench.models.segmentation`.
 
 API
 ---
@@ -47,12 +47,9 @@ Metrics and evaluation::
                           ignore_index=255) -> int64 (K, K)   # streamed, inference_mode
     normalize_imagenet(images uint8) -> float32            # torchvision segmentation statistics
 
-Models and loss::
+Loss (the networks, ``bench.models.segmentation.create_segmentation_model``, return the "out"
+logits (N, K, H, W) in eval mode and {"out": ..., "aux": ...} in train mode; the loss takes either)::
 
-    create_segmentation_model(name="deeplabv3_resnet50", num_classes=21, pretrained=False,
-                              pretrained_backbone=False, aux_loss=True) -> SegmentationModel
-        # names: SEGMENTATION_MODELS; eval mode returns the "out" logits (N, K, H, W);
-        # train mode returns {"out": ..., "aux": ...} (aux only with an aux head)
     segmentation_loss(outputs, target, aux_weight=0.5, ignore_index=255) -> scalar tensor
 """
 
@@ -84,20 +81,16 @@ from bench.data.segmentation.evaluation import (
     pixel_accuracy,
     segmentation_loss,
 )
-from bench.data.segmentation.model import SEGMENTATION_MODELS, SegmentationModel, create_segmentation_model
 
 __all__ = [
     "IGNORE_INDEX",
     "NUM_CLASSES",
     "SEGMENTATION_DATASETS",
-    "SEGMENTATION_MODELS",
     "VOC_CLASSES",
-    "SegmentationModel",
     "accumulate_confusion",
     "augment_train",
     "augment_train_batch",
     "confusion_matrix",
-    "create_segmentation_model",
     "evaluate_segmentation",
     "iou_per_class",
     "iter_pairs",

@@ -1,11 +1,13 @@
 """Segmentation networks: :class:`SegmentationModel`, the registry and :func:`create_segmentation_model`.
 
 :data:`SEGMENTATION_MODELS` names torchvision's DeepLabV3 / FCN builders (re-wrapped with the same
-submodule names, so torchvision state dicts load unchanged) and ``fcn_tiny``, a ~40k-parameter
+submodule names, so torchvision state dicts load unchanged) and ``fcn_tiny``, a ~73k-parameter
 toy network for tests and smoke runs. Models start from random weights (no network access) unless
 ``pretrained`` / ``pretrained_backbone`` ask for torchvision's weights. In eval mode a model returns
 the "out" logits (N, K, H, W); in train mode a dict with "out" and, with an aux head, "aux"
-(:func:`bench.data.segmentation.evaluation.segmentation_loss` takes either).
+(:func:`bench.data.segmentation.evaluation.segmentation_loss` takes either). Each model's
+:class:`bench.models.config.ModelConfig` (``DEEPLABV3_RESNET50`` ...) is declared with its builder and
+named by its ``prunebench.models`` entry point.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data.segmentation.data import NUM_CLASSES
+from bench.models.config import ModelConfig
 
 
 class SegmentationModel(nn.Module):
@@ -102,13 +105,40 @@ def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-SEGMENTATION_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "deeplabv3_resnet50": _torchvision_builder("deeplabv3_resnet50"),
-    "deeplabv3_resnet101": _torchvision_builder("deeplabv3_resnet101"),
-    "deeplabv3_mobilenet_v3_large": _torchvision_builder("deeplabv3_mobilenet_v3_large"),
-    "fcn_resnet50": _torchvision_builder("fcn_resnet50"),
-    "fcn_tiny": _fcn_tiny,  # ~40k parameters, for tests and smoke runs
-}
+SEGMENTATION_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _register(config: ModelConfig, builder: Callable[..., nn.Module]) -> ModelConfig:
+    """Add ``builder`` to :data:`SEGMENTATION_MODELS` under ``config.name``; returns `config`, what the
+    model's ``prunebench.models`` entry point names."""
+    SEGMENTATION_MODELS[config.name] = builder
+    return config
+
+
+_VOC_INPUT = (3, 513, 513)  # the paper's crop (bench.data.builtin.VOC_SIZE)
+# torchvision's parameter counts, aux head included: its COCO_WITH_VOC_LABELS_V1 weights' num_params
+_TORCHVISION = "reference code and parameter count: torchvision.models.segmentation"
+_DEEPLABV3 = ("Chen et al. (2017), Rethinking Atrous Convolution for Semantic Image Segmentation, "
+              "https://arxiv.org/abs/1706.05587")
+_FCN = ("Long, Shelhamer & Darrell (2015), Fully Convolutional Networks for Semantic Segmentation, CVPR, "
+        "https://arxiv.org/abs/1411.4038")
+
+
+def _register_torchvision(name: str, reference_params: int, paper: str) -> ModelConfig:
+    """Register torchvision's segmentation builder `name` (main head ``classifier.4``, 21 VOC classes)."""
+    config = ModelConfig(name, _VOC_INPUT, "classifier.4", reference_params, NUM_CLASSES, f"{paper}; {_TORCHVISION}.{name}")
+    return _register(config, _torchvision_builder(name))
+
+
+DEEPLABV3_RESNET50 = _register_torchvision("deeplabv3_resnet50", 42_004_074, _DEEPLABV3)
+DEEPLABV3_RESNET101 = _register_torchvision("deeplabv3_resnet101", 60_996_202, _DEEPLABV3)
+DEEPLABV3_MOBILENET_V3_LARGE = _register_torchvision(
+    "deeplabv3_mobilenet_v3_large", 11_029_328,
+    f"{_DEEPLABV3}; Howard et al. (2019), Searching for MobileNetV3, https://arxiv.org/abs/1905.02244",
+)
+FCN_RESNET50 = _register_torchvision("fcn_resnet50", 35_322_218, _FCN)
+# ~73k parameters, for tests and smoke runs (prunebench's own, no paper)
+FCN_TINY = _register(ModelConfig("fcn_tiny", _VOC_INPUT, "classifier.4", 72_802, NUM_CLASSES), _fcn_tiny)
 
 
 def create_segmentation_model(
