@@ -239,6 +239,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of `bench run`, shared with `bench plan` (same arguments, same RunConfig)."""
+    from bench.pipeline.executors import RAY_STORAGES
+
     add_evaluation_arguments(run)
     run.add_argument("--pretrained", action="store_true", help="start the parent from timm's pretrained weights")
     run.add_argument("--pruner", type=pruner_labels, default=DEFAULT_PRUNERS,
@@ -265,6 +267,10 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                      help="CUDA runs: concurrent jobs per GPU (local: one pinned worker per GPU x K, --workers "
                           "ignored; Ray: each task asks for 1/K GPU); e.g. 4 for ResNet20")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
+    run.add_argument("--ray-storage", choices=RAY_STORAGES, default=None,
+                     help="how Ray tasks reach the job store: object-store, inputs and outputs travel through Ray "
+                     "(no shared storage needed; default with --ray-address), or shared, every node opens the "
+                     "driver's --out path (a shared mount; default on a local instance)")
     run.add_argument("--parent-checkpoint", type=Path, default=None, metavar="PATH",
                      help="start from this trained parent (torch state dict or safetensors) instead of training one; "
                      "its sha256 is part of the config, --epochs then fine-tunes it (default 0: used as is)")

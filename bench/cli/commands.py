@@ -98,7 +98,7 @@ def command_run(args: argparse.Namespace) -> int:
         config = run_config(args)
         device = str(resolve_device(args.device))
         executor = make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet,
-                                 device_type=device, jobs_per_gpu=args.jobs_per_gpu)
+                                 device_type=device, jobs_per_gpu=args.jobs_per_gpu, ray_storage=args.ray_storage)
         with closing(executor):
             path = run(config, args.out, progress=not args.quiet, executor=executor,
                        parent_checkpoint=args.parent_checkpoint, device=device)

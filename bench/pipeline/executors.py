@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from bench.pipeline.store import Store
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
@@ -195,18 +200,57 @@ def ray_task_options(device_type: str = "cpu", jobs_per_gpu: int = 1, cpus_per_j
     return options
 
 
+OBJECT_STORE, SHARED = "object-store", "shared"  # `--ray-storage`: how Ray tasks reach the job store
+RAY_STORAGES = (OBJECT_STORE, SHARED)
+RAY_TASK_RETRIES = 3  # a task whose worker or node dies runs again (jobs are idempotent)
+
+
+def ray_storage(storage: str | None, address: str | None) -> str:
+    """The `--ray-storage` of a run: as given, else object-store on a cluster (`address`) and shared
+    on a local instance, where every task sees the driver's store."""
+    if storage is None:
+        return OBJECT_STORE if address else SHARED
+    if storage not in RAY_STORAGES:
+        raise ValueError(f"--ray-storage must be one of {', '.join(RAY_STORAGES)}, got {storage!r}")
+    return storage
+
+
+def run_shipped_task(fn: Callable[..., Any], args: tuple[Any, ...], inputs: dict[str, Any]) -> Any:
+    """The Ray task of every job in object-store mode: fetch its input files (`inputs`: path ->
+    ObjectRef, each file put once by the driver), run the job in a scratch store on this node
+    (bench.pipeline.shipping.run_in_scratch_store) and return its outputs with this node's id."""
+    import dataclasses
+
+    import ray
+
+    from bench.pipeline.shipping import run_in_scratch_store
+
+    payloads = dict(zip(inputs, ray.get(list(inputs.values()))))
+    returned = run_in_scratch_store(fn, args, payloads)
+    return dataclasses.replace(returned, node=ray.get_runtime_context().get_node_id())
+
+
 class RayExecutor(Executor):
-    """Jobs as Ray tasks: a local instance by default, or a cluster at `address`."""
+    """Jobs as Ray tasks: a local instance by default, or a cluster at `address`.
+
+    `storage` (ray_storage): `shared`, every task opens the store path its job is given (one
+    machine, or a store on a mount every node sees at the same path); `object-store`, job inputs
+    and outputs travel through Ray's object store (bench.pipeline.shipping) and only the driver's store is
+    ever written, so nodes need no shared storage. `placements` lists (node id, scratch store root)
+    of every object-store job that finished.
+    """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1,
-                 progress: bool = True, device_type: str = "cpu", jobs_per_gpu: int = 1) -> None:
+                 progress: bool = True, device_type: str = "cpu", jobs_per_gpu: int = 1,
+                 storage: str | None = None) -> None:
         try:
             import ray
         except ImportError as exc:
             raise ValueError("the Ray executor needs Ray: pip install 'prunebench[ray]'") from exc
         self.options = ray_task_options(device_type, jobs_per_gpu, cpus_per_job)  # checks jobs_per_gpu first
+        self.storage = ray_storage(storage, address)
         self.gpu_tasks = is_cuda(device_type)
         self.ray = ray
         if not ray.is_initialized():
@@ -218,7 +262,10 @@ class RayExecutor(Executor):
                      runtime_env={"env_vars": env} if env else None)
         self.cpus_per_job = cpus_per_job
         self.progress = progress
+        self.placements: list[tuple[str, str]] = []
         self._remote: dict[Callable[..., Any], Any] = {}
+        self._puts: dict[tuple[str, int, int], Any] = {}  # (path, size, mtime) -> ObjectRef of its bytes
+        self._lock = threading.Lock()
 
     @property
     def pins_gpus(self) -> bool:
@@ -226,12 +273,45 @@ class RayExecutor(Executor):
 
     def _as_remote(self, fn: Callable[..., Any]) -> Any:
         if fn not in self._remote:
-            options: dict[str, Any] = dict(self.options)  # ray.remote's keyword overload
+            options: dict[str, Any] = {**self.options, "max_retries": RAY_TASK_RETRIES}  # ray.remote's keyword overload
             self._remote[fn] = self.ray.remote(**options)(fn)
         return self._remote[fn]
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
-        return self._as_remote(fn).remote(*args).future()
+        if self.storage == SHARED:
+            return self._as_remote(fn).remote(*args).future()
+        from bench.pipeline.shipping import input_files, store_root_of, with_store_root
+        from bench.pipeline.store import Store
+
+        store = Store(Path(store_root_of(fn, args)))
+        inputs = {relative: self._put(Path(store.root) / relative) for relative in input_files(store, fn, args)}
+        # the driver's store path never reaches a node: the task runs the job on its own scratch store
+        task = self._as_remote(run_shipped_task).remote(fn, with_store_root(fn, args, ""), inputs).future()
+        landed: Future[Any] = Future()
+        task.add_done_callback(lambda done: self._land(store, done, landed))
+        return landed
+
+    def _put(self, path: Path) -> Any:
+        """An ObjectRef of the file's bytes, put once while the file is unchanged (artifacts are written
+        once: a test set read by every evaluation travels to each node once)."""
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns)
+        if key not in self._puts:
+            self._puts[key] = self.ray.put(path.read_bytes())
+        return self._puts[key]
+
+    def _land(self, store: Store, task: Future[Any], landed: Future[Any]) -> None:
+        """Write a finished task's files into the driver's store, then resolve the job's future."""
+        from bench.pipeline.shipping import write_outputs
+
+        try:
+            returned = task.result()
+            write_outputs(store, returned.outputs)
+            with self._lock:
+                self.placements.append((returned.node, returned.store_root))
+            landed.set_result(returned.value)
+        except BaseException as exc:  # handed to whoever waits on the job
+            landed.set_exception(exc)
 
     @property
     def slots(self) -> int:
@@ -242,6 +322,7 @@ class RayExecutor(Executor):
         return max(1, int(resources.get("CPU", 1) // self.cpus_per_job))
 
     def close(self) -> None:
+        self._puts.clear()
         self.ray.shutdown()
 
 
@@ -261,16 +342,19 @@ def visible_gpus(device_type: str) -> list[int]:
 
 
 def make_executor(name: str, workers: int = 1, ray_address: str | None = None, progress: bool = True,
-                  device_type: str = "cpu", jobs_per_gpu: int = 1, gpus: Sequence[int] | None = None) -> Executor:
+                  device_type: str = "cpu", jobs_per_gpu: int = 1, gpus: Sequence[int] | None = None,
+                  ray_storage: str | None = None) -> Executor:
     """The executor of `bench run --executor NAME`.
 
     `device_type` is the run's device (`cpu`, `cuda` or `cuda:N`). On CUDA the local executor runs
     len(gpus) x jobs_per_gpu pinned workers (`gpus` default: visible_gpus) and ignores `workers`;
     Ray tasks request 1 / jobs_per_gpu GPU each, and `workers` stays the CPU count of a local Ray
-    instance. On CPU `jobs_per_gpu` and `gpus` do not apply.
+    instance. On CPU `jobs_per_gpu` and `gpus` do not apply. `ray_storage`: RayExecutor's `storage`.
     """
     if jobs_per_gpu < 1:
         raise ValueError(f"--jobs-per-gpu must be >= 1, got {jobs_per_gpu}")
+    if ray_storage is not None and name != "ray":
+        raise ValueError(f"--ray-storage applies to --executor ray, not {name!r}")
     if name == "local":
         if not is_cuda(device_type):
             return LocalExecutor(workers, progress)
@@ -278,5 +362,5 @@ def make_executor(name: str, workers: int = 1, ray_address: str | None = None, p
                              jobs_per_gpu=jobs_per_gpu)
     if name == "ray":
         return RayExecutor(ray_address, num_cpus=None if ray_address else workers, progress=progress,
-                           device_type=device_type, jobs_per_gpu=jobs_per_gpu)
+                           device_type=device_type, jobs_per_gpu=jobs_per_gpu, storage=ray_storage)
     raise ValueError(f"unknown executor {name!r}; use 'local' or 'ray'")

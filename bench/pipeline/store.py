@@ -49,6 +49,7 @@ __all__ = ["NETWORK_SUFFIX", "CacheCorrupted", "Store"]
 NETWORK_SUFFIX = ".safetensors"
 MAX_MARKER_BYTES = 64 * 2**20  # a job record: a few kB (an evaluation's hits: ~1 bit per image)
 CHECKPOINT_SUFFIX = ".checkpoint"  # a user's parent, as given (torch.save or safetensors)
+ARTIFACT_SUFFIXES = (".json", NETWORK_SUFFIX, ".npz", CHECKPOINT_SUFFIX)  # every file an artifact may have
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +66,10 @@ class Store:
 
     def network_path(self, kind: str, key: str) -> Path:
         return self.path(kind, key, NETWORK_SUFFIX)
+
+    def artifact_paths(self, kind: str, key: str) -> list[Path]:
+        """The files of one artifact that are in the store (marker, network, test set or checkpoint)."""
+        return [path for suffix in ARTIFACT_SUFFIXES if (path := self.path(kind, key, suffix)).is_file()]
 
     # ---- markers -------------------------------------------------------------------------------
 
