@@ -23,12 +23,12 @@ from _timing import markdown_table, open_benchmark
 
 # (label, module file suffix, function name): cumulative CPU time under each
 STAGES: list[tuple[str, str, str]] = [
-    ("load dataset", "bench/data.py", "load_dataset"),
+    ("load dataset", "bench/data/__init__.py", "load_dataset"),
     ("test sets (corruptions, checksums)", "bench/pipeline/runner.py", "test_distributions"),
     ("all training (parent + retraining)", "bench/pipeline/training.py", "train"),
-    ("prune steps: size search", "bench/pruning.py", "prune_to_ratio"),
-    ("  of which propagation passes", "bench/pruning.py", "propagation_pass"),
-    ("  of which pruners' plan()", "bench/pruning.py", "_plugin_call"),
+    ("prune steps: size search", "bench/pruning/search.py", "prune_to_ratio"),
+    ("  of which propagation passes", "bench/pruning/propagation.py", "propagation_pass"),
+    ("  of which pruners' plan()", "bench/pruning/search.py", "_plugin_call"),
     ("evaluation (all networks x test sets)", "bench/pipeline/training.py", "evaluate"),
     ("  of which model forward", "torch/nn/modules/module.py", "_call_impl"),
     ("job store: write results and networks", "bench/pipeline/store.py", "write_json"),

@@ -217,7 +217,7 @@ def test_plugin_classes_are_checked_when_loaded(monkeypatch):
     monkeypatch.setattr(registry, "_entry_points", lambda group: points)
     with pytest.raises(registry.RegistryError, match="names a class whose name is 'ft'"):
         registry.load_class(registry.PRUNER_GROUP, "wt", Pruner)
-    with pytest.raises(registry.RegistryError, match="is not a subclass of bench.pruning.Pruner"):
+    with pytest.raises(registry.RegistryError, match="is not a subclass of bench.pruning.pruner.Pruner"):
         registry.load_class(registry.PRUNER_GROUP, "schema", Pruner)
     with pytest.raises(registry.RegistryError, match="names a class that declares no name: set name = 'nameless'"):
         registry.load_class(registry.PRUNER_GROUP, "nameless", Pruner)
