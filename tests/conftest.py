@@ -16,7 +16,9 @@ from bench.data.recipes import DIGITS_TRAIN
 from bench.models import create_model
 from bench.pipeline.training import train
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist (pyproject's addopts: two worker processes) each worker takes one intra-op
+# thread, so the two workers never oversubscribe two cores; alone, up to two threads.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")
