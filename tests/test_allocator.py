@@ -36,6 +36,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.slow
 def test_tuned_allocator_reuses_freed_blocks_instead_of_faulting_them_in_again() -> None:
     plain, tuned = _faults("plain"), _faults("tuned")
     # untuned (measured: ~105,000): glibc unmaps or trims the batch's blocks and faults them in again

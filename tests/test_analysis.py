@@ -68,6 +68,7 @@ def similarity(networks: RunNetworks, nets, images, **kwargs):
         return functional_similarity(nets, networks.data, images, **kwargs)
 
 
+@pytest.mark.slow
 def test_networks_are_parent_steps_and_a_cached_control(result_path, networks):
     assert [(n.pruner, n.step) for n in networks.networks] == [(PARENT, 0), ("wt", 1), ("wt", 2), (CONTROL, 0)]
     result = networks.result
@@ -84,6 +85,7 @@ def test_networks_are_parent_steps_and_a_cached_control(result_path, networks):
         load_run_networks(result)
 
 
+@pytest.mark.slow
 def test_parent_agrees_with_itself_at_every_epsilon(networks):
     parent = networks.networks[0]
     twin = AnalysisNetwork("parent copy", "copy", 0, 0.0, copy.deepcopy(parent.model))
@@ -96,6 +98,7 @@ def test_parent_agrees_with_itself_at_every_epsilon(networks):
     assert report.cell("parent", 0.3).accuracy < report.cell("parent", 0.0).accuracy
 
 
+@pytest.mark.slow
 def test_similarity_of_a_heavily_pruned_network_falls_with_noise(result_path, networks, tmp_path):
     report = similarity_analysis(result_path, epsilons=EPSILONS, draws=3, n_images=150)
     assert report.noise == NOISE_MODEL and report.draws == 3 and report.n_images == 150
@@ -113,6 +116,7 @@ def test_similarity_of_a_heavily_pruned_network_falls_with_noise(result_path, ne
         assert path.read_bytes().startswith(MAGIC[path.suffix])
 
 
+@pytest.mark.slow
 def test_noiseless_pass_reproduces_the_result_files_accuracies(result_path, networks):
     report = similarity_analysis(result_path, epsilons=(0.0,), control=False)
     result = networks.result
@@ -123,6 +127,7 @@ def test_noiseless_pass_reproduces_the_result_files_accuracies(result_path, netw
     assert report.potentials[0].potential == derive(result.distributions, result.networks, result.config.delta).pruners[0].nominal_potential
 
 
+@pytest.mark.slow
 def test_similarity_is_deterministic_and_independent_of_batch_size(networks):
     test = small_test(networks, 80)
     args = {"epsilons": (0.0, 0.2), "draws": 2}
@@ -138,6 +143,7 @@ def test_similarity_is_deterministic_and_independent_of_batch_size(networks):
     assert noisy != [c.softmax_l2 for c in other.cells if c.epsilon > 0]
 
 
+@pytest.mark.slow
 def test_analyze_saves_its_reports_and_bench_plot_plots_them(result_path, capsys, tmp_path):
     assert main(["analyze", "similarity", str(result_path), "--images", "40", "--draws", "1"]) == 0
     saved = report_path(result_path, "similarity")
@@ -165,6 +171,7 @@ def test_analyze_saves_its_reports_and_bench_plot_plots_them(result_path, capsys
         assert any(name.endswith(f"-potential{suffix}") for name in written)
 
 
+@pytest.mark.slow
 def test_own_pixels_maximise_own_confidence(result_path, networks, tmp_path):
     report = features_analysis(result_path, n_images=60)
     n = len(networks.networks)

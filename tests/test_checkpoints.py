@@ -30,6 +30,7 @@ def pruned(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_round_trip_is_exact_for_every_tensor_and_dtype(digits_cnn, tmp_path):
     model = pruned(digits_cnn, 0.7)
     state = model.state_dict()
@@ -67,6 +68,7 @@ def test_a_90_percent_pruned_network_costs_about_a_tenth_of_dense(tmp_path):
     assert 0.1 < ratio < 0.18  # 10 % of the values + 1/32 for the mask + dense BN statistics + header
 
 
+@pytest.mark.slow
 def test_loading_checks_the_sha256_before_parsing(digits_cnn, tmp_path):
     path = tmp_path / "net.safetensors"
     saved = save_state(digits_cnn.state_dict(), path)

@@ -1,7 +1,10 @@
 """`bench run` end to end on the embedded digits data, through the real CLI entry point."""
 
+import contextlib
+import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,16 +17,21 @@ from bench.results.schema import SCHEMA_VERSION
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """One finished `bench run`: its folder (left as the run wrote it; a test that adds to it works
+    on a copy), its arguments and the board it printed. The fixture runs it, so no test depends on
+    another having run first (pytest-xdist may run them in any order, on any worker)."""
     out = tmp_path_factory.mktemp("results")
     args = ["run", "--suite", "noise,digits-c", "--pruner", "wt,pfp", "--ratios", "0.5,0.9",
             "--epochs", "5", "--retrain-epochs", "1", "--out", str(out), "--quiet"]
-    return out, args
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(args) == 0
+    return out, args, printed.getvalue()
 
 
-def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, capsys):
-    out, args = finished_run
-    assert main(args) == 0
-    board = capsys.readouterr().out
+@pytest.mark.slow
+def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run):
+    out, _, board = finished_run
     (path,) = out.glob("*.json")
     result = load_result(path)
 
@@ -52,8 +60,12 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run, caps
         assert f"{100 * m.robust_potential_mean:.1f}" in row
 
 
-def test_second_run_reuses_the_cached_parent(finished_run, capsys):
-    out, args = finished_run
+@pytest.mark.slow
+def test_second_run_reuses_the_cached_parent(finished_run, tmp_path):
+    finished, args, _ = finished_run
+    out = tmp_path / "results"
+    shutil.copytree(finished, out)
+    args = [str(out) if a == str(finished) else a for a in args]
     (cached,) = (out / ".cache" / "parents").glob("*.safetensors")
     stamp = cached.stat().st_mtime_ns
     seed1 = [a if a != "wt,pfp" else "wt" for a in args]
@@ -65,6 +77,7 @@ def test_second_run_reuses_the_cached_parent(finished_run, capsys):
     assert [n.accuracy for n in second.networks if n.pruner == "wt"] == [n.accuracy for n in first.networks if n.pruner == "wt"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -73,7 +86,7 @@ def test_second_run_reuses_the_cached_parent(finished_run, capsys):
     ],
 )
 def test_leaderboard_command_rejects_an_edited_file(finished_run, capsys, tmp_path, field, value, message):
-    out, _ = finished_run
+    out, _, _ = finished_run
     path = next(out.glob("*.json"))
     raw = json.loads(path.read_text())
     target = raw
@@ -111,8 +124,9 @@ def test_bad_suite_for_dataset_is_a_clear_error(tmp_path, capsys):
     assert "no suite named 'nosie' is installed. Did you mean noise?" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
-    out, _ = finished_run
+    out, _, _ = finished_run
     good = next(out.glob("*.json"))
     bad = tmp_path / "bad.json"
     bad.write_text(good.read_text().replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 7'))
@@ -127,6 +141,7 @@ def test_validate_and_plot_commands(finished_run, capsys, tmp_path):
     assert all((tmp_path / "plots" / Path(p).name).stat().st_size > 1000 for p in written)
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_command_gives_the_same_result_and_a_byte_identical_leaderboard(tmp_path, capsys):
     from bench.results import parse_result, save_result
 

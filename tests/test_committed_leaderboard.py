@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "leaderboard" / "results"
 
 
+@pytest.mark.slow
 def test_committed_leaderboard_matches_the_committed_results(monkeypatch, capsys):
     """LEADERBOARD.md, leaderboard/leaderboard.json and leaderboard/index.html, exactly as CI checks them."""
     monkeypatch.chdir(ROOT)

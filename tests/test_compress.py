@@ -121,6 +121,7 @@ def digits_run(one_thread, tmp_path_factory):
     return run(config, tmp_path_factory.mktemp("compress"), progress=False)
 
 
+@pytest.mark.slow
 def test_trained_digits_networks_compress_exactly(digits_run):
     networks = load_run_networks(digits_run, control=False)
     inputs = networks.data.normalize(networks.data.test.images[:64])
@@ -144,6 +145,7 @@ def test_trained_digits_networks_compress_exactly(digits_run):
     assert checked == 2 * len(RATIOS)
 
 
+@pytest.mark.slow
 def test_cli_compress_prints_and_writes_the_comparison(digits_run, tmp_path, capsys):
     out = tmp_path / "compress.json"
     args = ["compress", str(digits_run), "--repeats", "2", "--warmup", "1", "--batch", "16", "--json", str(out)]
@@ -172,6 +174,7 @@ def resnet20_bn(one_thread, request):
     return with_bn_statistics(create_model(request.param, num_classes=10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner_cls", [FilterThresholding, PFP])
 def test_resnet20_compresses_exactly_at_several_ratios(resnet20_bn, pruner_cls):
     calibration = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -237,6 +240,7 @@ def test_projection_shortcut_channels_are_removed_exactly(one_thread):
 # ---- other shapes: pre-activation WRN with 1x1 shortcuts, VGG, odd borders ---------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [lambda: WideResNet(10, 2), VGG16BN], ids=["wrn10_2", "vgg16_bn"])
 def test_ft_on_other_architectures(build):
     torch.manual_seed(0)

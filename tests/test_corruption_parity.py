@@ -180,6 +180,7 @@ def agree(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
     return abs(float(ours.mean() - theirs.mean())), STAT_SIGMAS * float(error) + 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOISES + STRUCTURED)
 def test_random_corruptions_match_in_distribution(name: str) -> None:
     clean = IMAGES.numpy().astype(np.int16)

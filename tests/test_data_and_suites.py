@@ -26,6 +26,7 @@ def test_normalisation_uses_train_statistics():
     assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")  # 165 small corruption calls: a second thread only spins on a busy machine
 def test_corruption_suites_are_deterministic_and_graded_in_strength():
     data = load_digits(0)

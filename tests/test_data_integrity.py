@@ -153,6 +153,7 @@ def test_verify_data_hashes_every_file_once_per_run(cifar_root, hashed):
     assert VERIFY_ENV not in os.environ and RUN_ENV not in os.environ  # nothing leaks into the next run
 
 
+@pytest.mark.slow
 def test_bench_run_verify_data_rehashes_every_data_file(cifar_root, hashed, tmp_path):
     cifar10c(cifar_root)
     args = ["run", "--suite", "cifar10.1,cifar10c", "--severities", "2", "--out", str(tmp_path / "out"), *FAST]

@@ -179,6 +179,7 @@ def test_cifar100_with_wrong_md5_says_how_to_get_it(tmp_path, monkeypatch):
         dataset_spec("cifar100").load(0)
 
 
+@pytest.mark.slow
 def test_cifar100c_suite_end_to_end(cifar100_root, tmp_path):
     cifar100c_fixture(cifar100_root, ["fog", "contrast"])
     out = tmp_path / "results"
@@ -260,6 +261,7 @@ py-modules = ["stripes_demo"]
 """
 
 
+@pytest.mark.slow
 def test_a_dataset_from_an_installed_package_runs_through_bench_run(tmp_path, monkeypatch, capsys):
     site, env = install_package(tmp_path, PYPROJECT, {"stripes_demo": PLUGIN_SOURCE})
     out = tmp_path / "results"

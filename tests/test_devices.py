@@ -144,6 +144,7 @@ def test_device_type_is_in_job_keys_off_the_cpu_only():
 
 # ---- an explicit CPU device gives the same numbers -------------------------------------------------
 
+@pytest.mark.slow
 def test_training_on_an_explicit_cpu_device_is_identical(digits):
     recipe = DIGITS_TRAIN.model_copy(update={"epochs": 1, "corruption_mix": ("gaussian_noise", "fog")})
     config = default_config(pruners=("wt",), suites=("noise",))
@@ -154,6 +155,7 @@ def test_training_on_an_explicit_cpu_device_is_identical(digits):
     assert same_state(plain, explicit)
 
 
+@pytest.mark.slow
 def test_bf16_training_keeps_fp32_weights_and_changes_the_numbers(digits):
     recipe = DIGITS_TRAIN.model_copy(update={"epochs": 1})
     torch.manual_seed(0)
@@ -218,6 +220,7 @@ def test_one_evaluation_batch_on_meta(digits_cnn, digits, strict):
     assert hits.device == META and hits.shape == (8,) and hits.dtype == torch.bool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reducer", [sipp_layer_scores, pfp_layer_scores], ids=["sipp", "pfp"])
 def test_one_sensitivity_pass_on_meta(resnet20, digits, reducer, strict):
     model = on_meta(resnet20)
@@ -243,6 +246,7 @@ def test_each_corruption_on_meta(digits, name, strict):
 
 # ---- bench run --device cpu ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_run_device_cpu_gives_the_same_cells_and_records_the_device(tmp_path):
     plain, explicit = tmp_path / "plain", tmp_path / "explicit"
     assert main([*RUN, "--out", str(plain)]) == 0

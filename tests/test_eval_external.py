@@ -57,6 +57,7 @@ def evaluated(brought) -> tuple[Path, RunResult]:
     return path, load_result(path)
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_runs_hits(brought, evaluated):
     _, run, files = brought
     path, result = evaluated
@@ -94,6 +95,7 @@ def test_eval_reproduces_the_runs_hits(brought, evaluated):
     assert metrics["wt"].delta_excess_error == run_metrics["wt"].delta_excess_error
 
 
+@pytest.mark.slow
 def test_the_eval_is_ranked_in_its_own_table_and_verifies(brought, evaluated, capsys):
     root, run, _ = brought
     path, result = evaluated
@@ -109,6 +111,7 @@ def test_the_eval_is_ranked_in_its_own_table_and_verifies(brought, evaluated, ca
     assert report["passed"] and report["networks_checked"] == 3
 
 
+@pytest.mark.slow
 def test_an_external_result_must_agree_with_itself(evaluated):
     _, result = evaluated
     stored = result.config.model_dump(mode="json")
@@ -120,6 +123,7 @@ def test_an_external_result_must_agree_with_itself(evaluated):
     assert "disagrees with its 9 parameters" in str(check_consistency(denser, stored))
 
 
+@pytest.mark.slow
 def test_a_network_of_another_model_is_a_one_line_error(brought, tmp_path, capsys):
     _, _, files = brought
     wrong = tmp_path / "wrong.pt"
@@ -134,6 +138,7 @@ def test_a_network_of_another_model_is_a_one_line_error(brought, tmp_path, capsy
     assert "use METHOD=PATH" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_archive_that_brings_code_and_runs_none(brought, tmp_path, monkeypatch, capsys):
     _, _, files = brought
     hostile = Path(__file__).parent / "fixtures" / "hostile" / "archives" / "pickled-weight.pt2"
@@ -146,6 +151,7 @@ def test_eval_refuses_an_archive_that_brings_code_and_runs_none(brought, tmp_pat
     assert not list(tmp_path.glob("PWNED-*"))
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_network_with_non_finite_weights_or_statistics(brought, tmp_path, capsys):
     _, _, files = brought
     for name in ("fc.weight", "features.0.1.running_var"):  # a weight, and a BatchNorm statistic
@@ -162,6 +168,7 @@ def test_eval_refuses_a_network_with_non_finite_weights_or_statistics(brought, t
         assert "non-finite weights (NaN or inf) in " + name in err
 
 
+@pytest.mark.slow
 def test_analyze_works_on_an_eval_result_and_says_in_one_line_when_its_cache_is_gone(evaluated, tmp_path, capsys):
     path, result = evaluated
     assert main(["analyze", "similarity", str(path), "--images", "8", "--draws", "2",

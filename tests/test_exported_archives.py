@@ -37,6 +37,7 @@ for name in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_plain_torch_runs_the_code_each_hostile_archive_brings(tmp_path):
     paths = [str(ARCHIVES / f"{name}.pt2") for name in CODE]
     subprocess.run([sys.executable, "-c", _PLAIN_TORCH, *paths], cwd=tmp_path, capture_output=True, check=True)

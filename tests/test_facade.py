@@ -31,6 +31,7 @@ def readme_script() -> str:
     return block.group(1)
 
 
+@pytest.mark.slow
 def test_the_readmes_bring_your_own_script_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}

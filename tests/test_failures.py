@@ -48,6 +48,7 @@ STAGES = {  # the temporary file that fails to reach the disk, by the folder it 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_full_disk_at_any_stage_is_one_line_leaves_no_temporary_file_and_a_rerun_finishes(
         stage, reference, tmp_path, monkeypatch, capsys):
@@ -73,6 +74,7 @@ def test_a_full_disk_at_any_stage_is_one_line_leaves_no_temporary_file_and_a_rer
 
 # ---- corrupted cache artifacts -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_corrupted_cache_artifacts_are_recomputed_with_a_warning_naming_them(reference, tmp_path, caplog):
     out = tmp_path / "results"
     assert main([*RUN, "--out", str(out)]) == 0
@@ -180,6 +182,7 @@ BROKEN_PRUNERS = '''
     ("floatmask", "pruner 'floatmask': mask of layer 'features.0.0' is torch.float32; masks must be torch.bool"),
     ("wrongshape", "pruner 'wrongshape': mask of layer 'features.0.0' has shape (3,), its weight (16, 3, 3, 3)"),
 ])
+@pytest.mark.slow
 def test_a_broken_plugin_is_one_line_naming_it(pruner, message, plugin_site, tmp_path, capsys):
     plugin_site("broken-pruners", {name: f"broken_pruners:{cls}" for name, cls in
                                    [("raising", "Raising"), ("floatmask", "FloatMask"), ("wrongshape", "WrongShape")]}, {"broken_pruners": BROKEN_PRUNERS})
@@ -189,6 +192,7 @@ def test_a_broken_plugin_is_one_line_naming_it(pruner, message, plugin_site, tmp
     assert message in line
 
 
+@pytest.mark.slow
 def test_diverged_retraining_is_an_error_naming_the_step(tmp_path):
     from bench.data.recipes import DIGITS_TRAIN
     from bench.pipeline.runner import run
@@ -218,6 +222,7 @@ def test_two_packages_registering_one_name_is_an_error_listing_both(plugin_site)
     assert "prunebench" in str(info.value) and "impostor 0.1 (impostor_wt:WT)" in str(info.value)
 
 
+@pytest.mark.slow
 def test_masks_are_checked_before_they_touch_the_weights(digits_cnn):
     from bench.core.registry import PluginError
     from bench.pruning import checked_masks, compressible_layers
@@ -230,6 +235,7 @@ def test_masks_are_checked_before_they_touch_the_weights(digits_cnn):
         checked_masks(WeightThresholding(), {"nonexistent": torch.ones(1, dtype=torch.bool)}, layers)
 
 
+@pytest.mark.slow
 def test_bench_run_writes_no_result_that_its_readers_would_reject(tmp_path, monkeypatch, capsys):
     """A run whose steps miss their targets by more than the readers allow (here: a negative
     tolerance, which every step misses) fails in one line and writes no result file."""

@@ -119,6 +119,7 @@ def test_malformed_idx_files_are_refused(header: tuple[int, ...], message: str, 
         datasets.read_idx(path, 3)
 
 
+@pytest.mark.slow
 def test_bench_run_on_fashion_mnist_end_to_end(fashion_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     args = ["run", "--dataset", "fashion-mnist", "--pruner", "wt", "--ratios", "0.5", "--epochs", "1",

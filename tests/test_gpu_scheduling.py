@@ -98,6 +98,7 @@ def test_visible_gpus(monkeypatch):
         visible_gpus("cuda")
 
 
+@pytest.mark.slow
 def test_pool_workers_are_pinned_to_their_gpus(monkeypatch):
     """Two GPUs (seen through CUDA_VISIBLE_DEVICES=3,5), two jobs per GPU, two jobs held at a barrier
     until both run: two workers, one per GPU (round robin), each seeing its GPU alone."""
@@ -112,6 +113,7 @@ def test_pool_workers_are_pinned_to_their_gpus(monkeypatch):
     assert os.getpid() not in {pid for pid, _ in results}
 
 
+@pytest.mark.slow
 def test_a_single_cuda_job_runs_in_a_pinned_worker(monkeypatch):
     monkeypatch.delenv(CUDA_VISIBLE_DEVICES, raising=False)
     with closing(LocalExecutor(progress=False, gpus=[1])) as executor:
@@ -121,6 +123,7 @@ def test_a_single_cuda_job_runs_in_a_pinned_worker(monkeypatch):
     assert CUDA_VISIBLE_DEVICES not in os.environ
 
 
+@pytest.mark.slow
 def test_pinning_holds_for_many_jobs(monkeypatch):
     monkeypatch.setenv(CUDA_VISIBLE_DEVICES, "2,7")
     with closing(LocalExecutor(progress=False, gpus=[0, 1], jobs_per_gpu=2)) as executor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from test_uncertainty import GAP, NO_GAP, make_run
 from test_verify import finished, small_config  # noqa: F401 (the module fixture: a real run with networks)
 
@@ -25,6 +26,7 @@ def test_the_html_page_shows_control_characters_as_code_points(tmp_path):
     assert "\\u001b" in html and "\\u202e" in html and "\\u0007" in html
 
 
+@pytest.mark.slow
 def test_verify_prints_a_hostile_file_name_escaped(finished, tmp_path, capsys):  # noqa: F811
     hostile = tmp_path / "x\x1b[2K\r\u202eok.json"
     shutil.copy(finished, hostile)

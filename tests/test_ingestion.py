@@ -235,6 +235,7 @@ def _copy(path: Path, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_bench_plot_and_validate_share_the_boards_ingestion(tmp_path, capsys):
     """One ingestion: `bench plot` skips what the board skips (a truncated file, named on one line)
     instead of aborting, and `bench validate` prints the board's notes."""

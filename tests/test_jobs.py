@@ -48,6 +48,7 @@ def sequential_result(tmp_path_factory) -> Path:
     return run(small_config(), tmp_path_factory.mktemp("sequential"), progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(bench_command(tmp_path / "whole"), check=True, env=env, capture_output=True)
@@ -74,6 +75,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert cells(resumed) == cells(whole)
 
 
+@pytest.mark.slow
 def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
     cache = sequential_result.parent / ".cache"
     networks = {p: p.stat().st_mtime_ns for kind in ("parents", "steps") for p in (cache / kind).glob("*.safetensors")}
@@ -87,6 +89,7 @@ def test_adding_a_suite_only_runs_new_evaluations(sequential_result, tmp_path):
         assert all(after.accuracy[name] == value for name, value in before.accuracy.items())
 
 
+@pytest.mark.slow
 def test_process_pool_matches_sequential(sequential_result, tmp_path):
     """Two workers, one pool for the whole run, each step a job of its own (bench.pipeline.scheduler): the
     same networks and numbers as one process running everything in turn."""
@@ -95,6 +98,7 @@ def test_process_pool_matches_sequential(sequential_result, tmp_path):
     assert cells(path) == cells(sequential_result)
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(sequential_result, tmp_path):
     pytest.importorskip("ray")
     executor = RayExecutor(num_cpus=2, progress=False)
@@ -105,6 +109,7 @@ def test_ray_executor_matches_local(sequential_result, tmp_path):
     assert cells(path) == cells(sequential_result)
 
 
+@pytest.mark.slow
 def test_bf16_evaluation_runs_under_autocast_and_agrees_with_fp32(digits, digits_cnn):
     from bench.pipeline.specs import eval_spec, spec_key
     from bench.pipeline.training import correct_predictions

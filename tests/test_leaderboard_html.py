@@ -55,6 +55,7 @@ def pruner_column(page) -> list[str]:
     return page.eval_on_selector_all("table.board tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
 
 
+@pytest.mark.slow
 def test_the_page_sorts_filters_links_and_loads_without_console_errors(page_file, browser):
     html, board = page_file
     rows = board.protocols[0].rows

@@ -45,6 +45,7 @@ def write_checkpoint(model: torch.nn.Module, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["parent.pt", "parent.safetensors", "parent.sparse.safetensors"])
 def test_the_checkpoint_is_the_parent(name, trained, tmp_path):
     checkpoint = write_checkpoint(trained, tmp_path / name)
@@ -82,6 +83,7 @@ def test_a_file_that_is_no_state_dict_fails_with_one_line(tmp_path, capsys):
     assert "\n" not in error and str(checkpoint) in error and "not a state dict file" in error
 
 
+@pytest.mark.slow
 def test_the_checkpoint_is_part_of_the_parent_key_and_the_config_hash(trained, tmp_path):
     checkpoint = write_checkpoint(trained, tmp_path / "parent.pt")
     plain = default_config(**SMALL, epochs=0)
@@ -93,6 +95,7 @@ def test_the_checkpoint_is_part_of_the_parent_key_and_the_config_hash(trained, t
     assert "checkpoint" not in parent_spec(plain, checksum)  # keys of runs without one are unchanged
 
 
+@pytest.mark.slow
 def test_a_config_of_another_checkpoint_is_refused(trained, tmp_path):
     first = write_checkpoint(trained, tmp_path / "first.pt")
     other = write_checkpoint(trained, tmp_path / "other.safetensors")
@@ -101,6 +104,7 @@ def test_a_config_of_another_checkpoint_is_refused(trained, tmp_path):
         run(config, tmp_path / "out", progress=False, parent_checkpoint=other)
 
 
+@pytest.mark.slow
 def test_checkpoint_and_pretrained_exclude_each_other(trained, tmp_path):
     checkpoint = write_checkpoint(trained, tmp_path / "parent.pt")
     with pytest.raises(ValueError, match="exclude each other"):

@@ -33,6 +33,7 @@ def planned_then_run(tmp_path_factory) -> tuple[Plan, Plan]:
     return before, plan(tiny_config(), out)
 
 
+@pytest.mark.slow
 def test_counts_are_exact_and_nothing_is_cached_before_the_run(planned_then_run):
     before, _ = planned_then_run
     steps = len(PRUNERS) * len(RATIOS)
@@ -41,12 +42,14 @@ def test_counts_are_exact_and_nothing_is_cached_before_the_run(planned_then_run)
     assert all(stage.seconds > 0 for stage in before.stages)
 
 
+@pytest.mark.slow
 def test_the_estimate_is_positive_and_finite(planned_then_run):
     before, _ = planned_then_run
     assert 0 < before.remaining_s < before.total_s and math.isfinite(before.total_s)
     assert before.calibration.train_step_s > 0 and before.calibration.eval_image_s > 0
 
 
+@pytest.mark.slow
 def test_after_the_run_everything_is_cached_and_nothing_remains(planned_then_run):
     before, after = planned_then_run
     assert counts(after) == {name: (jobs, jobs) for name, (jobs, _) in counts(before).items()}
@@ -54,6 +57,7 @@ def test_after_the_run_everything_is_cached_and_nothing_remains(planned_then_run
     assert "0 s of it for the 0 jobs not cached" in format_plan(after)
 
 
+@pytest.mark.slow
 def test_the_cli_prints_the_table_and_the_total(tmp_path, capsys):
     args = ["--pruner", "wt", "--suite", "noise", "--ratios", "0.5", "--epochs", "1", "--retrain-epochs", "1",
             "--out", str(tmp_path)]
@@ -74,6 +78,7 @@ def test_missing_data_is_the_usual_one_line(tmp_path, capsys, monkeypatch):
     assert error.startswith("bench plan: error: ") and "\n" not in error
 
 
+@pytest.mark.slow
 def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path, monkeypatch):
     import bench.pipeline.plan as planning
 
@@ -87,6 +92,7 @@ def test_workers_share_the_cascades_and_the_evaluations_not_the_parent(tmp_path,
     assert seconds[8]["evaluations"] == pytest.approx(seconds[1]["evaluations"] / 8)
 
 
+@pytest.mark.slow
 def test_more_workers_overlap_the_test_sets_and_never_beat_the_longest_chain(tmp_path, monkeypatch):
     import bench.pipeline.plan as planning
 
@@ -99,6 +105,7 @@ def test_more_workers_overlap_the_test_sets_and_never_beat_the_longest_chain(tmp
     assert pair.total_s < alone.total_s and pair.total_s >= pair.load_s + pair.testsets_s
 
 
+@pytest.mark.slow
 def test_busy_cores_are_measured_and_named(tmp_path, monkeypatch):
     import bench.pipeline.plan as planning
 

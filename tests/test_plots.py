@@ -100,6 +100,7 @@ def test_families_are_imagenet_c_categories():
     assert set(FAMILIES) == set(CORRUPTIONS)
 
 
+@pytest.mark.slow
 def test_accuracy_figure_per_family_with_the_parent_at_zero_every_severity_and_bootstrap_bands():
     runs = two_family_runs()
     figures = result_figures(runs)
@@ -174,6 +175,7 @@ def test_potential_heatmap_prints_every_cell_with_the_leaderboards_intervals():
     assert cells[1, 0].startswith("0\n") and cells[1, 2] == "0"  # P = 0 is printed, not hidden
 
 
+@pytest.mark.slow
 def test_each_pruner_has_one_okabe_ito_colour_in_every_figure():
     figures = result_figures(two_family_runs())
     colours = {}
@@ -188,6 +190,7 @@ def test_each_pruner_has_one_okabe_ito_colour_in_every_figure():
     assert len({c for (c,) in colours.values()}) == 3
 
 
+@pytest.mark.slow
 def test_make_plots_writes_valid_png_and_pdf_per_protocol(tmp_path):
     hostile = "$\\frac{x|_name\n"  # mathtext and a leading underscore once flattened must not break rendering
     runs = [make_run({"wt": GAP["wt"], hostile: NO_GAP["wt"]}, seed=s) for s in range(2)]
@@ -269,6 +272,7 @@ def test_reports_are_validated_when_read(tmp_path):
         load_report(tmp_path / "x.similarity.json")
 
 
+@pytest.mark.slow
 def test_plot_command_plots_result_files_and_analysis_reports(tmp_path, capsys):
     results = tmp_path / "results"
     run = make_run({"wt": GAP["wt"]})
@@ -329,6 +333,7 @@ def _figures_to_fit():
     }
 
 
+@pytest.mark.slow
 def test_every_figure_keeps_its_text_inside_its_page():
     """Issue 23: no text artist past the figure's bounds (matplotlib's tight bbox), at 1 and at 12
     panels: titles, captions and legends are wrapped or narrowed to fit, never clipped."""

@@ -95,6 +95,7 @@ def install_package(tmp_path: Path, pyproject: str, modules: dict[str, str]) -> 
     return site, {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_readme_plugin_with_options_and_reconstruct_runs_through_bench_run(tmp_path):
     pyproject, source = readme_example()
     modules = tomllib.loads(pyproject)["tool"]["setuptools"]["py-modules"]
@@ -138,6 +139,7 @@ def load_readme_plugin() -> types.ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_readme_plugins_refit_reconstructs_the_unpruned_outputs_on_s(digits, digits_cnn):
     """The reconstruct hook runs after the size search: the output layer's outputs on S get closer to
     the unpruned ones than plain masking leaves them, only kept weights change, the ratio holds."""
@@ -163,6 +165,7 @@ def test_readme_plugins_refit_reconstructs_the_unpruned_outputs_on_s(digits, dig
     assert not torch.equal(heads[True], heads[False])
 
 
+@pytest.mark.slow
 def test_unknown_pruner_is_a_clear_error(tmp_path):
     run = subprocess.run(
         [bench_executable(), "run", "--pruner", "wtt", "--out", str(tmp_path)],
@@ -172,6 +175,7 @@ def test_unknown_pruner_is_a_clear_error(tmp_path):
     assert "no pruner named 'wtt' is installed. Did you mean wt?" in run.stderr
 
 
+@pytest.mark.slow
 def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
     source, env = install_plugin(tmp_path)
     out = tmp_path / "results"

@@ -100,6 +100,7 @@ def reference() -> dict[str, str]:
     return checksums(BASE)
 
 
+@pytest.mark.slow
 def test_the_reference_covers_every_generated_suite(reference: dict[str, str]) -> None:
     from bench.api import CorruptionSuite
     from bench.core.registry import SUITE_GROUP, available, load_class
@@ -113,6 +114,7 @@ def test_the_reference_covers_every_generated_suite(reference: dict[str, str]) -
     assert any(key.startswith("imagenet-c/3x64/shot_noise/") for key in reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_test_sets_are_identical_under_other_cpu_code_paths(variant: str, reference: dict[str, str]) -> None:
     settings = VARIANTS[variant]

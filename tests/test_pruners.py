@@ -51,6 +51,7 @@ def test_hits_target_ratio_on_the_small_cnn(pruner, target, digits, digits_cnn):
     assert abs(measured - target) < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ALL_PRUNERS)
 def test_hits_target_ratio_on_resnet20(pruner, digits, resnet20):
     parent_nonzero = count_nonzero(resnet20)
@@ -181,6 +182,7 @@ def test_prune_to_ratio_propagates_as_the_protocol_says(propagation, digits, dig
     assert len(passes) >= 2 and set(passes) == {PROPAGATION_PASSES[propagation or "once"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["ft", "pfp"])
 @pytest.mark.parametrize("target", [0.5, 0.85])
 @pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
@@ -198,6 +200,7 @@ def test_fixpoint_propagation_zeroes_every_column_that_reads_a_constant_channel(
         assert not layers[name].weight[:, channels].any(), f"{name} still reads a constant channel"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["wt", "sipp"])
 @pytest.mark.parametrize("target", [0.5, 0.9])
 @pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
@@ -224,6 +227,7 @@ def test_unstructured_propagation_hands_the_freed_budget_to_weights(digits, digi
     assert abs(nonzero - round(0.1 * parent_nonzero)) <= 1e-3 * parent_nonzero  # spent on weights instead
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["wt", "ft", "sipp", "pfp"])
 @pytest.mark.parametrize("network", ["digits_cnn", "trained_resnet20"])
 def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, network, digits, request):
@@ -278,6 +282,7 @@ def test_ft_protects_the_last_compressible_layer_in_module_order():
     assert "aux" not in masks and int(masks["head"].flatten(1).all(1).sum()) == 2
 
 
+@pytest.mark.slow
 def test_pfp_prunes_channels_and_their_producing_filters(digits, digits_cnn):
     parent_nonzero = count_nonzero(digits_cnn)
     prune_to_ratio(digits_cnn, load_pruner("pfp"), 0.7, parent_nonzero, context(digits_cnn, digits, size=64))

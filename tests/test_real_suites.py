@@ -65,6 +65,7 @@ def test_cifar10_with_wrong_md5_is_refused(tmp_path, monkeypatch):
         load_cifar10(0)
 
 
+@pytest.mark.slow
 def test_cifar10_suites_end_to_end(cifar_root, tmp_path, capsys):
     cifar10c_fixture(cifar_root, ["gaussian_noise", "contrast", "fog"])
     out = tmp_path / "results"
@@ -147,6 +148,7 @@ def test_cifar10_1_records_checksums_on_first_use(cifar_root):
     assert len(dist.images) == 50 and dist.images.labels.dtype == torch.int64
 
 
+@pytest.mark.slow
 def test_imagenet_c_end_to_end_with_class_balanced_subset(tmp_path, monkeypatch):
     wnids = ["n01440764", "n01443537", "n01484850"]
     write_imagenet(tmp_path, wnids, train_per_class=6, val_per_class=3)
@@ -182,6 +184,7 @@ def test_mix_training_corrupts_five_sixths_of_the_images_reproducibly(digits):
     assert torch.equal(corruption_mix(images, DIGITS_TRAIN, torch.Generator()), images)
 
 
+@pytest.mark.slow
 def test_mix1_training_tested_on_held_out_mix2(cifar_root, tmp_path):
     from bench.corruptions.tables import MIX1, MIX2
 
@@ -231,6 +234,7 @@ def test_voc_c_segmentation_end_to_end_with_dataset_level_miou(tmp_path, monkeyp
         assert torch.equal(store.load_testset(checksum).labels, data.test.labels)
 
 
+@pytest.mark.slow
 def test_make_c_output_is_read_by_the_cifar10c_suite(cifar_root, tmp_path, capsys):
     folder = cifar_root / "CIFAR-10-C"
     assert main(["data", "make-c", "--dataset", "cifar10", "--out", str(folder), "--corruptions", "fog,pixelate",

@@ -168,6 +168,7 @@ def worker_pid() -> int:
     return os.getpid()
 
 
+@pytest.mark.slow
 def test_one_pool_serves_every_stage():
     """Workers start once per run: a second batch of jobs runs in the same processes."""
     with closing(LocalExecutor(workers=2, progress=False)) as executor:

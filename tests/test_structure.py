@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bench", "leaderboard", "pruners", "suites")
 
@@ -166,6 +168,7 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module imported with none of the project's modules loaded before it (third-party
     packages such as torch stay loaded, so this takes one interpreter)."""
@@ -195,6 +198,7 @@ TORCH_FREE_COMMANDS = {  # what CI and a reviewer run on result files only: no t
 }
 
 
+@pytest.mark.slow
 def test_board_commands_never_import_torch(tmp_path):
     """`bench --help`, `bench leaderboard` and `bench validate` on the committed results (and a failing
     command's error path) run without importing torch or timm: a board is built from JSON alone."""

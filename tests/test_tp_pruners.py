@@ -88,6 +88,7 @@ def tp_pruned(model: nn.Module, pruner: str, ctx: PruneContext, ratio: float) ->
     *[("digits_cnn", pruner, 16) for pruner in TP_PRUNERS],
     *[("vgg16_bn_cifar", pruner, 4) for pruner in ("tp-l2", "tp-taylor", "tp-hessian")],
 ])
+@pytest.mark.slow
 def test_masked_network_computes_what_torch_pruning_physically_pruned_computes(network, pruner, images):
     model = generic_network(network)
     ctx = random_context(model, images)
@@ -132,6 +133,7 @@ def test_taylor_batches_option_uses_only_the_first_batches():
     assert any(not torch.equal(limited[name], on_all[name]) for name in limited)
 
 
+@pytest.mark.slow
 def test_bench_run_hits_the_targets_within_one_point(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", "--pruner", "tp-l1,tp-taylor", "--suite", "noise", "--corruptions", "gaussian_noise",

@@ -54,6 +54,7 @@ def load_result_from(raw: dict):
     return RunResult.model_validate(raw)
 
 
+@pytest.mark.slow
 def test_a_genuine_run_verifies_and_a_step_reproduces_bitwise(finished, capsys):
     result = load_result(finished)
     assert all(n.file is not None and (networks_folder(finished) / n.file.name).is_file() for n in result.networks)
@@ -65,6 +66,7 @@ def test_a_genuine_run_verifies_and_a_step_reproduces_bitwise(finished, capsys):
     assert report.hits_compared == 5 * sum(d.n_examples for d in result.distributions)
 
 
+@pytest.mark.slow
 def test_a_folder_verifies_every_result_file_in_it_without_writing_reports(result_copy, capsys):
     assert main(["verify", str(result_copy.parent), "--no-report", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -75,6 +77,7 @@ def test_a_folder_verifies_every_result_file_in_it_without_writing_reports(resul
     assert read_report(result_copy) is None
 
 
+@pytest.mark.slow
 def test_workers_verify_files_side_by_side_with_the_same_verdicts(result_copy, capsys):
     twin = result_copy.with_name("twin-" + result_copy.name)
     shutil.copy(result_copy, twin)
@@ -95,6 +98,7 @@ def flip_first_hit(raw: dict) -> None:
     net["hits"][dist["name"]], net["accuracy"][dist["name"]] = pack_hits(hits), float(hits.mean())
 
 
+@pytest.mark.slow
 def test_a_flipped_hit_with_a_recomputed_digest_passes_validate_but_fails_verify(result_copy, capsys):
     name = "noise/gaussian_noise/0.04"
 
@@ -114,6 +118,7 @@ def test_a_flipped_hit_with_a_recomputed_digest_passes_validate_but_fails_verify
     assert not read_report(result_copy).passed
 
 
+@pytest.mark.slow
 def test_a_swapped_network_file_fails_on_its_sha256(result_copy):
     folder = networks_folder(result_copy)
     shutil.copy(folder / "wt-2.safetensors", folder / "wt-1.safetensors")
@@ -122,6 +127,7 @@ def test_a_swapped_network_file_fails_on_its_sha256(result_copy):
     assert any(line.startswith("wt step 1: ") and "sha256 differs" in line for line in check.disagreements)
 
 
+@pytest.mark.slow
 def test_a_network_denser_than_its_claimed_ratio_fails(result_copy):
     """The parent's (dense) file passed off as step 2, with its file record updated to match."""
     folder = networks_folder(result_copy)
@@ -139,6 +145,7 @@ def test_a_network_denser_than_its_claimed_ratio_fails(result_copy):
                for line in check.disagreements), check.disagreements
 
 
+@pytest.mark.slow
 def test_a_missing_networks_folder_is_named(result_copy, tmp_path):
     shutil.rmtree(networks_folder(result_copy))
     check = verify_result(result_copy, progress=False, write_report=False)
@@ -146,6 +153,7 @@ def test_a_missing_networks_folder_is_named(result_copy, tmp_path):
     assert not report_path(result_copy).exists()
 
 
+@pytest.mark.slow
 def test_bench_verify_without_the_networks_folder_is_one_line_naming_the_fix(result_copy, capsys):
     """Missing data, not "FAILED (2 disagreements)": exit 2, one line naming the folder and --networks."""
     shutil.rmtree(networks_folder(result_copy))
@@ -155,6 +163,7 @@ def test_bench_verify_without_the_networks_folder_is_one_line_naming_the_fix(res
     assert "--networks FOLDER" in line
 
 
+@pytest.mark.slow
 def test_the_leaderboard_marks_verified_rows_and_can_show_only_them(result_copy, tmp_path):
     board = build_leaderboard(result_copy.parent, breakdown=False)
     assert "| verified" in board and "0/1" in board  # no report yet
@@ -167,12 +176,14 @@ def test_the_leaderboard_marks_verified_rows_and_can_show_only_them(result_copy,
     assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)
 
 
+@pytest.mark.slow
 def test_verify_uses_another_networks_folder(result_copy, tmp_path):
     elsewhere = tmp_path / "submitted"
     shutil.move(networks_folder(result_copy), elsewhere)
     assert verify_result(result_copy, networks_dir=elsewhere, progress=False).passed
 
 
+@pytest.mark.slow
 def test_per_example_hits_of_each_network_match_a_fresh_evaluation(finished):
     """What verify compares is what run recorded: the parent's clean hits are reproducible."""
     from bench.data import load_digits
@@ -188,6 +199,7 @@ def test_per_example_hits_of_each_network_match_a_fresh_evaluation(finished):
     assert np.array_equal(hits, unpack_hits(result.parent.hits["digits/clean"], len(hits)))
 
 
+@pytest.mark.slow
 def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(result_copy, capsys):
     result = load_result(result_copy)
     pairs = len(result.networks) * len(result.distributions)
@@ -214,6 +226,7 @@ def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(
     assert missed  # a sample of one pair rarely holds it: sampling trades coverage for time
 
 
+@pytest.mark.slow
 def test_relabelled_test_sets_fail_verify_naming_the_claim(result_copy, capsys):
     """The red team's relabelling: severities reversed and gaussian renamed uniform, hits untouched
     (so every hit still agrees); the labels themselves are rebuilt from the suite and compared."""
@@ -231,6 +244,7 @@ def test_relabelled_test_sets_fail_verify_naming_the_claim(result_copy, capsys):
     assert "rebuilt as suite 'noise', corruption 'gaussian_noise'" in out
 
 
+@pytest.mark.slow
 def test_a_report_counts_only_for_the_file_and_the_networks_it_was_written_for(result_copy):
     """The red team's hand-written `.verify.json`: a passing report copied beside a file whose
     networks are gone (or replaced) does not make the board mark it verified."""
@@ -257,6 +271,7 @@ def test_a_report_counts_only_for_the_file_and_the_networks_it_was_written_for(r
     assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)
 
 
+@pytest.mark.slow
 def test_a_sample_rebuilds_only_the_test_sets_it_draws(result_copy, monkeypatch):
     import bench.data.suite
 
@@ -271,6 +286,7 @@ def test_a_sample_rebuilds_only_the_test_sets_it_draws(result_copy, monkeypatch)
     assert len(built) == len(load_result(result_copy).distributions) - 1  # all, the clean one aside
 
 
+@pytest.mark.slow
 def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypatch, capsys):
     """A hit that differs on an example whose top two logits are within TIE_MARGIN (float64) is a
     tie, reported apart; a differing hit on a confident example stays a disagreement."""
@@ -304,6 +320,7 @@ def test_the_tie_rule_tells_float_noise_from_a_forged_hit(result_copy, monkeypat
     assert len(check.ties) == 1 and f"(examples {close})" in check.ties[0]
 
 
+@pytest.mark.slow
 def test_reports_named_beside_the_results_are_skipped_as_a_glob_names_them(result_copy, capsys):
     assert verify_result(result_copy, progress=False, write_report=True).passed
     assert main(["verify", str(result_copy), str(report_path(result_copy)), "--no-report", "--quiet"]) == 0

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 
+import pytest
 from test_plugin import PLUGIN_SOURCE, PYPROJECT, bench_executable, install_package
 from test_verify import flip_first_hit, rewrite
 
@@ -35,6 +36,7 @@ def tiny_run(env: dict[str, str], out, pruner: str, suite: str):
     return result
 
 
+@pytest.mark.slow
 def test_a_plugin_imported_by_reproduce_cannot_change_another_files_verdict(tmp_path):
     _, env = install_package(tmp_path, PYPROJECT, {"layerwise_demo": HOSTILE_SOURCE})
     env["PWNED_DIR"] = str(tmp_path)
@@ -63,6 +65,7 @@ def test_a_plugin_imported_by_reproduce_cannot_change_another_files_verdict(tmp_
     assert reproduced.returncode == 1 and f"{forged.name}: FAILED (1 disagreements)" in reproduced.stdout
 
 
+@pytest.mark.slow
 def test_without_plugins_a_result_that_needs_a_plugin_suite_is_refused_in_one_line(tmp_path):
     suite_source = '''
 from bench.api import Suite, TestDistribution
