@@ -15,12 +15,10 @@ from bench.cli.arguments import (
     add_device_argument,
     add_eval_arguments,
     add_evaluation_arguments,
-    add_make_c_parser,
     add_progress_argument,
     add_run_arguments,
     add_workers_argument,
     at_least,
-    command_make_c,
     corruption_names,
     default_workers,
     fraction,
@@ -38,6 +36,7 @@ from bench.cli.commands import (
     command_eval,
     command_leaderboard,
     command_list,
+    command_make_c,
     command_plan,
     command_plot,
     command_run,
@@ -54,6 +53,7 @@ from bench.cli.entry import (
     main,
 )
 from bench.cli.parser import (
+    add_make_c_parser,
     build_parser,
 )
 

@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     from bench.results.schema import RunConfig
 
 
+def command_make_c(args: argparse.Namespace) -> int:
+    from bench.core.devices import resolve_device
+    from bench.data.files import data_environment
+    from bench.data.make_c import make_c_for_dataset
+
+    device = str(resolve_device(args.device))
+    with data_environment(args.data_dir, args.download):
+        written, count = make_c_for_dataset(args.dataset, args.out, seed=args.seed, table_name=args.table,
+                                            corruptions=args.corruptions, severities=args.severities,
+                                            progress=not args.quiet, chunk_size=args.chunk_size, device=device)
+    for name in sorted(written):
+        print(args.out / name, file=sys.stderr)
+    print(f"wrote {len(written)} files for {count} {args.dataset} test images to {args.out}")
+    return 0
+
+
 def command_analyze(args: argparse.Namespace) -> int:
     from bench import analysis
 

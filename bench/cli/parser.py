@@ -6,19 +6,48 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from bench.cli.arguments import (
     _Parser,
+    add_data_arguments,
     add_device_argument,
     add_eval_arguments,
-    add_make_c_parser,
     add_progress_argument,
     add_run_arguments,
     add_workers_argument,
     at_least,
+    names,
     package_version,
     pruner_labels,
+    severity_list,
 )
+from bench.cli.commands import command_make_c
+
+
+def add_make_c_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``make-c`` to an argparse subparsers object (``bench data make-c``)."""
+    from bench.corruptions.tables import TABLES
+    from bench.data import make_c
+
+    parser = subparsers.add_parser(
+        "make-c",
+        help="write a CIFAR-10-C-style corrupted copy of a dataset's test split (official .npy layout)",
+        description=(make_c.__doc__ or "").split("\n\n")[1],
+    )
+    add_data_arguments(parser, dataset_required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--corruptions", type=names, default=None, help="comma-separated (default: all 19)")
+    parser.add_argument("--severities", type=severity_list, default=make_c.SEVERITIES, help="comma-separated, default 1,2,3,4,5")
+    parser.add_argument("--seed", type=int, default=0, help="corruption seed, also the dataset's split seed")
+    parser.add_argument("--table", default=None, help=f"per-severity constants: {', '.join(sorted(TABLES))} or a "
+                        "corruption suite (default: the dataset's own corruption suite where make-c writes exactly the sets a run of "
+                        "the same --seed evaluates, e.g. fashion-mnist-c for fashion-mnist; else cifar10-c)")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="images per chunk (memory bound; no effect on bytes)")
+    add_device_argument(parser, "where the corruptions run (bytes are reproducible per device type)")
+    add_progress_argument(parser)
+    parser.set_defaults(data_command_fn=command_make_c)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
