@@ -15,9 +15,7 @@ import torch
 from bench.core import registry
 from bench.core.io import canonical_sha256
 from bench.pipeline.store import NETWORK_SUFFIX
-from bench.pruning import (
-    load_pruner,
-)
+from bench.pruning import load_pruner
 from bench.results.schema import RunConfig
 
 JOB_VERSION = 5  # bump when a job's computation changes, so old artifacts are not reused

@@ -1,7 +1,8 @@
 """Figures from result files alone, for a paper: accuracy vs prune ratio per corruption family
 with bootstrap bands, prune potential as a pruner x distribution heatmap, Δ excess error vs prune
-ratio with a regression through the origin; and from `bench analyze` report files: similarity to
-the parent vs noise level ε, and the informative-features matrix.
+ratio with a regression through the origin. `make_plots` also saves the figures of `bench analyze`
+reports (similarity to the parent vs noise level ε, the informative-features matrix), drawn by
+bench.analysis.report_figure, which `bench plot` hands it (analysis is a higher layer).
 
 Every number is recomputed from the accuracies and per-example hits of validated result files
 (bench.results.metrics, bench.results.uncertainty: the leaderboard's numbers and intervals). Style, palette and
