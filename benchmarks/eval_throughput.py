@@ -8,7 +8,7 @@ Both sides push the same images through the same model in the same batches (256,
 * suite evaluation: ``bench.pipeline.training.correct_predictions(model, data, images)`` for every test
   distribution ``bench.pipeline.runner.test_distributions`` builds for digits with suites noise +
   digits-c (clean + 8 + 55 = 64 sets), i.e. uint8 -> float normalisation, forward, argmax and
-  comparison with the labels, exactly what ``bench.pipeline.runner.evaluate`` runs per network.
+  comparison with the labels, exactly what ``bench.pipeline.training.evaluate`` runs per network.
 
 Models are randomly initialised (throughput does not depend on training) and converted to
 channels_last like the runner does. RATIO is the smaller of the two models' ratios.

@@ -36,7 +36,7 @@ class TestSource(Protocol):
     """What evaluation needs from a test set: labels, a content checksum and uint8 NCHW batches.
 
     `reference()` is None when the job cache must keep a copy of the images (generated sets),
-    else a small JSON description to re-open the files (bench.data.files.NpyRows, ImageFiles).
+    else a small JSON description to re-open the files (bench.data.readers.NpyRows, ImageFiles).
     """
 
     @property

@@ -225,7 +225,7 @@ def plan(config: RunConfig, out_dir: Path, cache_dir: Path | None = None, parent
     """
     started = time.perf_counter()
     target = resolve_device(device)
-    kind = target.type  # what the jobs' keys hold (bench.pipeline.jobs.device_extras)
+    kind = target.type  # what the jobs' keys hold (bench.pipeline.specs.device_extras)
     store = Store(Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache")
     identities = {name: pruner_identity(name) for name in config.pruners}  # loads each: unknown names fail here
     data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)

@@ -1,7 +1,7 @@
 """Jobs on machines that do not see the driver's job store: inputs and outputs travel by value.
 
 `bench run --executor ray --ray-storage object-store` (bench.pipeline.executors.RayExecutor) runs every job
-this way. The driver reads the files of the artifacts the job declares (bench.pipeline.jobs.JOB_FILES: what
+this way. The driver reads the files of the artifacts the job declares (bench.pipeline.job_files.JOB_FILES: what
 it reads, and what it writes, shipped where already stored so the job skips it) from its store; the
 task writes them into a fresh scratch store on its node, runs the job there and returns every file
 the job created (`run_in_scratch_store`); the driver writes those into its store (`write_outputs`),
@@ -61,10 +61,10 @@ def with_store_root(fn: Callable[..., Any], args: tuple[Any, ...], root: str) ->
 
 
 def job_files(fn: Callable[..., Any], args: tuple[Any, ...]) -> JobFiles:
-    """The artifacts the job `fn(*args)` declares (bench.pipeline.jobs.JOB_FILES)."""
+    """The artifacts the job `fn(*args)` declares (bench.pipeline.job_files.JOB_FILES)."""
     declare = JOB_FILES.get(fn)
     if declare is None:
-        raise ValueError(f"job {fn.__qualname__} declares no store files (bench.pipeline.jobs.JOB_FILES): "
+        raise ValueError(f"job {fn.__qualname__} declares no store files (bench.pipeline.job_files.JOB_FILES): "
                          "it cannot run with --ray-storage object-store")
     return declare(*args)
 
