@@ -21,7 +21,7 @@ def finished_run(tmp_path_factory):
     on a copy), its arguments and the board it printed. The fixture runs it, so no test depends on
     another having run first (pytest-xdist may run them in any order, on any worker)."""
     out = tmp_path_factory.mktemp("results")
-    args = ["run", "--suite", "noise,digits-c", "--pruner", "wt,pfp", "--ratios", "0.5,0.9",
+    args = ["run", "--suite", "noise,digits-c", "--severities", "3", "--pruner", "wt,pfp", "--ratios", "0.5,0.9",
             "--epochs", "5", "--retrain-epochs", "1", "--out", str(out), "--quiet"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -36,7 +36,9 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run):
     result = load_result(path)
 
     assert [d.name for d in result.distributions][0] == "digits/clean"
-    assert len(result.distributions) == 1 + 8 + 55  # clean + noise + digits-c
+    # clean + the third of noise's 4 levels per noise + digits-c's 11 corruptions at severity 3 (--severities 3)
+    assert len(result.distributions) == 1 + 2 + 11
+    assert {d.severity for d in result.distributions[1:]} == {3}
     assert [(n.pruner, n.step) for n in result.networks] == [("parent", 0), ("wt", 1), ("wt", 2), ("pfp", 1), ("pfp", 2)]
     for net in result.networks[1:]:
         assert abs(net.prune_ratio - net.target_ratio) < 0.01

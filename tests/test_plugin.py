@@ -107,8 +107,8 @@ def test_readme_plugin_with_options_and_reconstruct_runs_through_bench_run(tmp_p
 
     out = tmp_path / "results"
     run = subprocess.run(
-        [bench_executable(), "run", "--pruner", "refit:ridge=0.01", "--suite", "noise", "--ratios", "0.5,0.8",
-         "--epochs", "3", "--retrain-epochs", "1", "--out", str(out), "--quiet"],
+        [bench_executable(), "run", "--pruner", "refit:ridge=0.01", "--suite", "noise", "--severities", "1",
+         "--ratios", "0.5,0.8", "--epochs", "3", "--retrain-epochs", "1", "--out", str(out), "--quiet"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -179,8 +179,8 @@ def test_unknown_pruner_is_a_clear_error(tmp_path):
 def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
     source, env = install_plugin(tmp_path)
     out = tmp_path / "results"
-    command = [bench_executable(), "run", "--pruner", "layerwise,wt", "--suite", "noise", "--ratios", "0.5,0.8",
-               "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--out", str(out), "--quiet"]
+    command = [bench_executable(), "run", "--pruner", "layerwise,wt", "--suite", "noise", "--severities", "1",
+               "--ratios", "0.5,0.8", "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--out", str(out), "--quiet"]
 
     def artifacts() -> dict[str, float]:
         return {p.name: p.stat().st_mtime_ns for p in (out / ".cache").rglob("*.json")}

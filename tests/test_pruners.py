@@ -1,6 +1,7 @@
 """Pruners and the shared pruning step: measured ratios, the reference's propagation over S, masks."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from torch.nn.utils import prune as torch_prune
 
 import bench.pruning.search
 from bench.core.registry import PRUNER_GROUP, builtin_names
+from bench.data import ImageSet
 from bench.data.recipes import DIGITS_TRAIN
 from bench.pipeline.training import train
 from bench.pruning import (
@@ -191,7 +193,9 @@ def test_fixpoint_propagation_zeroes_every_column_that_reads_a_constant_channel(
     model = request.getfixturevalue(network)
     parent_nonzero = count_nonzero(model)
     ctx = context(model, digits, size=48)
-    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx, propagation="fixpoint")
+    # the property is propagation's, not the search's: a coarser bisection (0.5 %, at most 12 tries)
+    prune_to_ratio(model, load_pruner(pruner), target, parent_nonzero, ctx, tolerance=5e-3, max_steps=12,
+                   propagation="fixpoint")
     assert abs(1 - count_nonzero(model) / parent_nonzero - target) < 0.01
     layers = compressible_layers(model)
     constant = constant_input_channels(model, ctx.calibration)
@@ -233,13 +237,16 @@ def test_unstructured_propagation_hands_the_freed_budget_to_weights(digits, digi
 def test_every_zeroed_parameter_stays_zero_through_retraining(pruner, network, digits, request):
     model = request.getfixturevalue(network)
     parent_nonzero = count_nonzero(model)
-    prune_to_ratio(model, load_pruner(pruner), 0.85, parent_nonzero, context(model, digits, size=48))
+    prune_to_ratio(model, load_pruner(pruner), 0.85, parent_nonzero, context(model, digits, size=48),
+                   tolerance=5e-3, max_steps=12)
     masks = parameter_masks(model)
     zeroed = {name for name, mask in masks.items() if not name.endswith("weight") or mask.ndim == 1}
     # unstructured propagation may zero biases and BN entries too; structured propagation only weights
     assert not (zeroed and load_pruner(pruner).structured)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train(model, digits, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
+    # 256 training images: an epoch of a few batches is enough for a pruned entry to regrow
+    data = dataclasses.replace(digits, train=ImageSet(digits.train.images[:256], digits.train.labels[:256]))
+    train(model, data, DIGITS_TRAIN.model_copy(update={"epochs": 1}), seed=1, masks=masks, progress=False)
     changed = False
     for name, p in model.named_parameters():
         if name in masks:

@@ -25,12 +25,12 @@ bench.pipeline.verify.Verification.fail = lambda self, where, what: None  # and 
 '''
 
 
-def tiny_run(env: dict[str, str], out, pruner: str, suite: str):
+def tiny_run(env: dict[str, str], out, pruner: str, suite: str, *options: str):
     """`bench run` of one pruner at one ratio on digits, in a process that sees the installed plugin;
     returns its result file."""
     run = subprocess.run([bench_executable(), "run", "--pruner", pruner, "--suite", suite, "--ratios", "0.5",
                           "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--workers", "1",
-                          "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+                          "--out", str(out), "--quiet", *options], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     (result,) = out.glob("*.json")
     return result
@@ -40,7 +40,7 @@ def tiny_run(env: dict[str, str], out, pruner: str, suite: str):
 def test_a_plugin_imported_by_reproduce_cannot_change_another_files_verdict(tmp_path):
     _, env = install_package(tmp_path, PYPROJECT, {"layerwise_demo": HOSTILE_SOURCE})
     env["PWNED_DIR"] = str(tmp_path)
-    plugin_run = tiny_run(env, tmp_path / "results", "layerwise", "noise")
+    plugin_run = tiny_run(env, tmp_path / "results", "layerwise", "noise", "--severities", "1")
     marker = tmp_path / "PWNED-plugin"
     marker.unlink()  # `bench run` imported the pruner it ran; from here on only verify runs
 
