@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # bench run/eval default to one worker process per core; tests patch in-process state (pinned
@@ -20,25 +19,6 @@ from bench.pipeline.training import train
 # Under pytest-xdist (pyproject's addopts: two worker processes) each worker takes one intra-op
 # thread, so the two workers never oversubscribe two cores; alone, up to two threads.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
-
-# Modules whose module-scoped fixture is a real run (training, pruning, evaluating): all their tests go
-# to one xdist worker, so the fixture runs once, not once per worker that gets one of them.
-ONE_WORKER_MODULES = frozenset({"test_analysis", "test_cli", "test_compress", "test_eval_external", "test_jobs",
-                                "test_plan", "test_portable_testsets", "test_verify"})
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """xdist's load-by-scope scheduling where a scope is a module of ONE_WORKER_MODULES, else a single
-    test. (`--dist loadgroup` would say this with marks, but xdist 3.8 cannot rename the node ids of
-    pytest 9, so its groups are silently ignored.) Scopes with the most tests start first."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ModuleFixtureScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return module if Path(module).stem in ONE_WORKER_MODULES else nodeid
-
-    return ModuleFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="module")
