@@ -36,7 +36,7 @@ def test_run_writes_a_valid_result_and_prints_its_leaderboard(finished_run):
     result = load_result(path)
 
     assert [d.name for d in result.distributions][0] == "digits/clean"
-    # clean + the third of noise's 4 levels per noise + digits-c's 11 corruptions at severity 3 (--severities 3)
+    # --severities 3: clean + level 3 of noise's 2 noises + digits-c's 11 corruptions at severity 3
     assert len(result.distributions) == 1 + 2 + 11
     assert {d.severity for d in result.distributions[1:]} == {3}
     assert [(n.pruner, n.step) for n in result.networks] == [("parent", 0), ("wt", 1), ("wt", 2), ("pfp", 1), ("pfp", 2)]

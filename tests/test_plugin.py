@@ -180,7 +180,8 @@ def test_editing_a_plugin_recomputes_only_its_own_steps(tmp_path):
     source, env = install_plugin(tmp_path)
     out = tmp_path / "results"
     command = [bench_executable(), "run", "--pruner", "layerwise,wt", "--suite", "noise", "--severities", "1",
-               "--ratios", "0.5,0.8", "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--out", str(out), "--quiet"]
+               "--ratios", "0.5,0.8", "--epochs", "2", "--retrain-epochs", "1", "--threads", "1", "--out", str(out),
+               "--quiet"]
 
     def artifacts() -> dict[str, float]:
         return {p.name: p.stat().st_mtime_ns for p in (out / ".cache").rglob("*.json")}
