@@ -25,7 +25,7 @@ import numpy as np
 from bench.core import registry
 from bench.corruptions.tables import TABLES
 from bench.data.files import DataInvalid, DataMissing, data_root, load_json
-from bench.data.normalization import standardize
+from bench.data.normalization import channel_stats, standardize
 from bench.results.schema import Recipe
 
 if TYPE_CHECKING:  # torch is imported where it is used: the specs and board stay torch-free
@@ -120,11 +120,6 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
         for part, chunk in zip(parts, np.split(members, bounds)):
             part.append(chunk)
     return [np.sort(np.concatenate(part)) for part in parts]
-
-
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    pixels = images.float().div(255.0).transpose(0, 1).reshape(images.shape[1], -1)
-    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).clamp_min(1e-3).tolist())
 
 
 def saved_split(path: Path, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from bench.pipeline.store import NETWORK_SUFFIX
 from bench.pruning import load_pruner
 from bench.results.schema import RunConfig
 
-JOB_VERSION = 5  # bump when a job's computation changes, so old artifacts are not reused
+JOB_VERSION = 6  # bump when a job's computation changes, so old artifacts are not reused
 CONTROL_SEED_OFFSET = 1000  # a run's control parent: seed + 1000 (init and data order), the run's split
 # store kinds of `bench eval`'s networks (bench.pipeline.external): masked state dicts of the run's model, and
 # torch.export archives, kept as given under their sha256 (Store.save_checkpoint) with a marker here
