@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.reports.markdown import escape, table
-from bench.results import find_result_files, load_results, read_report, report_vouches_for
+from bench.results import find_result_files, load_results, read_report, report_vouches_for, sample_vouched_for
 from bench.results.schema import RunResult
 from bench.results.uncertainty import replicate_key
 from leaderboard.rows import (
@@ -153,11 +153,19 @@ def validate_files(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | No
     return load_results(paths, test_set_sizes).errors
 
 
-def verified_digests(paths: Sequence[Path], results: Sequence[RunResult]) -> set[str]:
-    """Integrity digests of the results whose `bench verify` report beside them passed for exactly
-    their content and networks (bench.results.report_vouches_for)."""
-    return {result.integrity for path, result in zip(paths, results)
-            if report_vouches_for(path, result, read_report(path))}
+def verification_marks(paths: Sequence[Path], results: Sequence[RunResult]) -> tuple[set[str], dict[str, int]]:
+    """The integrity digests of the results whose `bench verify` report beside them passed for exactly
+    their content and networks (bench.results.report_vouches_for), and digest -> K of those whose
+    report is a passing `--sample K` one (bench.results.sample_vouched_for)."""
+    verified: set[str] = set()
+    sampled: dict[str, int] = {}
+    for path, result in zip(paths, results):
+        report = read_report(path)
+        if report_vouches_for(path, result, report):
+            verified.add(result.integrity)
+        elif (sample := sample_vouched_for(path, result, report)) is not None:
+            sampled[result.integrity] = sample
+    return verified, sampled
 
 
 @dataclass(frozen=True)
@@ -177,11 +185,11 @@ def compile_leaderboard(
     out and listed, so one bad file never breaks the board. `first`: a result file whose protocol's
     section comes first (the run just finished)."""
     kept, errors, notes = load_results(find_result_files(folder), test_set_sizes)
-    verified = verified_digests([path for path, _ in kept], [result for _, result in kept])
+    verified, sampled = verification_marks([path for path, _ in kept], [result for _, result in kept])
     if verified_only:
         kept = [(path, result) for path, result in kept if result.integrity in verified]
     board = build_board([result for _, result in kept], files=[path.relative_to(folder).as_posix() for path, _ in kept],
-                        verified=verified, skipped=len(errors))
+                        verified=verified, sampled=sampled, skipped=len(errors))
     own = next((replicate_key(result) for path, result in kept if first is not None and path == Path(first)), None)
     if own is not None:
         def is_own(section: Protocol) -> bool:

@@ -9,7 +9,7 @@ strict (unknown fields are errors), so `load_board` validates a JSON document ag
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any, Final, Literal
@@ -72,6 +72,7 @@ class Row(Strict):
     seeds: list[int]
     files: list[str]  # the row's result files, relative to the board's results folder ([] if unknown)
     verified: int | None  # how many of `files` passed `bench verify`; None when not checked
+    sampled: int = 0  # how many of the others passed `bench verify --sample K` (K drawn pairs, every hit of each)
     parent_clean_accuracy: Estimate
     parent_shifted_accuracy: Estimate | None  # mean over the shifted test sets
     nominal_p: Estimate
@@ -184,7 +185,7 @@ def _ranked(metrics: dict[str, list[PrunerMetrics]]) -> list[str]:
 
 def _row(
     rank: int, pruner: str, pairs: list[tuple[RunResult, PrunerMetrics]], found: PotentialIntervals | None,
-    names: dict[int, str], verified: set[str] | None,
+    names: dict[int, str], verified: set[str] | None, sampled: Mapping[str, int],
 ) -> Row:
     results, metrics = [r for r, _ in pairs], [m for _, m in pairs]
     shifted = [[d.name for d in r.distributions if not d.nominal] for r in results]
@@ -197,6 +198,7 @@ def _row(
         seeds=[r.config.seed for r in results],
         files=[names[id(r)] for r in results if id(r) in names],
         verified=None if verified is None else sum(r.integrity in verified for r in results),
+        sampled=sum(r.integrity in sampled and r.integrity not in (verified or ()) for r in results),
         parent_clean_accuracy=estimate([r.parent.accuracy[r.nominal.name] for r in results]),
         parent_shifted_accuracy=estimate([fmean(r.parent.accuracy[d] for d in s) for r, s in zip(results, shifted)])
         if all(shifted) else None,
@@ -262,7 +264,8 @@ def protocol_line(result: RunResult) -> str:
 
 
 def _protocol(
-    key: ReplicateKey, members: list[RunResult], names: dict[int, str], verified: set[str] | None, settings: Bootstrap,
+    key: ReplicateKey, members: list[RunResult], names: dict[int, str], verified: set[str] | None,
+    sampled: Mapping[str, int], settings: Bootstrap,
 ) -> Protocol:
     pruners = sorted({n.pruner for r in members for n in r.networks if n.pruner != PARENT})
     pairs = {p: replicate_metrics(members, p) for p in pruners}
@@ -278,7 +281,8 @@ def _protocol(
         description=protocol_line(members[0]), seeds=sorted({r.config.seed for r in members}),
         metric=members[0].metric,
         intervals="all" if len(with_hits) == len(ranked) else "partial" if with_hits else "none",
-        rows=[_row(rank, p, pairs[p], intervals.get(p), names, verified) for rank, p in enumerate(ranked, start=1)],
+        rows=[_row(rank, p, pairs[p], intervals.get(p), names, verified, sampled)
+              for rank, p in enumerate(ranked, start=1)],
         pruners=[_pruner_info(p, [r for r, _ in pairs[p]]) for p in ranked],
         breakdowns=[_breakdown(suite, ranked, metrics, members[0]) for suite in suites],
     )
@@ -289,6 +293,7 @@ def build_board(
     *,
     files: Sequence[str] | None = None,
     verified: set[str] | None = None,
+    sampled: Mapping[str, int] | None = None,
     skipped: int = 0,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = BOOTSTRAP_SEED,
@@ -296,11 +301,12 @@ def build_board(
 ) -> Board:
     """The board of validated results. `files`: each result's path relative to the results folder
     (for the rows' links); `verified`: integrity digests of the files that passed `bench verify`
-    (None: no "verified" column); `skipped`: how many invalid files were left out."""
+    (None: no "verified" column); `sampled`: digest -> K of the files that passed `bench verify
+    --sample K` (counted beside the verified ones); `skipped`: how many invalid files were left out."""
     names = {id(r): f for r, f in zip(results, files or ())}
     settings = Bootstrap(samples=samples, seed=seed, confidence=confidence)
     return Board(
         bootstrap=settings, verified_column=verified is not None, skipped=skipped,
-        protocols=[_protocol(key, members, names, verified, settings)
+        protocols=[_protocol(key, members, names, verified, sampled or {}, settings)
                    for key, members in group_replicates(results).items()],
     )

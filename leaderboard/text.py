@@ -26,7 +26,9 @@ def definitions(verified_column: bool) -> list[tuple[str, str]]:
          "fails on any shifted set, \"(k/n seeds)\" when only k of n seeds fail."),
         ("Seeds", "distinct seeds (one result file per pruner and seed)."),
         *([("Verified", "how many of a row's result files passed `bench verify` (every saved network re-evaluated, "
-            "every per-example hit compared) for exactly their content.")] if verified_column else []),
+            "every per-example hit compared) for exactly their content; \"+ k sampled\": k more passed "
+            "`bench verify --sample K` (K (network, test set) pairs drawn, every hit of each compared, every "
+            "network's size checked).")] if verified_column else []),
     ]
 
 
@@ -67,7 +69,12 @@ def first_failure_detail(row: Row) -> str:
 
 
 def verified_cell(row: Row) -> str:
-    return f"{row.verified}/{len(row.seeds)}"
+    return f"{row.verified}/{len(row.seeds)}" + (f" + {row.sampled} sampled" if row.sampled else "")
+
+
+def verified_sort_value(row: Row) -> float | None:
+    """Files verified in full first, then by how many passed a sample."""
+    return None if row.verified is None else row.verified + row.sampled / 1000
 
 
 def severity_label(severity: int | None) -> str:
@@ -121,5 +128,5 @@ def columns(verified_column: bool) -> list[Column]:
         Column("gap (pp)", gap_cell, lambda r: _value(r.gap)),
         Column("first failure (%), sets failing", first_failure_cell, lambda r: _value(r.first_failure),
                detail=first_failure_detail),
-        *([Column("verified", verified_cell, lambda r: r.verified)] if verified_column else []),
+        *([Column("verified", verified_cell, verified_sort_value)] if verified_column else []),
     ]

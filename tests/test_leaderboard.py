@@ -141,7 +141,8 @@ def test_json_holds_the_markdowns_numbers_row_by_row(tmp_path, capsys):
         assert cells[8].endswith(f", {round(sum(failing) / len(failing))} sets") if failing else cells[8] == "none"
         if row["gap_p_value"] is not None:
             assert cells[7].endswith(f"p = {row['gap_p_value']:.3f}")
-        assert cells[9] == f"{row['verified']}/{len(row['seeds'])}"
+        sampled = f" + {row['sampled']} sampled" if row["sampled"] else ""
+        assert cells[9] == f"{row['verified']}/{len(row['seeds'])}{sampled}"
     [suite] = protocol["breakdowns"]
     by_corruption = next(block for block in tables(markdown) if "gaussian\\_noise" in block[0])[2:]
     for line, row in zip(by_corruption, suite["rows"]):

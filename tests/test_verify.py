@@ -208,7 +208,8 @@ def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(
     assert check.hits_compared == 3 * 539 and 3 < pairs
     report = read_report(result_copy)
     assert report.sample == 3 and report.passed
-    assert "0/1" in build_leaderboard(result_copy.parent, breakdown=False)  # a sample does not mark it verified
+    # a sample does not mark it verified; the board counts it apart, for exactly this content
+    assert "| 0/1 + 1 sampled |" in build_leaderboard(result_copy.parent, breakdown=False)
 
     name = "noise/gaussian_noise/0.04"
 
@@ -219,6 +220,7 @@ def test_a_sample_compares_every_hit_of_k_drawn_pairs_and_finds_a_flip_it_draws(
         net["hits"][name], net["accuracy"][name] = pack_hits(hits), float(hits.mean())
 
     rewrite(result_copy, flip)
+    assert "+ 1 sampled" not in build_leaderboard(result_copy.parent, breakdown=False)  # the report is of other content
     assert main(["verify", str(result_copy), "--sample", str(pairs), "--quiet", "--no-report"]) == 1
     assert f"parent on {name}: 1 of 539 per-example hits differ (examples 3)" in capsys.readouterr().out
     missed = [seed for seed in range(20) if verify_result(result_copy, progress=False, write_report=False,

@@ -310,11 +310,24 @@ def report_vouches_for(result_path: Path, result: RunResult, report: VerifyRepor
     sample), no disagreement, and every network file the result names present beside it with its
     recorded sha256 (hashed here). A report written by hand for a file without its networks, or
     kept after the networks changed, does not count."""
-    if report is None or not report.passed or report.disagreements or report.sample is not None:
-        return False
     every_hit = len(result.networks) * sum(d.n_examples for d in result.distributions)
-    if (report.integrity != result.integrity or report.networks_checked != len(result.networks)
-            or report.hits_compared != every_hit):
+    return (report is not None and report.sample is None and report.hits_compared == every_hit
+            and _report_covers(result_path, result, report))
+
+
+def sample_vouched_for(result_path: Path, result: RunResult, report: VerifyReport | None) -> int | None:
+    """K of a passing `bench verify --sample K` report for exactly this file and its networks (the
+    checks of report_vouches_for, but of K drawn (network, test set) pairs); None otherwise."""
+    if report is None or report.sample is None or not _report_covers(result_path, result, report):
+        return None
+    return report.sample
+
+
+def _report_covers(result_path: Path, result: RunResult, report: VerifyReport) -> bool:
+    """A passing report without disagreements, for this integrity digest, that checked every network,
+    and every network file the result names beside it with its recorded sha256."""
+    if (not report.passed or report.disagreements or report.integrity != result.integrity
+            or report.networks_checked != len(result.networks)):
         return False
     folder = networks_folder(result_path)
     for net in result.networks:
