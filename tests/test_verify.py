@@ -67,6 +67,32 @@ def test_a_genuine_run_verifies_and_a_step_reproduces_bitwise(finished, capsys):
 
 
 @pytest.mark.slow
+def test_the_parent_retrains_bitwise_and_a_claimed_recipe_it_was_not_trained_by_fails(result_copy, capsys):
+    """--reproduce-parent re-trains the parent from its seed with the recorded recipe (what caught a
+    parent that depended on the thread count of the process that loaded the data)."""
+    assert main(["verify", str(result_copy), "--reproduce-parent", "--no-report", "--quiet"]) == 0
+    assert f"{result_copy.name}: reproduced parent: bitwise identical" in capsys.readouterr().out.splitlines()
+
+    def claim_another_recipe(raw: dict) -> None:  # sealed anew, config hash too: only the recipe lies
+        raw["config"]["train"]["epochs"] = 4
+        raw["provenance"]["config_hash"] = RunConfig.model_validate(raw["config"]).config_hash()
+
+    rewrite(result_copy, claim_another_recipe)
+    assert main(["verify", str(result_copy), "--reproduce-parent", "--no-report", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "parent (reproduced): not bitwise identical to the saved network on the recording platform" in out
+
+    def claim_a_checkpoint(raw: dict) -> None:
+        raw["config"]["parent_checkpoint_sha256"] = "0" * 64
+        raw["provenance"]["config_hash"] = RunConfig.model_validate(raw["config"]).config_hash()
+
+    rewrite(result_copy, claim_a_checkpoint)
+    assert main(["verify", str(result_copy), "--reproduce-parent", "--no-report", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--reproduce-parent: its parent started from a user's checkpoint" in line
+
+
+@pytest.mark.slow
 def test_a_folder_verifies_every_result_file_in_it_without_writing_reports(result_copy, capsys):
     assert main(["verify", str(result_copy.parent), "--no-report", "--quiet"]) == 0
     out = capsys.readouterr().out

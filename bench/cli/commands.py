@@ -278,8 +278,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     from bench.data.files import DataMissing
-    from bench.pipeline.verify import verify_results
-    from bench.results import REPORT_SUFFIXES, find_result_files, networks_folder, one_line
+    from bench.pipeline.verify import verify_results, why_parent_cannot_be_retrained
+    from bench.results import REPORT_SUFFIXES, find_result_files, load_result, networks_folder, one_line
 
     if args.reproduce < 0:
         raise ValueError(f"--reproduce must be 0 or more, got {args.reproduce}")
@@ -292,9 +292,11 @@ def command_verify(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise DataMissing(f"{path}: no networks folder {folder} to re-evaluate (`bench run` writes it beside "
                               "the result file; copy it along, or name it with --networks FOLDER)")
+        if args.reproduce_parent and (why := why_parent_cannot_be_retrained(load_result(path))) is not None:
+            raise ValueError(f"{path}: --reproduce-parent: {why}")
     checks = verify_results(paths, args.workers, networks_dir=args.networks, reproduce=args.reproduce, seed=args.seed,
                             progress=not args.quiet, write_report=args.report, device=args.device, sample=args.sample,
-                            plugins=args.plugins)
+                            plugins=args.plugins, reproduce_parent=args.reproduce_parent)
     for path, check in zip(paths, checks):
         # names come from the files: escaped, so that no control sequence can fake a verdict line
         for line in check.disagreements:

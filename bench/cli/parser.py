@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the network files (default: <result without .json>.networks beside each)")
     verify.add_argument("--reproduce", type=int, default=0, metavar="K",
                         help="also re-run K random cascade steps from their saved predecessor and compare")
+    verify.add_argument("--reproduce-parent", action="store_true",
+                        help="also re-train the parent from its seed with the recorded recipe and compare (bitwise on "
+                        "the recording platform and thread count, else its clean accuracy within 2 pp)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce and --sample draws")
     verify.add_argument("--plugins", action="store_true",
                         help="import the datasets and suites of plugin packages that results need (each file is then "
@@ -113,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "whose steps run in a process of their own")
     verify.add_argument("--sample", type=at_least(1), default=None, metavar="K",
                         help="re-evaluate only K (network, test set) pairs drawn with --seed, comparing every hit of "
-                        "each (only the drawn test sets and the clean one are rebuilt and checked; every network's size is); its "
-                        "report does not mark the file verified")
+                        "each (only the drawn test sets and the clean one are rebuilt and checked; every network's size is); the "
+                        "board counts its report as sampled, not verified")
     verify.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write <result>.verify.json beside each result file")
     add_device_argument(verify, "where to re-evaluate (hits are compared exactly, so use the device type the result "

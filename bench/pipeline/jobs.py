@@ -218,15 +218,27 @@ def run_parent_job(config_json: str, store_root: str, data_checksum: str, progre
         return key
     with job_environment(config, device):
         data = load_checked_dataset(config, data_checksum, data_seed)
-        model = new_model(config, data, initial=True, device=device)
-        if config.parent_checkpoint_sha256 is not None:
-            load_parent_checkpoint(store, config.parent_checkpoint_sha256, model)
-        if config.parent_checkpoint_sha256 is None or config.train.epochs > 0:
-            train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress,
-                  precision=config.precision, compile_model=bool(config.compile))
+        model = trained_parent(config, data, device, progress, store)
         check_finite(model, f"parent {config.model}, after training")
         store.save_network("parents", key, model, {"nonzero_params": count_nonzero(model)})
     return key
+
+
+def trained_parent(config: RunConfig, data: DataBundle, device: str = "cpu", progress: bool = False,
+                   store: Store | None = None) -> nn.Module:
+    """The unpruned network on `device`: the config's model from its seeded initialisation (or the
+    user's parent checkpoint, kept in `store`), trained by the config's recipe (a checkpoint with
+    0 epochs is kept as it is). Call inside `job_environment(config, device)`."""
+    model = new_model(config, data, initial=True, device=device)
+    if config.parent_checkpoint_sha256 is not None:
+        if store is None:
+            raise ValueError(f"parent {config.model}: its checkpoint {config.parent_checkpoint_sha256[:12]} is "
+                             "kept in a job store, and none was given")
+        load_parent_checkpoint(store, config.parent_checkpoint_sha256, model)
+    if config.parent_checkpoint_sha256 is None or config.train.epochs > 0:
+        train(model, data, config.train, config.seed, desc=f"parent {config.model}", progress=progress,
+              precision=config.precision, compile_model=bool(config.compile))
+    return model
 
 
 def load_parent_checkpoint(store: Store, sha256: str, model: nn.Module) -> nn.Module:

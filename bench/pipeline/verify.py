@@ -9,7 +9,8 @@ a number trustworthy is that it can be recomputed. For every network the file na
    the recorded one),
 4. evaluates the network exactly as `bench run` did and compares every per-example hit,
 
-and optionally (`reproduce`) re-runs randomly chosen cascade steps from their saved predecessor.
+and optionally (`reproduce`) re-runs randomly chosen cascade steps from their saved predecessor,
+and (`reproduce_parent`) re-trains the parent from its seeded initialisation.
 Every disagreement is reported, per network and test set; a report (`<result>.verify.json`) is
 written beside the result file for the leaderboard's "verified" column.
 """
@@ -39,7 +40,14 @@ from bench.core.registry import builtins_only
 from bench.data import DataBundle, load_dataset
 from bench.data.suite import Selection, TestDistribution
 from bench.pipeline.exported import EXPORT_SUFFIX, load_exported, network_size
-from bench.pipeline.jobs import job_environment, load_pruner, new_model, prune_and_retrain, prune_context
+from bench.pipeline.jobs import (
+    job_environment,
+    load_pruner,
+    new_model,
+    prune_and_retrain,
+    prune_context,
+    trained_parent,
+)
 from bench.pipeline.runner import test_distributions
 from bench.pipeline.specs import pruner_identity
 from bench.pipeline.training import evaluate
@@ -49,7 +57,7 @@ from bench.results import load_result, networks_folder, report_path
 from bench.results.checkpoints import NetworkFileError, fit_state, read_state, shape_signature, stored_entries
 from bench.results.schema import EXTERNAL, PARENT, Distribution, NetworkResult, RunResult, unpack_hits
 
-__all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
+__all__ = ["REPRODUCE_TOLERANCE", "Verification", "why_parent_cannot_be_retrained", "verify_result"]
 
 
 # a reproduced step on another platform or thread count: retraining is chaotic in float rounding,
@@ -178,6 +186,37 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
         return
     prune_and_retrain(model, load_pruner(net.pruner), net.step, config, data, prune_context(config, data, model),
                       parent_nonzero)
+    _compare_reproduction(check, net, model, folder, data, nominal, parent_nonzero, device)
+
+
+def why_parent_cannot_be_retrained(result: RunResult) -> str | None:
+    """Why the result's parent cannot be re-trained from its seed (None if it can): a user's
+    checkpoint or `bench eval`'s parent was trained elsewhere."""
+    if result.config.protocol == EXTERNAL:
+        return "its networks come from `bench eval`, whose parent was trained elsewhere"
+    if result.config.parent_checkpoint_sha256 is not None:
+        return "its parent started from a user's checkpoint (--parent-checkpoint), which the result does not hold"
+    return None
+
+
+def _reproduce_parent(check: Verification, net: NetworkResult, folder: Path, data: DataBundle,
+                      nominal: TestDistribution, parent_nonzero: int, device: str = "cpu") -> None:
+    """Re-train the parent on `device` from the config's seeded initialisation and recipe, and compare
+    with the saved parent (as a reproduced step is compared)."""
+    if net.file is None:
+        check.fail(f"{PARENT} (reproduced)", "no saved network recorded (a result file of schema version 1)")
+        return
+    model = trained_parent(check.result.config, data, device)
+    _compare_reproduction(check, net, model, folder, data, nominal, parent_nonzero, device)
+
+
+def _compare_reproduction(check: Verification, net: NetworkResult, model: nn.Module, folder: Path, data: DataBundle,
+                          nominal: TestDistribution, parent_nonzero: int, device: str) -> None:
+    """A re-run network against the saved one: bitwise on the recording platform and thread count (CPU);
+    elsewhere its prune ratio and clean accuracy within REPRODUCE_TOLERANCE of the claimed ones."""
+    result, config = check.result, check.result.config
+    where = f"{label(net)} (reproduced)"
+    assert net.file is not None
     saved = read_state(folder / net.file.name, net.file.sha256)
     fresh = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     # GPU training is not bitwise reproducible (cuDNN autotuning, atomic adds in backward kernels)
@@ -203,7 +242,7 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
 
 def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce: int = 0, seed: int = 0,
                   progress: bool = True, write_report: bool = True, device: str = "cpu",
-                  sample: int | None = None, plugins: bool = False) -> Verification:
+                  sample: int | None = None, plugins: bool = False, reproduce_parent: bool = False) -> Verification:
     """Check one result file against its saved networks (see the module docstring).
 
     `networks_dir` defaults to the folder `bench run` wrote beside the result. `reproduce`: how many
@@ -215,15 +254,17 @@ def verify_result(result_path: Path, networks_dir: Path | None = None, reproduce
     compared exactly, so verify on the device type the result records (`provenance.device`).
     `plugins`: whether datasets and suites of plugin packages may be imported (else a result that
     needs one fails with a RegistryError); reproduced steps always run in a separate process.
+    `reproduce_parent`: also re-train the parent there from its seed (see `why_parent_cannot_be_retrained`).
     """
+    arguments = (result_path, networks_dir, reproduce, seed, progress, write_report, device, sample, reproduce_parent)
     if plugins:
-        return _verify_result(result_path, networks_dir, reproduce, seed, progress, write_report, device, sample)
+        return _verify_result(*arguments)
     with builtins_only():
-        return _verify_result(result_path, networks_dir, reproduce, seed, progress, write_report, device, sample)
+        return _verify_result(*arguments)
 
 
 def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int, seed: int, progress: bool,
-                   write_report: bool, device: str, sample: int | None) -> Verification:
+                   write_report: bool, device: str, sample: int | None, reproduce_parent: bool) -> Verification:
     device = str(resolve_device(device))
     started = time.perf_counter()
     result_path = Path(result_path)
@@ -231,6 +272,8 @@ def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int,
     check = Verification(result_path, result)
     folder = Path(networks_dir) if networks_dir is not None else networks_folder(result_path)
     config = result.config
+    if reproduce_parent and (why := why_parent_cannot_be_retrained(result)) is not None:
+        raise ValueError(f"{result_path}: --reproduce-parent: {why}")
     with job_environment(config):
         data = load_dataset(config.dataset, config.seed, config.per_class, config.image_size)
         if data.checksum != result.provenance.data_checksum:
@@ -263,8 +306,10 @@ def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int,
         # `bench eval`'s networks were pruned elsewhere: there is no step to re-run
         steps = [n for n in result.networks if n.pruner != PARENT and config.protocol != EXTERNAL]
         nominal_checked = any(d.name == result.nominal.name for d in distributions)
-        if reproduce and parent_nonzero is not None and nominal_checked:
+        if (reproduce or reproduce_parent) and parent_nonzero is not None and nominal_checked:
             chosen_steps = [(n.pruner, n.step) for n in random.Random(seed).sample(steps, min(reproduce, len(steps)))]
+            if reproduce_parent:
+                chosen_steps.insert(0, (PARENT, 0))
             failures, reproduced = _reproduce_elsewhere(result_path, folder, chosen_steps, parent_nonzero, device)
             check.disagreements.extend(failures)
             check.reproduced.extend(reproduced)
@@ -282,7 +327,8 @@ def _reproduce_elsewhere(result_path: Path, folder: Path, steps: list[tuple[str,
 
 def _reproduce_steps(result_path: Path, folder: Path, steps: list[tuple[str, int]], parent_nonzero: int,
                      device: str) -> tuple[list[str], list[str]]:
-    """The child's side of `_reproduce_elsewhere`: each step from its saved predecessor."""
+    """The child's side of `_reproduce_elsewhere`: each step from its saved predecessor (the parent,
+    step 0, from its seed)."""
     result = load_result(result_path)
     check = Verification(result_path, result)
     with job_environment(result.config):
@@ -290,7 +336,8 @@ def _reproduce_steps(result_path: Path, folder: Path, steps: list[tuple[str, int
         nominal = TestDistribution(name=result.nominal.name, suite=result.nominal.suite, images=data.test)
         for pruner, step in steps:
             net = next(n for n in result.networks if n.pruner == pruner and n.step == step)
-            _reproduce_step(check, net, folder, data, nominal, parent_nonzero, device)
+            reproduce = _reproduce_parent if pruner == PARENT else _reproduce_step
+            reproduce(check, net, folder, data, nominal, parent_nonzero, device)
     return check.disagreements, check.reproduced
 
 
