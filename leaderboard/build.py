@@ -146,13 +146,6 @@ def render_leaderboard(
     return render_markdown(board, breakdown=breakdown)
 
 
-def validate_files(paths: Sequence[Path], test_set_sizes: Mapping[str, int] | None = None) -> list[str]:
-    """One line `<file>: <what is wrong>` per invalid result file (unreadable, not a regular file, too
-    large, not JSON, off-schema, edited, inconsistent, or at odds with its replicate group:
-    bench.results.load_results); [] if all pass."""
-    return load_results(paths, test_set_sizes).errors
-
-
 def verification_marks(paths: Sequence[Path], results: Sequence[RunResult]) -> tuple[set[str], dict[str, int]]:
     """The integrity digests of the results whose `bench verify` report beside them passed for exactly
     their content and networks (bench.results.report_vouches_for), and digest -> K of those whose

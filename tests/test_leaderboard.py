@@ -6,9 +6,9 @@ from pydantic import ValidationError
 from test_uncertainty import GAP, NO_GAP, make_run
 
 from bench.cli import main
-from bench.results import save_result
+from bench.results import load_results, save_result
 from bench.results.schema import PrunerIdentity
-from leaderboard.build import build_leaderboard, render_leaderboard, validate_files
+from leaderboard.build import build_leaderboard, render_leaderboard
 from leaderboard.html import render_html
 from leaderboard.publish import render_json
 from leaderboard.rows import build_board, load_board
@@ -92,7 +92,7 @@ def test_different_protocols_get_different_tables():
     assert sorted(block[2].split("|")[2].strip() for block in aggregate) == ["ft", "wt"]
 
 
-def test_validate_files_names_each_bad_file(tmp_path):
+def test_each_bad_file_is_named_in_one_line(tmp_path):
     good = save_result(make_run(PRUNERS), tmp_path / "good.json")
     edited = save_result(make_run(PRUNERS), tmp_path / "edited.json")
     raw = json.loads(edited.read_text())
@@ -101,8 +101,8 @@ def test_validate_files_names_each_bad_file(tmp_path):
     truncated = tmp_path / "truncated.json"
     truncated.write_text(good.read_text()[:100])
 
-    assert validate_files([good]) == []
-    errors = validate_files([good, edited, truncated, tmp_path / "missing.json"])
+    assert load_results([good]).errors == []
+    errors = load_results([good, edited, truncated, tmp_path / "missing.json"]).errors
     assert len(errors) == 3
     assert "edited.json" in errors[0] and "integrity check failed" in errors[0]
     assert "truncated.json" in errors[1] and "not valid JSON" in errors[1]

@@ -31,11 +31,11 @@ from bench.reports.plots import (
     regression_slope,
     result_figures,
 )
-from bench.results import find_result_files, save_result
+from bench.results import find_result_files, load_results, save_result
 from bench.results.metrics import derive
 from bench.results.schema import PARENT, RunResult
 from bench.results.uncertainty import bootstrap_pruners
-from leaderboard.build import build_leaderboard, validate_files
+from leaderboard.build import build_leaderboard
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
 
@@ -284,7 +284,7 @@ def test_plot_command_plots_result_files_and_analysis_reports(tmp_path, capsys):
     # reports are not result files: the leaderboard, `bench plot` and `bench validate results/*.json` skip them
     assert find_result_files(results) == [result]
     assert sorted(p.name for p in results.glob("*.json")) == [result.name]
-    assert validate_files(find_result_files(results)) == []
+    assert load_results(find_result_files(results)).errors == []
     assert "wt" in build_leaderboard(results, breakdown=False)
     assert list(load_reports(results)) == ["digits-digits_cnn-s0-abc.features", "digits-digits_cnn-s0-abc.similarity"]
 
