@@ -231,7 +231,9 @@ def test_unstructured_propagation_hands_the_freed_budget_to_weights(digits, digi
     prune_to_ratio(digits_cnn, load_pruner("wt"), 0.9, parent_nonzero, context(digits_cnn, digits, size=48))
     nonzero = count_nonzero(digits_cnn)
     assert nonzero - weight_nonzero(digits_cnn) < parent_others, "no bias or BN entry was zeroed"
-    assert abs(nonzero - round(0.1 * parent_nonzero)) <= 1e-3 * parent_nonzero  # spent on weights instead
+    # the search measures every nonzero after propagation, so what propagation zeroed is spent on weights:
+    # the total meets the target within the reference search's stopping rule (brentq, xtol 5e-3 in the keep ratio)
+    assert abs(nonzero - round(0.1 * parent_nonzero)) <= 5e-3 * parent_nonzero
 
 
 @pytest.mark.slow

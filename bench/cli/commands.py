@@ -278,7 +278,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     from bench.data.files import DataMissing
-    from bench.pipeline.verify import verify_results, why_parent_cannot_be_retrained
+    from bench.pipeline.jobs import why_parent_cannot_be_retrained
+    from bench.pipeline.verify import verify_results
     from bench.results import REPORT_SUFFIXES, find_result_files, load_result, networks_folder, one_line
 
     if args.reproduce < 0:

@@ -241,6 +241,16 @@ def trained_parent(config: RunConfig, data: DataBundle, device: str = "cpu", pro
     return model
 
 
+def why_parent_cannot_be_retrained(result: RunResult) -> str | None:
+    """Why the result's parent cannot be re-trained from its seed (None if it can): a user's
+    checkpoint or `bench eval`'s parent was trained elsewhere."""
+    if result.config.protocol == EXTERNAL:
+        return "its networks come from `bench eval`, whose parent was trained elsewhere"
+    if result.config.parent_checkpoint_sha256 is not None:
+        return "its parent started from a user's checkpoint (--parent-checkpoint), which the result does not hold"
+    return None
+
+
 def load_parent_checkpoint(store: Store, sha256: str, model: nn.Module) -> nn.Module:
     """Load the user's parent checkpoint kept in `store` (Store.save_checkpoint) into `model`."""
     source = store.path("checkpoints", sha256, CHECKPOINT_SUFFIX)

@@ -47,6 +47,7 @@ from bench.pipeline.jobs import (
     prune_and_retrain,
     prune_context,
     trained_parent,
+    why_parent_cannot_be_retrained,
 )
 from bench.pipeline.runner import test_distributions
 from bench.pipeline.specs import pruner_identity
@@ -57,7 +58,7 @@ from bench.results import load_result, networks_folder, report_path
 from bench.results.checkpoints import NetworkFileError, fit_state, read_state, shape_signature, stored_entries
 from bench.results.schema import EXTERNAL, PARENT, Distribution, NetworkResult, RunResult, unpack_hits
 
-__all__ = ["REPRODUCE_TOLERANCE", "Verification", "why_parent_cannot_be_retrained", "verify_result"]
+__all__ = ["REPRODUCE_TOLERANCE", "Verification", "verify_result"]
 
 
 # a reproduced step on another platform or thread count: retraining is chaotic in float rounding,
@@ -187,16 +188,6 @@ def _reproduce_step(check: Verification, net: NetworkResult, folder: Path, data:
     prune_and_retrain(model, load_pruner(net.pruner), net.step, config, data, prune_context(config, data, model),
                       parent_nonzero)
     _compare_reproduction(check, net, model, folder, data, nominal, parent_nonzero, device)
-
-
-def why_parent_cannot_be_retrained(result: RunResult) -> str | None:
-    """Why the result's parent cannot be re-trained from its seed (None if it can): a user's
-    checkpoint or `bench eval`'s parent was trained elsewhere."""
-    if result.config.protocol == EXTERNAL:
-        return "its networks come from `bench eval`, whose parent was trained elsewhere"
-    if result.config.parent_checkpoint_sha256 is not None:
-        return "its parent started from a user's checkpoint (--parent-checkpoint), which the result does not hold"
-    return None
 
 
 def _reproduce_parent(check: Verification, net: NetworkResult, folder: Path, data: DataBundle,
