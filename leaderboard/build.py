@@ -146,18 +146,18 @@ def render_leaderboard(
     return render_markdown(board, breakdown=breakdown)
 
 
-def verification_marks(paths: Sequence[Path], results: Sequence[RunResult]) -> tuple[set[str], dict[str, int]]:
+def verification_marks(paths: Sequence[Path], results: Sequence[RunResult]) -> tuple[set[str], set[str]]:
     """The integrity digests of the results whose `bench verify` report beside them passed for exactly
-    their content and networks (bench.results.report_vouches_for), and digest -> K of those whose
-    report is a passing `--sample K` one (bench.results.sample_vouched_for)."""
+    their content and networks (bench.results.report_vouches_for), and those of the results whose
+    report is a passing `--sample K` one instead (bench.results.sample_vouched_for)."""
     verified: set[str] = set()
-    sampled: dict[str, int] = {}
+    sampled: set[str] = set()
     for path, result in zip(paths, results):
         report = read_report(path)
         if report_vouches_for(path, result, report):
             verified.add(result.integrity)
-        elif (sample := sample_vouched_for(path, result, report)) is not None:
-            sampled[result.integrity] = sample
+        elif sample_vouched_for(path, result, report) is not None:
+            sampled.add(result.integrity)
     return verified, sampled
 
 

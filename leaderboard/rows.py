@@ -9,7 +9,7 @@ strict (unknown fields are errors), so `load_board` validates a JSON document ag
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any, Final, Literal
@@ -185,7 +185,7 @@ def _ranked(metrics: dict[str, list[PrunerMetrics]]) -> list[str]:
 
 def _row(
     rank: int, pruner: str, pairs: list[tuple[RunResult, PrunerMetrics]], found: PotentialIntervals | None,
-    names: dict[int, str], verified: set[str] | None, sampled: Mapping[str, int],
+    names: dict[int, str], verified: set[str] | None, sampled: set[str],
 ) -> Row:
     results, metrics = [r for r, _ in pairs], [m for _, m in pairs]
     shifted = [[d.name for d in r.distributions if not d.nominal] for r in results]
@@ -265,7 +265,7 @@ def protocol_line(result: RunResult) -> str:
 
 def _protocol(
     key: ReplicateKey, members: list[RunResult], names: dict[int, str], verified: set[str] | None,
-    sampled: Mapping[str, int], settings: Bootstrap,
+    sampled: set[str], settings: Bootstrap,
 ) -> Protocol:
     pruners = sorted({n.pruner for r in members for n in r.networks if n.pruner != PARENT})
     pairs = {p: replicate_metrics(members, p) for p in pruners}
@@ -293,7 +293,7 @@ def build_board(
     *,
     files: Sequence[str] | None = None,
     verified: set[str] | None = None,
-    sampled: Mapping[str, int] | None = None,
+    sampled: set[str] | None = None,
     skipped: int = 0,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = BOOTSTRAP_SEED,
@@ -301,12 +301,12 @@ def build_board(
 ) -> Board:
     """The board of validated results. `files`: each result's path relative to the results folder
     (for the rows' links); `verified`: integrity digests of the files that passed `bench verify`
-    (None: no "verified" column); `sampled`: digest -> K of the files that passed `bench verify
-    --sample K` (counted beside the verified ones); `skipped`: how many invalid files were left out."""
+    (None: no "verified" column); `sampled`: integrity digests of the files that passed `bench
+    verify --sample K` (counted beside the verified ones); `skipped`: how many invalid files were left out."""
     names = {id(r): f for r, f in zip(results, files or ())}
     settings = Bootstrap(samples=samples, seed=seed, confidence=confidence)
     return Board(
         bootstrap=settings, verified_column=verified is not None, skipped=skipped,
-        protocols=[_protocol(key, members, names, verified, sampled or {}, settings)
+        protocols=[_protocol(key, members, names, verified, sampled or set(), settings)
                    for key, members in group_replicates(results).items()],
     )
