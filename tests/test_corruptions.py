@@ -351,9 +351,9 @@ def test_per_image_seeded_batches_are_corrupted_in_chunks_with_the_same_bytes(mo
 
 
 def test_fog_draws_its_per_image_fractals_in_chunks_with_the_same_bytes(monkeypatch) -> None:
-    """fog keeps its float64 maps under FRACTAL_BYTES per call (heap memory, no page faults): with
+    """fog keeps its float64 maps under TEMPORARY_BYTES per call (heap memory, no page faults): with
     one generator per image the chunks give the bytes of one batch; one shared generator never chunks."""
-    from bench.corruptions import weather
+    from bench.corruptions import _operators, weather
 
     rng = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (7, 1, 28, 28), dtype=torch.uint8, generator=rng)
@@ -362,7 +362,7 @@ def test_fog_draws_its_per_image_fractals_in_chunks_with_the_same_bytes(monkeypa
     shared = corrupt(images, "fog", (0.5, 2, 256), 5)
     fractals = []
     real_fractal = weather._plasma_fractal
-    monkeypatch.setattr(weather, "FRACTAL_BYTES", 3 * 8 * 256 * 256)  # three 256 x 256 maps per call
+    monkeypatch.setattr(_operators, "TEMPORARY_BYTES", 3 * 8 * 256 * 256)  # three 256 x 256 maps per call
     monkeypatch.setattr(weather, "_plasma_fractal", lambda n, *rest: fractals.append(n) or real_fractal(n, *rest))
     assert torch.equal(corrupt(images, "fog", (0.5, 2, 256), seeds), whole)
     assert fractals == [3, 3, 1]
@@ -373,9 +373,9 @@ def test_fog_draws_its_per_image_fractals_in_chunks_with_the_same_bytes(monkeypa
 
 @pytest.mark.parametrize("name", ["zigzag", "dotted_line"])
 def test_strokes_are_drawn_in_chunks_under_the_byte_budget_with_the_same_bytes(monkeypatch, name: str) -> None:
-    """The strokes' float64 (images, K, H, W) line temporaries stay under _CHUNK_BYTES (heap memory,
+    """The strokes' float64 (images, K, H, W) line temporaries stay under TEMPORARY_BYTES (heap memory,
     no page faults: 256 images of 5 zigzags took 104 MB at once), and the chunk size changes no byte."""
-    from bench.corruptions import overlay
+    from bench.corruptions import _operators, overlay
 
     rng = torch.Generator().manual_seed(2)
     images = torch.randint(0, 256, (9, 1, 28, 28), dtype=torch.uint8, generator=rng)
@@ -386,7 +386,7 @@ def test_strokes_are_drawn_in_chunks_under_the_byte_budget_with_the_same_bytes(m
     monkeypatch.setattr(overlay, "line_from_points",
                         lambda segments, *rest: chunks.append(tuple(segments.shape[:2])) or real_lines(segments, *rest))
     budget = 3 * 5 * 28 * 28 * 8  # three images of five lines
-    monkeypatch.setattr(overlay, "_CHUNK_BYTES", budget)
+    monkeypatch.setattr(_operators, "TEMPORARY_BYTES", budget)
     assert torch.equal(corrupt(images, name, 5, seeds), whole)
     assert sum(n for n, _ in chunks) == len(images) and len(chunks) > 1
     assert all(n == 1 or n * k * 28 * 28 * 8 <= budget for n, k in chunks), chunks

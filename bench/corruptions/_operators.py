@@ -41,6 +41,7 @@ __all__ = [
     "gaussian_filter_scipy_order",
     "gaussian_operator",
     "gaussian_taps",
+    "images_per_chunk",
     "interpolation_operator",
     "kernel2d_terms",
     "motion_blur_at_angles",
@@ -53,6 +54,19 @@ __all__ = [
 SeparableTerm = tuple[torch.Tensor, torch.Tensor]
 
 DENSE_MAX_PIXELS = 4096  # a dense (H*W, H*W) operator is at most 64 MiB in float32
+
+# Bytes of one chunk's large temporaries: below glibc's mmap threshold (32 MiB, bench.core._allocator), so
+# they are reused heap memory, not pages faulted in afresh per chunk (unchunked, 256 images of 5 zigzags
+# took 104 MB a temporary, and 256 MNIST-C fog maps of 256 x 256 cost a quarter of a Fashion-MNIST seed's
+# CPU in the kernel).
+TEMPORARY_BYTES = 8 << 20
+
+
+def images_per_chunk(bytes_per_image: int) -> int:
+    """How many images one chunk holds so that a temporary of ``bytes_per_image`` per image stays
+    within ``TEMPORARY_BYTES`` (at least one). Callers chunk only where an image's result depends
+    on its own data and draws alone, so the chunk size changes no byte."""
+    return max(1, TEMPORARY_BYTES // max(1, bytes_per_image))
 
 
 # ------------------------------------------------------------------ linear operators

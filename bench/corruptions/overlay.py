@@ -18,6 +18,7 @@ import torch
 
 from bench.corruptions._exact import log_unit
 from bench.corruptions._levels import Level, scalar_level
+from bench.corruptions._operators import images_per_chunk
 from bench.corruptions._random import Generators, integers
 
 __all__ = ["dotted_line", "line_from_points", "stripe", "zigzag"]
@@ -50,19 +51,13 @@ def _count(level: Level, name: str) -> int:
     return int(count)
 
 
-# float64 bytes of one chunk's (images, K, H, W) line temporaries: below glibc's mmap threshold (32 MiB,
-# bench.core._allocator), so they are reused heap memory; 256 images of 5 zigzags (65 segments) at once took
-# 104 MB a temporary, faulted in afresh per chunk: three quarters of a Fashion-MNIST verify's kernel time
-_CHUNK_BYTES = 8 << 20
-
-
 def _draw(x: torch.Tensor, segments: torch.Tensor, keep_columns: torch.Tensor | None = None) -> torch.Tensor:
     """x plus the lines of (N, K, 4) ``segments`` (only ``keep_columns`` of them, if given) on every
     channel, clipped (MNIST-C adds and clips); drawn a chunk of images at a time (an image's strokes
     depend on its own segments only, so the chunk size does not change a byte)."""
     h, w = x.shape[-2:]
     strokes = torch.zeros(x.shape[0], 1, h, w, dtype=torch.float64)
-    chunk = max(1, _CHUNK_BYTES // (max(1, segments.shape[1]) * h * w * 8))
+    chunk = images_per_chunk(max(1, segments.shape[1]) * h * w * 8)  # the float64 (images, K, H, W) lines
     for start in range(0, x.shape[0], chunk):
         lines = line_from_points(segments[start : start + chunk], h, w)
         if keep_columns is not None:

@@ -30,6 +30,7 @@ from bench.corruptions._operators import (
     apply_separable,
     divide_where_positive,
     gaussian_filter,
+    images_per_chunk,
     motion_blur_at_angles,
     zoom_operator,
 )
@@ -251,7 +252,7 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
         raise ValueError(f"fog's map_size {mapsize} is smaller than the image ({h} x {w})")
 
     generators = per_image_generators(generator, n)
-    if generators is not None and n > (chunk := max(1, FRACTAL_BYTES // (8 * mapsize * mapsize))):
+    if generators is not None and n > (chunk := images_per_chunk(8 * mapsize * mapsize)):  # float64 maps
         # each image draws from its own generator, so chunks give the same bytes as one batch
         return torch.cat([fog(x[i:i + chunk], level, generators[i:i + chunk]) for i in range(0, n, chunk)])
 
@@ -260,11 +261,6 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
 
     return _fog(x, strength, _plasma_fractal(n, mapsize, decay, draw_uniform))
 
-
-# float64 fractal bytes per call where every image has its own generator: below glibc's largest mmap
-# threshold (32 MiB, bench.core._allocator), so the maps are reused heap memory, not pages faulted in
-# afresh (256 MNIST-C maps of 256 x 256 at once cost a quarter of a Fashion-MNIST seed's CPU in the kernel)
-FRACTAL_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------- brightness
