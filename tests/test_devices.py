@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from bench.cli import main
-from bench.core.devices import device_description, module_device, resolve_device
+from bench.core.devices import cpu_name, device_description, module_device, resolve_device
 from bench.corruptions import CORRUPTIONS, corrupt
 from bench.corruptions.tables import CIFAR10_C, MNIST_C_GEOMETRIC, MNIST_C_STROKES
 from bench.data.recipes import DIGITS_TRAIN
@@ -121,9 +121,14 @@ def test_unusable_devices_are_one_line_errors(spec, message):
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
-def test_device_description_of_the_cpu():
-    assert device_description(CPU) == {"device": "cpu", "device_name": None, "cuda_version": None,
-                                       "cudnn_version": None}
+def test_device_description_of_the_cpu_names_its_code_path_and_kernel_settings(monkeypatch):
+    capability = torch.backends.cpu.get_cpu_capability()
+    described = device_description(CPU)
+    assert described == {"device": "cpu", "device_name": cpu_name(), "cuda_version": None, "cudnn_version": None}
+    assert described["device_name"].endswith(f"(ATen {capability})") and "MKL_CBWR" not in cpu_name()
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert cpu_name().endswith(f"(ATen {capability}, MKL_CBWR=COMPATIBLE, ONEDNN_MAX_CPU_ISA=SSE41)")
 
 
 # ---- job identity ----------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ def test_bench_run_device_cpu_gives_the_same_cells_and_records_the_device(tmp_pa
     (first,), (second,) = plain.glob("*.json"), explicit.glob("*.json")
     a, b = load_result(first), load_result(second)
     assert [n.model_dump() for n in a.networks] == [n.model_dump() for n in b.networks]
-    assert b.provenance.device == "cpu" and b.provenance.device_name is None and b.provenance.cuda_version is None
+    assert b.provenance.device == "cpu" and b.provenance.device_name == cpu_name() and b.provenance.cuda_version is None
     keys = {folder: sorted(p.name for p in (folder / ".cache").rglob("*") if p.is_file()) for folder in (plain, explicit)}
     assert keys[plain] == keys[explicit]  # the same CPU job keys, with or without the flag
 

@@ -81,6 +81,15 @@ def test_a_parent_recipe_it_was_not_trained_by_fails_reproduce_parent(result_cop
     out = capsys.readouterr().out
     assert "parent (reproduced): not bitwise identical to the saved network on the recording platform" in out
 
+    def claim_another_cpu(raw: dict) -> None:  # the same platform string and threads, another CPU code path
+        raw["provenance"]["device_name"] = "Another CPU (ATen AVX2)"
+
+    rewrite(result_copy, claim_another_cpu)
+    main(["verify", str(result_copy), "--reproduce-parent", "--sample", "1", "--no-report", "--quiet"])
+    out = capsys.readouterr().out
+    assert "recording platform" not in out  # judged by the cross-platform tolerance instead
+    assert "parent: within tolerance (another platform" in out or "off-platform reproduction outside tolerance" in out
+
     def claim_a_checkpoint(raw: dict) -> None:
         raw["config"]["parent_checkpoint_sha256"] = "0" * 64
         raw["provenance"]["config_hash"] = RunConfig.model_validate(raw["config"]).config_hash()

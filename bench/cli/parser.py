@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also re-run K random cascade steps from their saved predecessor and compare")
     verify.add_argument("--reproduce-parent", action="store_true",
                         help="also re-train the parent from its seed with the recorded recipe and compare (bitwise on "
-                        "the recording platform and thread count, else its clean accuracy within 2 pp)")
+                        "the recording platform, CPU and thread count, else its clean accuracy within 2 pp)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the --reproduce and --sample draws")
     verify.add_argument("--plugins", action="store_true",
                         help="import the datasets and suites of plugin packages that results need (each file is then "

@@ -8,8 +8,11 @@ CPU generators and moved to the device, so seeds mean the same thing everywhere.
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypedDict
 
 import torch
@@ -19,6 +22,7 @@ __all__ = [
     "DEVICE_HELP",
     "RESIDENT_MARGIN",
     "DeviceDescription",
+    "cpu_name",
     "device_description",
     "device_environment",
     "fits_on_device",
@@ -73,12 +77,38 @@ class DeviceDescription(TypedDict):
     cudnn_version: str | None
 
 
+# settings that switch MKL's and oneDNN's CPU kernels, and so the float sums, without changing the CPU
+CPU_KERNEL_SETTINGS = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's on Linux, else what the platform module says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model") and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_name() -> str:
+    """This CPU as its float results depend on it: the model and the code path torch dispatches to
+    (``ATEN_CPU_CAPABILITY``), with any MKL / oneDNN kernel setting in the environment, e.g.
+    ``AMD EPYC 7B13 (ATen AVX2)``. Training repeats bit for bit only where this is the same."""
+    settings = [f"ATen {torch.backends.cpu.get_cpu_capability()}"]
+    settings += [f"{name}={os.environ[name]}" for name in CPU_KERNEL_SETTINGS if os.environ.get(name)]
+    return f"{_cpu_model()} ({', '.join(settings)})"
+
+
 def device_description(device: torch.device | str) -> DeviceDescription:
-    """What a result records of a device: its type, its name (the GPU's), and on CUDA the CUDA and
-    cuDNN versions torch was built with."""
+    """What a result records of a device: its type, its name (the GPU's; on the CPU, `cpu_name`), and
+    on CUDA the CUDA and cuDNN versions torch was built with."""
     device = torch.device(device)
     described = DeviceDescription(device=device.type, device_name=None, cuda_version=None, cudnn_version=None)
-    if device.type == "cuda":
+    if device.type == "cpu":
+        described["device_name"] = cpu_name()
+    elif device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         described["device_name"] = torch.cuda.get_device_name(index)

@@ -30,6 +30,7 @@ class Verification:
     ties: list[str] = field(default_factory=list)
     seconds: float = 0.0
     sample: int | None = None  # --sample K: the (network, test set) pairs compared; None: all
+    device_name: str | None = None  # what re-evaluated: the GPU's name or the CPU (bench.core.devices)
 
     @property
     def passed(self) -> bool:
@@ -51,6 +52,7 @@ class Verification:
             ties=self.ties,
             prunebench=version("prunebench"),
             platform=current_platform(self.result),
+            device_name=self.device_name,
             verified_at=datetime.now(timezone.utc),
             seconds=self.seconds,
         )

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.core.devices import resolve_device
+from bench.core.devices import cpu_name, device_description, resolve_device
 from bench.core.io import atomic_write_text
 from bench.core.registry import builtins_only
 from bench.data import DataBundle, load_dataset
@@ -203,22 +203,25 @@ def _reproduce_parent(check: Verification, net: NetworkResult, folder: Path, dat
 
 def _compare_reproduction(check: Verification, net: NetworkResult, model: nn.Module, folder: Path, data: DataBundle,
                           nominal: TestDistribution, parent_nonzero: int, device: str) -> None:
-    """A re-run network against the saved one: bitwise on the recording platform and thread count (CPU);
+    """A re-run network against the saved one: bitwise on the recording platform, CPU and thread count;
     elsewhere its prune ratio and clean accuracy within REPRODUCE_TOLERANCE of the claimed ones."""
     result, config = check.result, check.result.config
     where = f"{label(net)} (reproduced)"
     assert net.file is not None
     saved = read_state(folder / net.file.name, net.file.sha256)
     fresh = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    # GPU training is not bitwise reproducible (cuDNN autotuning, atomic adds in backward kernels)
+    # GPU training is not bitwise reproducible (cuDNN autotuning, atomic adds in backward kernels), nor is
+    # CPU training across CPU code paths (AVX2 and AVX-512 kernels sum in other orders); a file that does
+    # not name its CPU (written before it was recorded) is held to the tolerance
     same_platform = (result.provenance.platform.startswith(current_platform(result))
-                     and result.provenance.device == torch.device(device).type == "cpu")
+                     and result.provenance.device == torch.device(device).type == "cpu"
+                     and result.provenance.device_name == cpu_name())
     bitwise = all(torch.equal(fresh[name], saved[name]) for name in saved)
     if bitwise:
         check.reproduced.append(f"{label(net)}: bitwise identical")
         return
     if same_platform:
-        check.fail(where, "not bitwise identical to the saved network on the recording platform and thread count")
+        check.fail(where, "not bitwise identical to the saved network on the recording platform, CPU and thread count")
         return
     ratio = 1.0 - count_nonzero(model) / parent_nonzero
     accuracy = float(evaluate(model, data, nominal.images, precision=config.precision)["accuracy"])  # type: ignore[arg-type]
@@ -260,7 +263,7 @@ def _verify_result(result_path: Path, networks_dir: Path | None, reproduce: int,
     started = time.perf_counter()
     result_path = Path(result_path)
     result = load_result(result_path)
-    check = Verification(result_path, result)
+    check = Verification(result_path, result, device_name=device_description(device)["device_name"])
     folder = Path(networks_dir) if networks_dir is not None else networks_folder(result_path)
     config = result.config
     if reproduce_parent and (why := why_parent_cannot_be_retrained(result)) is not None:

@@ -333,5 +333,8 @@ class VerifyReport(Strict):
     ties: list[str] = []
     prunebench: str
     platform: str
+    # the device it re-evaluated on: the GPU's name, or the CPU's model and code path (bench.core.devices.cpu_name),
+    # so a report says which CPU the hits held on; None in reports written before it was recorded
+    device_name: str | None = None
     verified_at: datetime
     seconds: float = Field(ge=0)
