@@ -262,7 +262,6 @@ def fog(x: torch.Tensor, level: Level, generator: Generators) -> torch.Tensor:
     return _fog(x, strength, _plasma_fractal(n, mapsize, decay, draw_uniform))
 
 
-
 # --------------------------------------------------------------------- brightness
 
 
