@@ -116,6 +116,37 @@ def test_activations_are_not_in_place(built: dict[str, nn.Module], name: str) ->
     assert relus and not any(m.inplace for m in relus)
 
 
+@pytest.mark.parametrize("name", bench_models.BENCH_MODELS)
+def test_evaluation_runs_relus_after_batchnorm_in_place_with_bitwise_the_same_logits(
+        built: dict[str, nn.Module], name: str) -> None:
+    from bench.pipeline.training import inplace_relus
+
+    model = built[name]
+    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels  # built with in_chans=3
+    x = torch.randn(4, in_chans, *model_config(name).input_size[1:], generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x)
+        with inplace_relus(model):
+            flipped = sum(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+            logits = model(x)
+    assert flipped > 0 and torch.equal(logits, expected)
+    assert not any(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # restored
+
+
+def test_a_relu_whose_input_a_hook_keeps_or_that_follows_no_batchnorm_stays_out_of_place() -> None:
+    from bench.pipeline.training import inplace_relus
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                          nn.BatchNorm2d(4), nn.ReLU()).eval()
+    kept: list[torch.Tensor] = []
+    model[1].register_forward_hook(lambda _m, _a, out: kept.append(out))
+    with torch.inference_mode(), inplace_relus(model):
+        assert [m.inplace for m in model if isinstance(m, nn.ReLU)] == [False, False, True]
+        model(torch.randn(2, 1, 8, 8))
+    assert (kept[0] < 0).any()  # the hooked BatchNorm output was not overwritten by its ReLU
+
+
 def _projections(model: nn.Module) -> list[nn.Sequential]:
     return [m.shortcut for m in model.modules() if isinstance(getattr(m, "shortcut", None), nn.Sequential)]
 
