@@ -179,6 +179,14 @@ def test_one_pool_serves_every_stage():
     assert executor._pool is None
 
 
+def test_every_worker_starts_with_the_first_job():
+    """The pool spawns on demand; a run's second worker would start (and import torch) only when a
+    second job came, seconds after the parent. Each worker imports the job modules at once."""
+    with closing(LocalExecutor(workers=2, progress=False)) as executor:
+        assert executor.submit(worker_pid, ()).result() != os.getpid()
+        assert executor._pool is not None and len(executor._pool._processes) == 2
+
+
 def test_one_worker_runs_in_this_process():
     executor = LocalExecutor(workers=1, progress=False)
     assert executor.in_process and executor.slots == 1

@@ -122,6 +122,13 @@ def _pin_worker(environments: Any) -> None:
     os.environ.update(environments.get())
 
 
+def _import_job_modules() -> None:
+    """A pool's first task on each worker: import what every job needs (torch, timm, bench; ~3 s of
+    CPU), so a worker is ready when its first job comes, not seconds later (the second worker of a
+    run was spawned only when the parent finished, and then imported while a chain step waited)."""
+    import bench.pipeline.jobs  # noqa: F401
+
+
 class LocalExecutor(Executor):
     """CPU (`gpus` None): workers=1 runs the jobs one after another in this process; more, a pool of
     spawned processes.
@@ -180,6 +187,8 @@ class LocalExecutor(Executor):
                     environments.put(worker_environment(gpu, visible))
                 pinning = {"initializer": _pin_worker, "initargs": (environments,)}
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, **pinning)
+            for _ in range(self.workers):  # start every worker now: the pool spawns on demand otherwise
+                self._pool.submit(_import_job_modules)
         return self._pool
 
     def close(self) -> None:
