@@ -133,16 +133,17 @@ def test_evaluation_runs_relus_after_batchnorm_in_place_with_bitwise_the_same_lo
     assert not any(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # restored
 
 
-def test_a_relu_whose_input_a_hook_keeps_or_that_follows_no_batchnorm_stays_out_of_place() -> None:
+def test_a_relu_whose_input_a_hook_keeps_that_follows_no_batchnorm_or_is_shared_stays_out_of_place() -> None:
     from bench.pipeline.training import inplace_relus
 
     torch.manual_seed(0)
+    shared = nn.ReLU()
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
-                          nn.BatchNorm2d(4), nn.ReLU()).eval()
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4), shared, nn.Conv2d(4, 4, 1), shared).eval()
     kept: list[torch.Tensor] = []
     model[1].register_forward_hook(lambda _m, _a, out: kept.append(out))
     with torch.inference_mode(), inplace_relus(model):
-        assert [m.inplace for m in model if isinstance(m, nn.ReLU)] == [False, False, True]
+        assert [m.inplace for m in model if isinstance(m, nn.ReLU)] == [False, False, True, False, False]
         model(torch.randn(2, 1, 8, 8))
     assert (kept[0] < 0).any()  # the hooked BatchNorm output was not overwritten by its ReLU
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
@@ -101,29 +102,35 @@ def resident(images: ImageSet, device: torch.device) -> ImageSet:
 _FRESH_OUTPUT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # modules whose output is always a new tensor
 
 
+def _relus_after_batchnorm(model: nn.Module) -> Iterator[nn.ReLU]:
+    """The out-of-place ReLUs of `model` that directly follow a BatchNorm in an `nn.Sequential`,
+    registered there alone (a ReLU shared with another place would run in place there too), where
+    no forward hook could keep the BatchNorm's output (none on either module, none global)."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return
+    registrations = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+    for sequential in (m for m in model.modules() if type(m) is nn.Sequential):
+        children = list(sequential.children())
+        for before, relu in zip(children, children[1:]):
+            if (type(relu) is nn.ReLU and not relu.inplace and type(before) in _FRESH_OUTPUT and registrations[id(relu)] == 1
+                    and not (before._forward_hooks or relu._forward_pre_hooks or relu._forward_hooks)):
+                yield relu
+
+
 @contextmanager
 def inplace_relus(model: nn.Module) -> Iterator[None]:
     """Run the ReLUs that directly follow a BatchNorm in an `nn.Sequential` in place while this
     holds (a context manager; restored after).
 
-    Bitwise the same outputs and gradients: the BatchNorm's output is a new tensor that the
-    Sequential hands to the ReLU alone, so overwriting it changes nothing else. Only when no forward
-    hook could keep that tensor (none on the BatchNorm, the ReLU, or global ones); ReLUs of any
-    other shape (residual sums, custom forwards) stay as built. It saves writing a second
-    activation tensor per layer: ~10 % of an evaluation's CPU on digits_cnn
-    (benchmarks/RESULTS.md); the models build their ReLUs out of place because pruners record
-    BatchNorm outputs through hooks."""
-    flipped: list[nn.ReLU] = []
-    if not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks):
-        for sequential in model.modules():
-            if type(sequential) is not nn.Sequential:
-                continue
-            children = list(sequential.children())
-            for before, relu in zip(children, children[1:]):
-                if (type(relu) is nn.ReLU and not relu.inplace and type(before) in _FRESH_OUTPUT
-                        and not (before._forward_hooks or relu._forward_pre_hooks or relu._forward_hooks)):
-                    relu.inplace = True
-                    flipped.append(relu)
+    Bitwise the same outputs: the BatchNorm's output is a new tensor that the Sequential hands to
+    the ReLU alone, so overwriting it changes nothing else (`_relus_after_batchnorm` says which
+    qualify; ReLUs of any other shape, residual sums or custom forwards, stay as built). It saves
+    writing a second activation tensor per layer: ~10 % of `bench verify`'s CPU on a digits file,
+    ~1 % of a default run (benchmarks/RESULTS.md). The models build their ReLUs out of place
+    because pruners record BatchNorm outputs through hooks."""
+    flipped = list(_relus_after_batchnorm(model))
+    for relu in flipped:
+        relu.inplace = True
     try:
         yield
     finally:
