@@ -114,6 +114,18 @@ def test_pool_workers_are_pinned_to_their_gpus(monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_gpu_pool_spawns_its_workers_on_demand(monkeypatch):
+    """Round robin spreads a stage's first jobs over the GPUs only if the first jobs start the first
+    workers: a GPU pool must not start every worker at once (a CPU pool does), or two jobs could go to
+    two idle workers of one GPU while the other GPU has none."""
+    monkeypatch.setenv(CUDA_VISIBLE_DEVICES, "3,5")
+    with closing(LocalExecutor(progress=False, gpus=[0, 1], jobs_per_gpu=2)) as executor:
+        ((_, env),) = executor.run([(pinned_gpu, ())], "one job")
+        assert executor._pool is not None and len(executor._pool._processes) == 1
+    assert env == "3"
+
+
+@pytest.mark.slow
 def test_a_single_cuda_job_runs_in_a_pinned_worker(monkeypatch):
     monkeypatch.delenv(CUDA_VISIBLE_DEVICES, raising=False)
     with closing(LocalExecutor(progress=False, gpus=[1])) as executor:

@@ -187,8 +187,11 @@ class LocalExecutor(Executor):
                     environments.put(worker_environment(gpu, visible))
                 pinning = {"initializer": _pin_worker, "initargs": (environments,)}
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, **pinning)
-            for _ in range(self.workers):  # start every worker now: the pool spawns on demand otherwise
-                self._pool.submit(_import_job_modules)
+            if not self.gpu_slots:  # start every CPU worker now: the pool spawns on demand otherwise
+                for _ in range(self.workers):
+                    self._pool.submit(_import_job_modules)
+            # A GPU pool keeps spawning on demand: its first k workers take the first k slots, which
+            # round robin spreads over the GPUs; idle warm workers would take jobs whatever their GPU.
         return self._pool
 
     def close(self) -> None:
