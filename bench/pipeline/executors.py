@@ -123,7 +123,7 @@ def _pin_worker(environments: Any) -> None:
 
 
 def _import_job_modules() -> None:
-    """A pool's first task on each worker: import what every job needs (torch, timm, bench; ~3 s of
+    """A CPU pool's first task on each worker: import what every job needs (torch, timm, bench; ~3 s of
     CPU), so a worker is ready when its first job comes, not seconds later (the second worker of a
     run was spawned only when the parent finished, and then imported while a chain step waited)."""
     import bench.pipeline.jobs  # noqa: F401
@@ -187,11 +187,12 @@ class LocalExecutor(Executor):
                     environments.put(worker_environment(gpu, visible))
                 pinning = {"initializer": _pin_worker, "initargs": (environments,)}
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, **pinning)
-            if not self.gpu_slots:  # start every CPU worker now: the pool spawns on demand otherwise
+            # A CPU pool starts every worker now (the pool spawns on demand otherwise). A GPU pool keeps
+            # spawning on demand: its first k workers take the first k slots, which round robin spreads
+            # over the GPUs, where idle warm workers would take jobs whatever their GPU.
+            if not self.gpu_slots:
                 for _ in range(self.workers):
                     self._pool.submit(_import_job_modules)
-            # A GPU pool keeps spawning on demand: its first k workers take the first k slots, which
-            # round robin spreads over the GPUs; idle warm workers would take jobs whatever their GPU.
         return self._pool
 
     def close(self) -> None:
